@@ -1,0 +1,112 @@
+"""Engines and sessions: SQLite (WAL) by default, PostgreSQL by URL.
+
+The schema is created or upgraded automatically on first use by running the Alembic
+migrations in `store/migrations/`.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+DEFAULT_DB = "restreact.db"
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+class StoreError(RuntimeError):
+    """The database cannot be opened or used; the message is meant for the user."""
+
+
+def resolve_url(db: str | None = None) -> str:
+    """`--db` wins, then RESTREACT_DB, then ./restreact.db. Bare paths become SQLite URLs."""
+    value = db or os.environ.get("RESTREACT_DB") or DEFAULT_DB
+    if "://" in value:
+        return value
+    return f"sqlite:///{Path(value).expanduser().resolve()}"
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    cur = dbapi_conn.cursor()
+    # WAL lets readers (cli.py show/logs) work while a collector writes; the busy timeout
+    # makes concurrent writers wait for the lock instead of failing at once.
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.close()
+
+
+def make_engine(url: str) -> Engine:
+    try:
+        if url.startswith("sqlite"):
+            path = url.split("///", 1)[-1]
+            if path and path != ":memory:" and not Path(path).parent.exists():
+                raise StoreError(f"database folder does not exist: {Path(path).parent}")
+            engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+            event.listen(engine, "connect", _sqlite_pragmas)
+            return engine
+        if url.startswith("postgresql://"):
+            url = "postgresql+psycopg://" + url[len("postgresql://"):]
+        return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    except StoreError:
+        raise
+    except Exception as e:  # unknown dialect, missing driver, malformed URL
+        raise StoreError(f"cannot use database URL {url!r}: {e}") from None
+
+
+def upgrade(engine: Engine) -> None:
+    """Bring the schema to the newest migration (creates it on an empty database)."""
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+
+
+def open_engine(db: str | None = None, migrate: bool = True) -> Engine:
+    url = resolve_url(db)
+    engine = make_engine(url)
+    try:
+        with engine.connect():
+            pass
+        if migrate:
+            upgrade(engine)
+    except StoreError:
+        raise
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise StoreError(f"cannot open database {_redact(url)}: {first}") from None
+    return engine
+
+
+def _redact(url: str) -> str:
+    """Hide a password in a URL before it reaches a message or a log."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        cred, host = rest.rsplit("@", 1)
+        user = cred.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}"
+    return url
+
+
+@contextmanager
+def session_scope(factory: sessionmaker) -> Iterator[Session]:
+    """One transaction: committed on success, rolled back on any error."""
+    session = factory()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
