@@ -1,0 +1,180 @@
+"""The agent as a LangGraph graph — the whole wiring is in `build_graph`.
+
+    decide ──Search──► search ──► summarize ──► decide …
+       └──Terminate (or budget spent)──► answer ──► relevance ──► grounding ──► END
+
+Every node that calls the model goes through `Agent.step`, which samples K outputs,
+parses them, keeps the lowest-perplexity parseable one and writes the step (prompt,
+samples, LLM call, the search it read) to the store in one transaction.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Literal, Optional
+
+from agent import prompts
+from agent.llm.base import GenRequest, LLM, LLMError
+from agent.parsing import parse_action
+from agent.search.base import SearchBackend, SearchError
+from agent.state import AgentConfig, AgentState
+from agent.steps import (
+    Answer,
+    CheckAnswer,
+    ReviseAnswer,
+    Sample,
+    Search,
+    SearchCall,
+    SelectLink,
+    Step,
+    choose_sample,
+)
+
+Event = Callable[[str, dict], None]  # ("step" | "search" | "final", payload) for live views
+
+
+class StepFailed(RuntimeError):
+    """No sample of a step parsed after all attempts: the trajectory ends as failed."""
+
+
+@dataclass
+class Agent:
+    llm: LLM
+    search: SearchBackend
+    store: object  # store.api.Store, or None for a dry run
+    config: AgentConfig = field(default_factory=AgentConfig)
+    on_event: Optional[Event] = None
+
+    def __post_init__(self):
+        self.graph = build_graph(self)
+
+    # --- one model step -----------------------------------------------------------
+
+    def step(self, state: AgentState, kind: str, prompt: str) -> tuple[Step, dict]:
+        """Sample, parse, choose, store. Returns the step and state updates."""
+        if self.config.fewshot:
+            prompt = prompts.with_examples(kind, prompt)
+        cfg = self.config
+        index = state.get("step_index", 0)
+        searches = [state["pending_search"]] if state.get("pending_search") else []
+        for attempt in range(cfg.max_attempts):
+            request = GenRequest(prompt=prompt, n=cfg.samples,
+                                 temperature=0.0 if cfg.samples == 1 and cfg.greedy else cfg.temperature,
+                                 max_new_tokens=cfg.max_new_tokens, purpose=kind)
+            t0 = time.perf_counter()
+            gen = self.llm.generate(request)
+            samples = [Sample(c.text, c.n_tokens, c.logprob, *parse_action(kind, c.text))
+                       for c in gen.completions]
+            step = Step(kind=kind, prompt=gen.rendered_prompt, samples=samples,
+                        chosen=choose_sample(samples), latency_s=time.perf_counter() - t0,
+                        prompt_tokens=gen.prompt_tokens, attempt=attempt, index=index)
+            if self.store is not None and state.get("trajectory_id") is not None:
+                self.store.add_step(state["trajectory_id"], step, gen, request, searches)
+            searches = []  # written once, with the first attempt
+            index += 1
+            self._emit("step", {"step": step})
+            if step.chosen is not None:
+                return step, {"step_index": index, "pending_search": None}
+        raise StepFailed(f"{kind}: no parseable sample after {cfg.max_attempts} attempts")
+
+    def _emit(self, kind: str, payload: dict) -> None:
+        if self.on_event:
+            self.on_event(kind, payload)
+
+    # --- nodes ----------------------------------------------------------------------
+
+    def decide(self, state: AgentState) -> dict:
+        prompt = prompts.render_decide(state["question"], state["past"], state["remaining"])
+        step, upd = self.step(state, "decide", prompt)
+        if isinstance(step.action, Search):
+            return {**upd, "query": step.action.query, "past": state["past"] + [step.action]}
+        return {**upd, "query": None}
+
+    def do_search(self, state: AgentState) -> dict:
+        query = state["query"]
+        t0 = time.perf_counter()
+        call = SearchCall(query=query, backend=getattr(self.search, "name", "search"))
+        try:
+            call.results = self.search.search(query, self.config.top_k)
+        except SearchError as e:
+            call.error = str(e)  # recorded; the summarize step sees an empty result list
+        call.latency_s = time.perf_counter() - t0
+        self._emit("search", {"call": call})
+        return {"results": call.results, "pending_search": call,
+                "remaining": state["remaining"] - 1}
+
+    def summarize(self, state: AgentState) -> dict:
+        prompt = prompts.render_summarize(state["question"], state["past"], state["query"],
+                                          state["results"])
+        step, upd = self.step(state, "summarize", prompt)
+        return {**upd, "past": state["past"] + [step.action], "results": []}
+
+    def answer(self, state: AgentState) -> dict:
+        prompt = prompts.render_answer(state["question"], state["past"])
+        step, upd = self.step(state, "answer", prompt)
+        assert isinstance(step.action, Answer)
+        return {**upd, "answer": step.action.answer, "final_answer": step.action.answer}
+
+    def check(self, kind: str, state: AgentState) -> dict:
+        prompt = prompts.render_check(kind, state["question"], state["past"],
+                                      state["final_answer"])
+        step, upd = self.step(state, kind, prompt)
+        if isinstance(step.action, ReviseAnswer):
+            return {**upd, "final_answer": step.action.revised_answer}
+        assert isinstance(step.action, CheckAnswer)
+        return upd
+
+    # --- running a trajectory -----------------------------------------------------
+
+    def run(self, question: str, trajectory_id: int | None = None) -> AgentState:
+        """Run one trajectory to the end; the store row is finished either way."""
+        state: AgentState = {"question": question, "trajectory_id": trajectory_id, "past": [],
+                             "remaining": self.config.max_searches, "results": [],
+                             "status": "running", "step_index": 0, "pending_search": None}
+        try:
+            state = self.graph.invoke(state, {"recursion_limit": 8 * self.config.max_searches + 40})
+            state["status"] = "finished"
+        except (StepFailed, LLMError) as e:
+            state["status"], state["error"] = "failed", str(e)
+        if self.store is not None and trajectory_id is not None:
+            self.store.finish_trajectory(trajectory_id, state["status"], answer=state.get("answer"),
+                                         final_answer=state.get("final_answer"),
+                                         error=state.get("error"))
+        self._emit("final", {"state": state})
+        return state
+
+
+# --- routers: each returns the name of the next node ------------------------------------
+
+
+def after_decide(state: AgentState) -> Literal["search", "answer"]:
+    return "search" if state.get("query") and state["remaining"] > 0 else "answer"
+
+
+def after_summarize(state: AgentState) -> Literal["decide", "answer"]:
+    return "decide" if state["remaining"] > 0 else "answer"
+
+
+def build_graph(agent: Agent):
+    from langgraph.graph import END, START, StateGraph
+
+    g = StateGraph(AgentState)
+    g.add_node("decide", agent.decide)
+    g.add_node("search", agent.do_search)
+    g.add_node("summarize", agent.summarize)
+    g.add_node("answer", agent.answer)
+    g.add_node("relevance", lambda s: agent.check("relevance", s))
+    g.add_node("grounding", lambda s: agent.check("grounding", s))
+    g.add_edge(START, "decide")
+    g.add_conditional_edges("decide", after_decide)
+    g.add_edge("search", "summarize")
+    g.add_conditional_edges("summarize", after_summarize)
+    g.add_edge("answer", "relevance")
+    g.add_edge("relevance", "grounding")
+    g.add_edge("grounding", END)
+    return g.compile()
+
+
+def selected_links(state: AgentState) -> list[SelectLink]:
+    return [a for a in state.get("past", []) if isinstance(a, SelectLink)]

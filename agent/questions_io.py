@@ -1,0 +1,80 @@
+"""Reading question files: CSV or JSONL with `question` and optional `answer`, `id`, `split`.
+
+Reading is all-or-nothing: any bad line raises QuestionFileError naming the file and the
+line, before anything is written to the store.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+
+class QuestionFileError(ValueError):
+    pass
+
+
+# Column names other sets use for the same thing (BamTwoogle: Question/Answer).
+_ALIASES = {"question": ("question", "q", "query", "prompt"), "answer": ("answer", "a", "ref", "reference")}
+
+
+def _pick(row: dict, field: str):
+    low = {str(k).strip().lower(): v for k, v in row.items() if k is not None}
+    for name in _ALIASES[field]:
+        if name in low:
+            return low[name]
+    return None
+
+
+def _row(raw: dict, where: str) -> dict:
+    q = _pick(raw, "question")
+    if not isinstance(q, str) or not q.strip():
+        raise QuestionFileError(f"{where}: no question text")
+    a = _pick(raw, "answer")
+    low = {str(k).strip().lower(): v for k, v in raw.items() if k is not None}
+    out = {"question": q.strip(), "answer": None if a in (None, "") else str(a).strip()}
+    for key in ("id", "split"):
+        if low.get(key) not in (None, ""):
+            out[key] = str(low[key])
+    meta = {k: v for k, v in low.items() if k not in ("question", "answer", "id", "split")}
+    if meta:
+        out["meta"] = json.loads(json.dumps(meta, default=str))
+    return out
+
+
+def read_question_file(path: str | Path) -> list[dict]:
+    path = Path(path)
+    if not path.is_file():
+        raise QuestionFileError(f"question file not found: {path}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise QuestionFileError(f"{path}: not UTF-8 text") from None
+    rows = _read_jsonl(path, text) if path.suffix.lower() in (".jsonl", ".json") else _read_csv(path, text)
+    if not rows:
+        raise QuestionFileError(f"{path}: no questions in the file")
+    return rows
+
+
+def _read_jsonl(path: Path, text: str) -> list[dict]:
+    rows = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise QuestionFileError(f"{path}:{n}: invalid JSON ({e.msg})") from None
+        if not isinstance(obj, dict):
+            raise QuestionFileError(f"{path}:{n}: expected an object with a 'question' field")
+        rows.append(_row(obj, f"{path}:{n}"))
+    return rows
+
+
+def _read_csv(path: Path, text: str) -> list[dict]:
+    reader = csv.DictReader(text.splitlines())
+    fields = [f.strip().lower() for f in (reader.fieldnames or [])]
+    if not any(f in _ALIASES["question"] for f in fields):
+        raise QuestionFileError(f"{path}:1: no 'question' column in the header")
+    return [_row(raw, f"{path}:{n}") for n, raw in enumerate(reader, 2)]

@@ -1,0 +1,103 @@
+"""From command-line options to a ready agent: model, search backend, cassettes, world.
+
+The CLI's `ask`, `collect`, `eval` and `improve` share these options, so they are
+resolved in one place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from agent.state import AgentConfig
+
+
+class SetupError(ValueError):
+    """Options that cannot work together; the message is one line for the user."""
+
+
+@dataclass
+class AgentOptions:
+    model: Optional[str] = None  # local dir / hub id / openai:NAME / replay:PATH
+    adapter: Optional[str] = None  # LoRA adapter directory for a local model
+    search: Optional[str] = None  # web | corpus | frozen (default: corpus if given, else web)
+    corpus: Optional[str] = None  # JSONL of {id, title, url, text} for local search
+    record: Optional[str] = None  # write all LLM and search traffic to this cassette
+    replay: Optional[str] = None  # answer LLM and search calls from this cassette only
+    world: Optional[str] = None  # "pocket": the offline pocket world's model and corpus
+    load_in_4bit: bool = False
+    config: AgentConfig = field(default_factory=AgentConfig)
+
+    def resolved(self) -> "AgentOptions":
+        """Fill in what a --world implies; explicit options win."""
+        if not self.world:
+            return self
+        if self.world != "pocket":
+            raise SetupError(f"unknown world {self.world!r}; the only world is 'pocket'")
+        from agent.pocket.assets import pocket_assets
+
+        assets = pocket_assets()
+        self.model = self.model or str(assets.model_dir)
+        self.corpus = self.corpus or str(assets.corpus)
+        self.search = self.search or "corpus"
+        return self
+
+    def describe(self) -> dict:
+        return {"model": self.model, "adapter": self.adapter, "search": self.search,
+                "corpus": self.corpus, "world": self.world, "agent": self.config.to_dict()}
+
+
+def build_llm(opts: AgentOptions, cassette=None):
+    from agent.llm.factory import make_llm
+
+    if opts.replay:
+        from agent.cassette import ReplayLLM
+
+        return ReplayLLM(cassette)
+    if not opts.model:
+        raise SetupError("no model: pass --model PATH_OR_ID (or openai:NAME), or --world pocket")
+    llm = make_llm(opts.model, adapter=opts.adapter, load_in_4bit=opts.load_in_4bit)
+    if opts.record:
+        from agent.cassette import RecordingLLM
+
+        llm = RecordingLLM(llm, cassette)
+    return llm
+
+
+def build_search(opts: AgentOptions, store=None, cassette=None):
+    from agent.search.factory import make_search
+
+    if opts.replay:
+        from agent.cassette import ReplaySearch
+
+        return ReplaySearch(cassette)
+    spec = opts.search or ("corpus" if opts.corpus else "web")
+    if spec == "corpus" and not opts.corpus:
+        raise SetupError("--search corpus needs --corpus FILE.jsonl")
+    if spec == "corpus" and not Path(opts.corpus).is_file():
+        raise SetupError(f"corpus file not found: {opts.corpus}")
+    search = make_search(spec, corpus=opts.corpus, store=store)
+    if opts.record:
+        from agent.cassette import RecordingSearch
+
+        search = RecordingSearch(search, cassette)
+    return search
+
+
+def build_agent(opts: AgentOptions, store, on_event=None):
+    """The LLM, search and Agent for these options (loads the model: slow on first call)."""
+    from agent.graph import Agent
+
+    opts = opts.resolved()
+    cassette = None
+    if opts.record or opts.replay:
+        from agent.cassette import Cassette
+
+        path = opts.replay or opts.record
+        if opts.replay and not Path(path).is_file():
+            raise SetupError(f"cassette not found: {path}")
+        cassette = Cassette(path)
+    llm = build_llm(opts, cassette)
+    search = build_search(opts, store, cassette)
+    return Agent(llm=llm, search=search, store=store, config=opts.config, on_event=on_event)

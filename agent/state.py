@@ -1,0 +1,38 @@
+"""The graph's state and the agent's configuration."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Optional, TypedDict
+
+from agent.steps import Action, SearchCall, SearchResult
+
+
+@dataclass
+class AgentConfig:
+    max_searches: int = 10  # the paper's budget: at most 10 searches a trajectory
+    top_k: int = 3  # snippets per search (the paper used about 3)
+    samples: int = 1  # K samples per step; the lowest-perplexity parseable one continues
+    temperature: float = 0.5  # sampling temperature (the paper's setting)
+    greedy: bool = True  # with one sample per step, decode greedily instead of sampling
+    max_new_tokens: int = 192  # per sample; an action is one short call
+    max_attempts: int = 3  # re-asks of a step whose samples all fail to parse
+    fewshot: bool = False  # prepend worked examples (prompted models); off for fine-tuned ones
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class AgentState(TypedDict, total=False):
+    question: str
+    trajectory_id: Optional[int]
+    past: list[Action]  # Search and SelectLink actions so far (the prompt's PAST_ACTIONS)
+    remaining: int  # searches left
+    query: Optional[str]  # the search the last decide step asked for
+    results: list[SearchResult]  # CURRENT_SEARCH_RESULTS for the summarize step
+    pending_search: Optional[SearchCall]  # written with the summarize step that reads it
+    answer: Optional[str]  # the answer step's answer
+    final_answer: Optional[str]  # after the relevance and grounding checks
+    status: str  # running | finished | failed
+    error: Optional[str]
+    step_index: int

@@ -1,0 +1,252 @@
+"""The self-improvement loop, read top to bottom as the method (ReST meets ReAct):
+
+    for each iteration:
+        grow     collect trajectories on the training questions with the current policy
+        rank     a judge ranks each step's sampled alternatives
+        build    one example per step: its prompt and the top-ranked sample
+        train    a fresh LoRA adapter on the base model
+        evaluate the new model on held-out questions
+        promote  it if it beats the current one
+
+No reference answer is used for training: only the judge's rankings select the data.
+Every stage records where it got to in the improve run's state, so re-running the same
+command after a crash or Ctrl-C resumes at the stage it stopped in.
+
+    python cli.py improve --world pocket --iterations 3
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+from agent.collect import items_for
+from agent.collect import collect as collect_trajectories
+
+STAGES = ("grow", "rank", "build", "train", "evaluate", "promote")
+
+
+@dataclass
+class ImproveConfig:
+    name: str  # the improve run's name: the same name resumes
+    base_model: str  # the model every iteration's adapter is trained on
+    question_set: str
+    train_split: str = "train"
+    eval_split: str = "dev"
+    iterations: int = 3
+    grow_questions: Optional[int] = None  # cap on training questions per iteration
+    eval_questions: Optional[int] = None
+    per_question: int = 1  # trajectories per question in Grow (the paper's 2nd gen used 4)
+    samples: int = 4  # K alternatives per step for the ranker to choose from
+    eval_runs: int = 1  # evaluation runs per question (mean ± std over runs)
+    concurrency: int = 8
+    judge: str = "rules"  # "rules" or an LLM spec (local dir, openai:NAME, replay:PATH)
+    teacher: Optional[str] = None  # a stronger model to grow with (distillation), else the policy
+    keep_data: bool = True  # train on the examples of all iterations so far, not just this one
+    workdir: str = "runs"  # adapters and example files go under workdir/name/
+    train: dict = field(default_factory=dict)  # TrainConfig overrides
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class IterationResult:
+    iteration: int
+    examples: int
+    train_loss: Optional[float]
+    eval_exact: float
+    eval_std: float
+    promoted: bool
+    model_version: Optional[str]
+
+
+class Improver:
+    """Runs the loop; `make_agent(model, adapter, samples, greedy)` builds a policy agent."""
+
+    def __init__(self, store, cfg: ImproveConfig, make_agent: Callable, make_judge: Callable,
+                 log: Callable[[str], None] = print):
+        self.store, self.cfg, self.make_agent, self.make_judge, self.log = (
+            store, cfg, make_agent, make_judge, log)
+        self.run = store.get_or_create_run(cfg.name, "improve", cfg.to_dict())
+        self.dir = Path(cfg.workdir) / _slug(cfg.name)
+
+    # --- the loop -------------------------------------------------------------------
+
+    def run_all(self) -> list[IterationResult]:
+        self.baseline()
+        for it in range(1, self.cfg.iterations + 1):
+            if self.state("done", it):
+                continue
+            self.iteration(it)
+        self.store.finish_run(self.run.id)
+        return self.results()
+
+    def baseline(self) -> None:
+        """Iteration 0: the base policy's held-out score, the bar the first adapter must beat."""
+        if self.state("done", 0):
+            return
+        summary = self.evaluate(0, None)
+        mv = self._model_version(0, None, [], {}, summary)
+        self.store.update_model_version(mv.id, promoted=True)
+        self.mark(0, "done", best=mv.id)
+
+    def iteration(self, it: int) -> None:
+        current = self.store.model_version(self.state_value("best"))
+        grow_run = self.grow(it, current)
+        self.rank(it, grow_run)
+        examples, step_ids = self.build(it)
+        trained = self.train(it, current, examples, step_ids)
+        summary = self.evaluate(it, trained)
+        self.promote(it, current, trained, summary)
+        self.mark(it, "done")
+
+    # --- stages ---------------------------------------------------------------------
+
+    def grow(self, it: int, current):
+        cfg = self.cfg
+        name = f"{cfg.name}:grow:{it}"
+        run = self.store.get_or_create_run(name, "grow", {"iteration": it})
+        if self.state("grow", it):
+            return run
+        questions = self.store.questions(cfg.question_set, cfg.train_split, cfg.grow_questions)
+        model, adapter = (cfg.teacher, None) if cfg.teacher else (cfg.base_model, current.adapter_path)
+        self.log(f"iteration {it}: grow on {len(questions)} questions × {cfg.per_question} "
+                 f"with {'teacher ' + cfg.teacher if cfg.teacher else current.name}")
+        agent = self.make_agent(model, adapter, cfg.samples, greedy=False)
+        collect_trajectories(agent, run.id, items_for(questions, cfg.per_question),
+                             concurrency=cfg.concurrency, model=model,
+                             model_version_id=None if cfg.teacher else current.id)
+        self.store.finish_run(run.id)
+        self.mark(it, "grow", grow_run=run.id)
+        return run
+
+    def rank(self, it: int, grow_run) -> None:
+        from reward.ranker import rank_run
+
+        if self.state("rank", it):
+            return
+        counts = rank_run(self.store, grow_run.id, self.make_judge(self.cfg.judge), self.cfg.judge)
+        self.log(f"iteration {it}: ranked {counts}")
+        self.mark(it, "rank")
+
+    def build(self, it: int) -> tuple[list, list[int]]:
+        from reward.prompts import RANK_PROMPT_VERSION
+        from trainer.examples import examples_from_steps
+
+        its = range(1, it + 1) if self.cfg.keep_data else [it]
+        examples = []
+        for j in its:
+            grow_run = self.store.get_run(f"{self.cfg.name}:grow:{j}")
+            steps = self.store.steps_of_run(grow_run.id, status="finished", min_samples=1)
+            examples += examples_from_steps(steps, self.cfg.judge, RANK_PROMPT_VERSION)
+        path = self.dir / f"it{it}" / "examples.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w") as f:
+            for ex in examples:
+                f.write(json.dumps(asdict(ex)) + "\n")
+        step_ids = [ex.step_id for ex in examples if ex.step_id is not None]
+        self.log(f"iteration {it}: {len(examples)} training examples")
+        self.mark(it, "build", examples=len(examples))
+        return examples, step_ids
+
+    def train(self, it: int, current, examples: list, step_ids: list[int]):
+        from trainer.config import TrainConfig
+        from trainer.sft import train
+
+        name = f"{self.cfg.name}:it{it}"
+        existing = self.store.model_version(name)
+        if existing is not None:  # trained before a crash in a later stage
+            return existing
+        out = self.dir / f"it{it}" / "adapter"
+        tcfg = TrainConfig(base_model=self.cfg.base_model, output_dir=str(out), **self.cfg.train)
+        result = train(examples, tcfg)
+        mv = self._model_version(it, str(result.output_dir), step_ids, asdict(tcfg), None,
+                                 parent=current, train_metrics=result.metrics)
+        self.mark(it, "train", model_version=mv.id)
+        return mv
+
+    def evaluate(self, it: int, mv):
+        from reward.evaluate import evaluate
+
+        cfg = self.cfg
+        questions = self.store.questions(cfg.question_set, cfg.eval_split, cfg.eval_questions)
+        run = self.store.get_or_create_run(f"{cfg.name}:eval:{it}", "eval", {"iteration": it})
+        agent = self.make_agent(cfg.base_model, mv.adapter_path if mv else None, 1,
+                                greedy=cfg.eval_runs == 1)
+        summary = evaluate(agent, run.id, questions, runs=cfg.eval_runs,
+                           concurrency=cfg.concurrency, model=cfg.base_model,
+                           model_version_id=mv.id if mv else None)
+        self.store.finish_run(run.id)
+        if mv is not None:
+            self.store.update_model_version(mv.id, metrics={"eval": summary.to_dict()})
+        self.log(f"iteration {it}: {cfg.eval_split} exact match "
+                 f"{summary.exact_mean:.3f} ± {summary.exact_std:.3f}")
+        self.mark(it, "evaluate", eval_run=run.id, exact=summary.exact_mean, std=summary.exact_std)
+        return summary
+
+    def promote(self, it: int, current, trained, summary) -> None:
+        best = (current.metrics or {}).get("eval", {}).get("exact_mean", 0.0)
+        better = summary.exact_mean > best
+        if better:
+            self.store.update_model_version(trained.id, promoted=True)
+            self.mark(it, "promote", promoted=True, best=trained.id)
+        else:
+            self.mark(it, "promote", promoted=False)
+        self.log(f"iteration {it}: {'promoted' if better else 'kept'} "
+                 f"({summary.exact_mean:.3f} vs {best:.3f})")
+
+    # --- bookkeeping ----------------------------------------------------------------
+
+    def _model_version(self, it, adapter, step_ids, config, summary, parent=None,
+                       train_metrics=None):
+        name = f"{self.cfg.name}:it{it}"
+        mv = self.store.model_version(name)
+        if mv is not None:
+            return mv
+        metrics = {"train": train_metrics or {}}
+        if summary is not None:
+            metrics["eval"] = summary.to_dict()
+        return self.store.add_model_version(
+            name=name, base=self.cfg.base_model, adapter_path=adapter,
+            parent_id=parent.id if parent else None, iteration=it, run_id=self.run.id,
+            step_ids=step_ids, config=config, metrics=metrics)
+
+    def _state(self) -> dict:
+        return (self.store.get_run(self.run.id).state or {})
+
+    def state(self, stage: str, it: int) -> bool:
+        return stage in self._state().get(f"it{it}", {})
+
+    def state_value(self, key: str):
+        return self._state().get(key)
+
+    def mark(self, it: int, stage: str, best: int | None = None, **info) -> None:
+        st = self._state()
+        entry = {**st.get(f"it{it}", {}), stage: info or True}
+        update = {f"it{it}": entry}
+        if best is not None:
+            update["best"] = best
+        self.store.set_run_state(self.run.id, **update)
+
+    def results(self) -> list[IterationResult]:
+        out = []
+        st = self._state()
+        for it in range(0, self.cfg.iterations + 1):
+            entry = st.get(f"it{it}")
+            mv = self.store.model_version(f"{self.cfg.name}:it{it}")
+            if not entry or mv is None:
+                continue
+            ev = (mv.metrics or {}).get("eval", {})
+            out.append(IterationResult(
+                iteration=it, examples=(entry.get("build") or {}).get("examples", 0) if isinstance(entry.get("build"), dict) else 0,
+                train_loss=(mv.metrics or {}).get("train", {}).get("train_loss"),
+                eval_exact=ev.get("exact_mean", 0.0), eval_std=ev.get("exact_std", 0.0),
+                promoted=bool(mv.promoted), model_version=mv.name))
+        return out
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
