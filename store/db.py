@@ -67,9 +67,27 @@ def upgrade(engine: Engine) -> None:
 
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
-    with engine.begin() as conn:
+    with engine.connect() as conn:
+        _lock_for_migration(conn)
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
+        conn.commit()
+
+
+def _lock_for_migration(conn) -> None:
+    """Serialise migrations and make them all-or-nothing.
+
+    Several collectors may open a new database at the same moment; without a lock each
+    would try to create the tables. On SQLite the driver runs DDL outside any transaction
+    unless one is opened explicitly, so a crash mid-migration would leave half a schema:
+    BEGIN IMMEDIATE both takes the write lock (others wait, busy_timeout) and makes the
+    DDL transactional. PostgreSQL DDL is transactional already; an advisory lock held
+    until commit serialises concurrent upgrades.
+    """
+    if conn.dialect.name == "sqlite":
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    elif conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("SELECT pg_advisory_xact_lock(2312100030)")
 
 
 def open_engine(db: str | None = None, migrate: bool = True) -> Engine:

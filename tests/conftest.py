@@ -1,0 +1,118 @@
+"""Shared fixtures: every test runs in its own tmp_path, and store tests run on both backends.
+
+PostgreSQL is used when RESTREACT_TEST_PG names a server
+(e.g. postgresql://postgres@127.0.0.1:5432/postgres, as `.ci/run` starts one); each test
+gets a freshly created database with a unique name, dropped afterwards. Without the
+variable the postgres cases are skipped, saying so.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+PG_ENV = "RESTREACT_TEST_PG"
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path, monkeypatch):
+    """No test reads or writes the user's files: cwd, the default DB and the hub are sandboxed."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("RESTREACT_DB", str(tmp_path / "restreact.db"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+def _pg_admin_url() -> str:
+    url = os.environ.get(PG_ENV)
+    if not url:
+        pytest.skip(f"PostgreSQL tests need {PG_ENV}=postgresql://USER@HOST:PORT/DB (.ci/run sets it)")
+    return url
+
+
+def _pg_connect(url: str):
+    import psycopg
+
+    return psycopg.connect(url, autocommit=True)
+
+
+def _with_database(url: str, name: str) -> str:
+    """The same server URL with another database name (query string kept)."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).set(database=name).render_as_string(hide_password=False)
+
+
+@pytest.fixture
+def pg_url():
+    """A fresh, empty PostgreSQL database for one test; dropped (connections forced) after."""
+    admin = _pg_admin_url()
+    name = f"restreact_test_{uuid.uuid4().hex[:12]}"
+    with _pg_connect(admin) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield _with_database(admin, name)
+    finally:
+        with _pg_connect(admin) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request, tmp_path):
+    """A database URL for an empty database: a real SQLite file, or a fresh PostgreSQL DB."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.db'}"
+    return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture
+def store(db_url):
+    """A migrated Store on each backend."""
+    from store.api import Store
+
+    s = Store(db_url)
+    yield s
+    s.close()
+
+
+# --- a realistic trajectory, written through the Store API ------------------------------
+
+
+def write_trajectory(store, question: str = "Who founded Acme?", run_name: str = "collect-1",
+                     finish: bool = True) -> dict:
+    """Claim and write a two-step trajectory (decide with a search, then answer); return its ids."""
+    from agent.llm.base import Completion, GenRequest, Generation
+    from agent.steps import Answer, Sample, Search, SearchCall, SearchResult, Step
+
+    run = store.get_or_create_run(run_name, "collect", {"k": 2})
+    claim = store.claim(run.id, None, question, model="tiny")
+    decide = Step(
+        kind="decide", prompt=f"ORIGINAL_QUESTION = {question!r}\nPAST_ACTIONS = []", index=0,
+        samples=[
+            Sample('Search(query="Acme founder", thoughts="look it up")', n_tokens=9, logprob=-2.0,
+                   action=Search(query="Acme founder", thoughts="look it up")),
+            Sample("Serch(broken", n_tokens=4, logprob=-9.0, parse_error="unknown action 'Serch'"),
+        ],
+        chosen=0, latency_s=0.25, prompt_tokens=31)
+    search = SearchCall(query="Acme founder", backend="bm25", latency_s=0.01, results=[
+        SearchResult(1, "Acme Corp", "https://pocket.example/acme", "Acme was founded by Ada Quill."),
+        SearchResult(2, "Acme (band)", "https://pocket.example/acme-band", "A band from Lowtown."),
+    ])
+    gen = Generation(rendered_prompt=decide.prompt + "\n<assistant>", model="tiny", prompt_tokens=31,
+                     duration_s=0.25, completions=[Completion(s.text, s.n_tokens, s.logprob)
+                                                   for s in decide.samples])
+    step0 = store.add_step(claim.trajectory_id, decide, gen, GenRequest(decide.prompt, n=2, purpose="decide"),
+                           searches=[search])
+    answer = Step(kind="answer", prompt="ANSWER PROMPT for " + question, index=1, chosen=0,
+                  samples=[Sample('Answer(thoughts="found", answer="Ada Quill [link_id=1]")', n_tokens=12,
+                                  logprob=-1.2, action=Answer("found", "Ada Quill [link_id=1]"))])
+    gen2 = Generation(rendered_prompt=answer.prompt, model="tiny", prompt_tokens=20, duration_s=0.5,
+                      completions=[Completion(answer.samples[0].text, 12, -1.2)])
+    step1 = store.add_step(claim.trajectory_id, answer, gen2, GenRequest(answer.prompt, purpose="answer"))
+    if finish:
+        store.finish_trajectory(claim.trajectory_id, "finished", answer="Ada Quill [link_id=1]",
+                                final_answer="Ada Quill [link_id=1]")
+    return {"run_id": run.id, "trajectory_id": claim.trajectory_id, "step_ids": [step0, step1]}
