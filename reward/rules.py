@@ -1,0 +1,357 @@
+"""The rule judge: the ranker's rubric as deterministic checks, no LLM.
+
+Useful offline, in tests, and as a cheap pre-filter before an LLM judge. It reads the
+state a step saw back out of the step's verbatim prompt (the text `agent.prompts`
+rendered: ORIGINAL_QUESTION, PAST_ACTIONS, CURRENT_SEARCH_RESULTS, ...), parses each
+alternative with `agent.parsing.parse_action`, and marks an alternative BAD when any of
+these holds:
+
+- every kind: it does not parse; any text element is empty (thoughts, query, summary,
+  answer, revised_answer).
+- decide: a Search when no searches remain; a Search repeating an earlier query
+  (case, spacing and punctuation ignored); a Search naming an entity (capitalised word or
+  number) found neither in the question nor in an earlier summary — the rule that took a
+  keep-filter from 52% to 88% precision here (STACK.md); a Terminate before any summary.
+- summarize: selects no link; selects or cites a link that is not in the results;
+  the summary cites no [link_id=N]; the selected snippets never mention the query's
+  entities; the summary names an entity (capitalised word or number) that is in neither
+  the selected results (title or snippet) nor the question.
+- answer: cites no [link_id=N]; cites a link that no earlier summary selected; names an
+  entity found neither in the earlier summaries nor in the question.
+- grounding: passes (Check_Answer(passed=True)) an answer naming an entity the summaries
+  do not contain; revises to such an answer. relevance: only the checks for every kind.
+
+"Entity" is deliberately crude: a capitalised word outside a short list of function
+words, or a number; matching is per word and ignores case. Ranking: good before bad;
+among good, fewer steps first (at a decide step, a Terminate goes before a Search when
+the summaries already hold a candidate answer, see `_has_candidate`); then lower
+perplexity when known; then the original order.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import math
+import re
+from dataclasses import dataclass, field, fields
+
+from agent.parsing import parse_action
+from agent.steps import (
+    Action,
+    Answer,
+    CheckAnswer,
+    ReviseAnswer,
+    Search,
+    SelectLink,
+    Terminate,
+    STEP_KINDS,
+)
+from reward.verdicts import RankingVerdict, failed
+
+RULES_VERSION = "rules-v1"
+
+# Capitalised function words that start sentences and queries; not entities.
+STOPWORDS = frozenset("""
+a an the and or but nor so yet of in on at to for from by with without about into onto
+over under after before between through during since until upon as than then
+is are was were be been being has have had do does did will would can could may might
+must shall should it its it's he she they them his her hers their theirs this that these
+those there here who whom whose which what when where why how yes no not none all any
+both each either neither every some many much more most other another such also only
+according link links result results search query summary answer source sources page
+i we you me us our your my mr mrs ms dr st
+""".split())
+
+_CITATION = re.compile(r"\[\s*link_id\s*=\s*(\d{1,6})\s*\]", re.IGNORECASE)
+_TOKEN = re.compile(r"[^\W\d_][\w'’-]*|\d+(?:[.,]\d+)*")
+
+
+# --- what the step saw ------------------------------------------------------------------
+
+
+@dataclass
+class PromptState:
+    """The parts of a rendered step prompt the rules need."""
+
+    question: str = ""
+    past: list[Action] = field(default_factory=list)
+    remaining: int | None = None
+    query: str | None = None
+    results: dict[int, str] = field(default_factory=dict)  # link_id -> title + snippet
+    answer: str | None = None  # the answer under check (relevance, grounding)
+
+    def summaries(self) -> list[SelectLink]:
+        return [a for a in self.past if isinstance(a, SelectLink) and a.summary]
+
+
+_PAST_KIND = {"Search": "decide", "Terminate": "decide", "SelectLink": "summarize",
+              "LinkSelection": "summarize", "Answer": "answer", "Check_Answer": "relevance",
+              "Revise_Answer": "relevance"}
+
+
+def parse_prompt_state(prompt: str) -> PromptState:
+    """Read the real task's state from a rendered prompt (few-shot examples come earlier)."""
+    state = PromptState()
+    if not isinstance(prompt, str):
+        return state
+    start = prompt.rfind("ORIGINAL_QUESTION = ")
+    if start < 0:
+        return state
+    block = None  # which list we are inside: "past" or "results"
+    for line in prompt[start:].splitlines():
+        stripped = line.strip()
+        if block:
+            if stripped.startswith("]"):
+                block = None
+            elif block == "past":
+                _add_past(state, stripped.rstrip(","))
+            else:
+                _add_result(state, stripped.rstrip(","))
+            continue
+        name, _, value = stripped.partition(" = ")
+        value = value.split("  #")[0].strip()  # drop a trailing comment
+        if name == "ORIGINAL_QUESTION":
+            state.question = _literal(value) or ""
+        elif name == "CURRENT_QUERY":
+            state.query = _literal(value)
+        elif name == "ANSWER":
+            state.answer = _literal(value)
+        elif name == "REMAINING_SEARCHES" and value.isdigit():
+            state.remaining = int(value)
+        elif name == "PAST_ACTIONS" and value == "[":
+            block = "past"
+        elif name == "CURRENT_SEARCH_RESULTS" and value == "[":
+            block = "results"
+    return state
+
+
+def _literal(value: str) -> str | None:
+    try:
+        v, _ = json.JSONDecoder().raw_decode(value)
+    except ValueError:
+        return None
+    return v if isinstance(v, str) else None
+
+
+def _add_past(state: PromptState, text: str) -> None:
+    kind = _PAST_KIND.get(text.split("(", 1)[0])
+    if kind:
+        action, _ = parse_action(kind, text)
+        if action is not None:
+            state.past.append(action)
+
+
+def _add_result(state: PromptState, text: str) -> None:
+    try:
+        node = ast.parse(text, mode="eval").body
+        kw = {k.arg: ast.literal_eval(k.value) for k in node.keywords}
+        state.results[int(kw["link_id"])] = f"{kw.get('title', '')} {kw.get('snippet', '')}"
+    except (SyntaxError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
+        pass  # a line we cannot read is simply not evidence
+
+
+# --- words ------------------------------------------------------------------------------
+
+
+def _norm_token(tok: str) -> str:
+    tok = tok.lower().replace("’", "'")
+    return tok[:-2] if tok.endswith("'s") else tok.strip("'-")
+
+
+def _words(text: str) -> set[str]:
+    return {_norm_token(t) for t in _TOKEN.findall(_CITATION.sub(" ", text or ""))}
+
+
+def entities(text: str) -> list[str]:
+    """Capitalised non-function words and numbers, in order, citations removed."""
+    out = []
+    for tok in _TOKEN.findall(_CITATION.sub(" ", text or "")):
+        norm = _norm_token(tok)
+        if not norm or norm in STOPWORDS:
+            continue
+        if tok[0].isdigit() or tok[0].isupper():
+            if norm not in out:
+                out.append(norm)
+    return out
+
+
+def unsupported(text: str, *evidence: str) -> list[str]:
+    """The entities of `text` that no evidence text contains (as a word, any case)."""
+    support = set().union(*(_words(e) for e in evidence)) if evidence else set()
+    return [e for e in entities(text) if e not in support]
+
+
+def citations(text: str) -> list[int]:
+    return [int(n) for n in _CITATION.findall(text or "")]
+
+
+def _norm_query(q: str) -> str:
+    return " ".join(re.sub(r"[^\w\s]", " ", q.lower()).split())
+
+
+# --- the rules, one function a step kind ------------------------------------------------
+
+
+def _empty_elements(action: Action) -> list[str]:
+    return [f"empty {f.name}" for f in fields(action)
+            if f.name != "name" and isinstance(getattr(action, f.name), str)
+            and not getattr(action, f.name).strip()]
+
+
+def _decide(a: Action, st: PromptState) -> list[str]:
+    summaries = st.summaries()
+    if isinstance(a, Terminate):
+        return [] if summaries else ["terminates before any summary"]
+    if not isinstance(a, Search):
+        return []
+    why = []
+    if st.remaining is not None and st.remaining <= 0:
+        why.append("searches when none remain")
+    earlier = {_norm_query(p.query) for p in st.past if isinstance(p, Search)}
+    if _norm_query(a.query) in earlier:
+        why.append("repeats an earlier query")
+    new = unsupported(a.query, st.question, *(s.summary for s in summaries))
+    if new:
+        why.append(f"query names {', '.join(new)}, in neither the question nor a summary")
+    return why
+
+
+def _summarize(a: Action, st: PromptState) -> list[str]:
+    if not isinstance(a, SelectLink):
+        return []
+    why = []
+    if not a.selected_link_ids:
+        why.append("selects no link")
+    missing = [i for i in a.selected_link_ids if i not in st.results]
+    if missing:
+        why.append(f"selects link {missing[0]}, not among the results")
+    cited = citations(a.summary)
+    if not cited:
+        why.append("summary cites no [link_id=N]")
+    ghosts = [i for i in cited if i not in st.results]
+    if ghosts:
+        why.append(f"cites link {ghosts[0]}, not among the results")
+    selected = [st.results[i] for i in a.selected_link_ids if i in st.results]
+    if selected:
+        wanted = entities(st.query or "")
+        if wanted and not (set(wanted) & set().union(*(_words(t) for t in selected))):
+            why.append("selected results never mention the query's entities")
+        new = unsupported(a.summary, st.question, *selected)
+        if new:
+            why.append(f"summary names {', '.join(new)}, not in the selected results")
+    return why
+
+
+def _answer_text(text: str, st: PromptState, require_citation: bool) -> list[str]:
+    why = []
+    cited = citations(text)
+    if require_citation and not cited:
+        why.append("cites no [link_id=N]")
+    selected = {i for s in st.summaries() for i in s.selected_link_ids}
+    selected |= {i for s in st.summaries() for i in citations(s.summary)}
+    ghosts = [i for i in cited if i not in selected]
+    if ghosts:
+        why.append(f"cites link {ghosts[0]}, which no summary selected")
+    new = unsupported(text, st.question, *(s.summary for s in st.summaries()))
+    if new:
+        why.append(f"names {', '.join(new)}, found in no summary")
+    return why
+
+
+def _answer(a: Action, st: PromptState) -> list[str]:
+    return _answer_text(a.answer, st, True) if isinstance(a, Answer) else []
+
+
+def _grounding(a: Action, st: PromptState) -> list[str]:
+    if isinstance(a, CheckAnswer) and a.passed and st.answer is not None:
+        new = unsupported(st.answer, st.question, *(s.summary for s in st.summaries()))
+        return [f"passes an answer naming {', '.join(new)}, found in no summary"] if new else []
+    if isinstance(a, ReviseAnswer):
+        new = unsupported(a.revised_answer, st.question, *(s.summary for s in st.summaries()))
+        return [f"revised answer names {', '.join(new)}, found in no summary"] if new else []
+    return []
+
+
+_RULES = {"decide": _decide, "summarize": _summarize, "answer": _answer,
+          "grounding": _grounding, "relevance": lambda a, st: []}
+
+
+def check(kind: str, action: Action | None, parse_error: str | None, st: PromptState) -> list[str]:
+    """Why one parsed alternative is bad; empty when it passes every rule."""
+    if action is None:
+        return [f"does not parse ({parse_error})"]
+    return _empty_elements(action) + _RULES[kind](action, st)
+
+
+def _has_candidate(st: PromptState) -> bool:
+    """Do the summaries already hold a candidate answer? (Prefer Terminate then.)
+
+    A cheap proxy for "the last hop is done": the latest Search followed a bridge (its
+    query names something the question does not) and the summary after it brought a new
+    name (one in neither the question nor any query). One-hop questions and comparisons
+    never trigger it, so there the tie falls to perplexity; a third hop can be cut short.
+    """
+    last_search = max((i for i, a in enumerate(st.past) if isinstance(a, Search)), default=None)
+    if last_search is None:
+        return False
+    after = [a for a in st.past[last_search + 1:] if isinstance(a, SelectLink) and a.summary]
+    if not after:
+        return False
+    query = st.past[last_search].query
+    if not unsupported(query, st.question):
+        return False
+    queries = [a.query for a in st.past if isinstance(a, Search)]
+    return bool(unsupported(after[-1].summary, st.question, *queries))
+
+
+# --- the judge --------------------------------------------------------------------------
+
+
+def _text_and_ppl(sample) -> tuple[object, float | None]:
+    if isinstance(sample, tuple) and len(sample) == 2:
+        text, ppl = sample
+    elif hasattr(sample, "text"):
+        text, ppl = sample.text, getattr(sample, "perplexity", None)
+    else:
+        text, ppl = sample, None
+    if not isinstance(ppl, (int, float)) or isinstance(ppl, bool) or math.isnan(ppl):
+        ppl = None
+    return text, ppl
+
+
+def judge_step(kind: str, prompt: str, samples, context: dict | None = None) -> RankingVerdict:
+    """Rank one step's alternatives by the rules (see the module docstring).
+
+    `samples` are texts, (text, perplexity) pairs, or objects with `.text` and
+    `.perplexity` (agent.steps.Sample, store.models.StepSample). `context` may override
+    what is read from the prompt: question, past (actions), remaining, query, answer,
+    results (a list of agent.steps.SearchResult).
+    """
+    if kind not in STEP_KINDS:
+        return failed(f"unknown step kind {kind!r}")
+    samples = list(samples or [])
+    if not samples:
+        return failed("no samples to rank")
+    st = parse_prompt_state(prompt)
+    for key, value in (context or {}).items():
+        if key not in {f.name for f in fields(PromptState)}:
+            raise ValueError(f"unknown context key {key!r}")
+        if key == "results":
+            value = {r.link_id: f"{r.title} {r.snippet}" for r in value}
+        setattr(st, key, value)
+    candidate = kind == "decide" and _has_candidate(st)
+    keys, reasons = [], []
+    for i, sample in enumerate(samples):
+        text, ppl = _text_and_ppl(sample)
+        action, error = parse_action(kind, text)
+        why = check(kind, action, error, st)
+        reasons.append(why)
+        extra_steps = 1 if candidate and isinstance(action, Search) else 0
+        keys.append((bool(why), extra_steps, ppl if ppl is not None else math.inf, i))
+    order = [k[-1] for k in sorted(keys)]
+    bad = [i for i, why in enumerate(reasons) if why]
+    notes = [f"#{i + 1} " + ("bad: " + "; ".join(why) if why else "good") for i, why in enumerate(reasons)]
+    if candidate:
+        notes.append("The summaries already hold a candidate answer, so ending the search is preferred")
+    return RankingVerdict(ok=True, best=order[0], order=order, bad=bad, explanation=". ".join(notes) + ".")
