@@ -1,0 +1,108 @@
+"""How a training run is configured: one dataclass whose fields document themselves.
+
+The defaults are unsloth's Llama-3-8B recipe (DESIGN.md §1): LoRA r=16, alpha=16, no
+dropout, all seven projections, batch 2 x grad-accum 4, lr 2e-4 on a linear schedule,
+adamw_8bit. Every field carries its help text in `metadata["help"]`, so a CLI can expose
+the fields as flags and the resolved config (`to_dict`) is saved with every model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Literal, Union
+
+LLAMA_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def _f(default, help: str, **kw):
+    """A dataclass field with its help text (lists need a factory)."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help}, **kw)
+    return field(default=default, metadata={"help": help}, **kw)
+
+
+@dataclass
+class TrainConfig:
+    # --- what to train, and where it goes ---
+    base_model: str = _f("", "Base model: a local directory or a hub id (offline: a local directory).")
+    output_dir: str = _f("adapter", "Where the adapter (LoRA) or the whole model (full) is saved.")
+    method: Literal["lora", "full"] = _f("lora", "'lora' trains a LoRA adapter; 'full' trains every weight.")
+
+    # --- LoRA (unsloth's Llama-3 recipe) ---
+    lora_r: int = _f(16, "LoRA rank.")
+    lora_alpha: int = _f(16, "LoRA scaling numerator (scale = alpha / r).")
+    lora_dropout: float = _f(0.0, "Dropout on the LoRA path; 0 lets unsloth use its fast kernels.")
+    target_modules: list[str] = _f(list(LLAMA_PROJECTIONS),
+                                   "Module names LoRA wraps: the seven Llama projections by default.")
+
+    # --- optimisation ---
+    learning_rate: float = _f(2e-4, "Peak learning rate.")
+    lr_scheduler: str = _f("linear", "Learning-rate schedule after warm-up (a transformers scheduler name).")
+    warmup_steps: int = _f(5, "Optimizer steps of linear warm-up.")
+    weight_decay: float = _f(0.01, "AdamW weight decay.")
+    epochs: float = _f(1.0, "Passes over the examples (ignored when max_steps > 0).")
+    max_steps: int = _f(-1, "Stop after this many optimizer steps; -1 = run the epochs.")
+    per_device_batch: int = _f(2, "Sequences per forward pass.")
+    grad_accum: int = _f(4, "Forward passes accumulated per optimizer step.")
+    optim: str = _f("auto", "Optimizer name for transformers; 'auto' = adamw_8bit on CUDA, adamw_torch on CPU.")
+    seed: int = _f(3407, "Seed for LoRA init, data order and dropout: same seed, same run.")
+
+    # --- data and loss ---
+    max_length: int = _f(2048, "Longest sequence in tokens; longer prompts lose their left end.")
+    loss: Literal["completion", "full"] = _f(
+        "completion", "'completion' = loss on the chosen output only; 'full' = on the whole sequence "
+        "(the pocket model's pre-training needs it to learn copying, STACK.md).")
+    group_by_length: bool = _f(True, "Batch sequences of similar length together (less padding).")
+    padding_free: bool = _f(False, "Flatten each batch into one unpadded sequence (needs flash-attention).")
+    packing: bool = _f(False, "Pack several examples into max_length blocks (best-fit; needs flash-attention).")
+
+    # --- precision, memory, backend ---
+    bf16: Union[bool, Literal["auto"]] = _f("auto", "bfloat16 mixed precision; 'auto' = on where supported.")
+    load_in_4bit: bool = _f(False, "QLoRA: load the base model in 4 bits (bitsandbytes, CUDA only).")
+    gradient_checkpointing: bool = _f(True, "Recompute activations in backward: less memory, ~30% slower.")
+    use_unsloth: Union[bool, Literal["auto"]] = _f(
+        "auto", "unsloth's FastLanguageModel: 'auto' = when CUDA and `import unsloth` work; "
+        "True = required; False = never.")
+    logging_steps: int = _f(1, "Report the loss every this many optimizer steps.")
+
+    def __post_init__(self) -> None:
+        if self.method not in ("lora", "full"):
+            raise ValueError(f"method must be 'lora' or 'full', not {self.method!r}")
+        if self.loss not in ("completion", "full"):
+            raise ValueError(f"loss must be 'completion' or 'full', not {self.loss!r}")
+        if self.use_unsloth not in ("auto", True, False):
+            raise ValueError(f"use_unsloth must be 'auto', True or False, not {self.use_unsloth!r}")
+        if self.bf16 not in ("auto", True, False):
+            raise ValueError(f"bf16 must be 'auto', True or False, not {self.bf16!r}")
+        if self.max_length < 2:
+            raise ValueError(f"max_length must be at least 2, not {self.max_length}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        """Build from a saved dict, ignoring keys this version does not know."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    @staticmethod
+    def help() -> dict[str, str]:
+        """Field name → help text, for CLI flags and docs."""
+        return {f.name: f.metadata.get("help", "") for f in fields(TrainConfig)}
+
+    def resolved_optim(self, cuda: bool) -> str:
+        # adamw_8bit needs bitsandbytes and a GPU; the CPU gets the plain torch AdamW.
+        if self.optim != "auto":
+            return self.optim
+        return "adamw_8bit" if cuda else "adamw_torch"
+
+    def resolved_bf16(self, cuda: bool) -> bool:
+        """'auto': bf16 on a GPU that supports it; on CPU too (STACK.md: ~1.7x faster than fp32)."""
+        if self.bf16 != "auto":
+            return bool(self.bf16)
+        if cuda:
+            import torch
+
+            return torch.cuda.is_bf16_supported()
+        return True
