@@ -219,6 +219,209 @@ def collect(questions: Optional[str] = typer.Option(None, "--questions", "-q", h
 # --- loop: rank, train, eval, improve, report --------------------------------------------
 
 
+def make_judge(spec: str):
+    """'rules' → None (the rule judge needs no model); anything else is an LLM spec."""
+    if spec == "rules":
+        return None
+    from agent.llm.base import LLMError
+    from agent.llm.factory import make_llm
+
+    try:
+        return make_llm(spec)
+    except (LLMError, ValueError, OSError) as e:
+        fail(f"judge: {e}")
+
+
+@app.command()
+def rank(run: str = typer.Option(..., "--run", help="Run name or id whose steps to rank."),
+         judge: str = typer.Option("rules", "--judge", help="'rules' or a judge model (local dir, openai:NAME, replay:PATH).")):
+    """Rank the sampled alternatives of every step of a run (resumable)."""
+    from agent.live import console
+    from reward.ranker import rank_run
+
+    store = open_store()
+    r = store.get_run(run)
+    if r is None:
+        fail(f"no run named {run!r}")
+    counts = rank_run(store, r.id, make_judge(judge), judge)
+    console.print(f"ranked steps of run {r.name}: {counts}")
+
+
+@app.command()
+def train(run: Optional[str] = typer.Option(None, "--run", help="Train on the ranked steps of this run."),
+          alpaca: Optional[str] = typer.Option(None, "--alpaca", help="Or on an Alpaca-format JSONL (instruction, input, output)."),
+          model: str = typer.Option(..., "--model", "-m", help="Base model (local dir or hub id)."),
+          judge: str = typer.Option("rules", "--judge", help="Whose rankings pick the best sample."),
+          use_unranked: bool = typer.Option(False, "--use-unranked", help="Use the chosen sample of unranked steps."),
+          out: str = typer.Option(..., "--out", help="Output directory for the adapter (or model)."),
+          name: Optional[str] = typer.Option(None, "--name", help="Model version name (default: the output dir)."),
+          epochs: float = typer.Option(1.0, "--epochs"), lr: float = typer.Option(2e-4, "--lr"),
+          full: bool = typer.Option(False, "--full", help="Full fine-tuning instead of LoRA."),
+          load_in_4bit: bool = FOURBIT):
+    """Fine-tune a LoRA adapter (or the full model) and record it as a model version."""
+    from agent.live import console
+    from reward.prompts import RANK_PROMPT_VERSION
+    from trainer.config import TrainConfig
+    from trainer.examples import examples_from_steps, load_alpaca
+    from trainer.sft import TrainError, train as run_train
+
+    store = open_store()
+    if bool(run) == bool(alpaca):
+        fail("give exactly one of --run and --alpaca")
+    step_ids: list[int] = []
+    if run:
+        r = store.get_run(run)
+        if r is None:
+            fail(f"no run named {run!r}")
+        examples = examples_from_steps(store.steps_of_run(r.id), judge, RANK_PROMPT_VERSION,
+                                       use_unranked=use_unranked)
+        step_ids = [e.step_id for e in examples if e.step_id is not None]
+    else:
+        try:
+            examples = load_alpaca(alpaca)
+        except (ValueError, OSError) as e:
+            fail(str(e))
+    cfg = TrainConfig(base_model=model, output_dir=out, method="full" if full else "lora",
+                      epochs=epochs, lr=lr, load_in_4bit=load_in_4bit)
+    try:
+        result = run_train(examples, cfg)
+    except TrainError as e:
+        fail(str(e))
+    from dataclasses import asdict
+
+    mv = store.add_model_version(name or out, base=model, adapter_path=str(result.output_dir),
+                                 step_ids=step_ids, config=asdict(cfg),
+                                 metrics={"train": result.metrics})
+    console.print(f"model version [bold]{mv.name}[/bold]: {len(examples)} examples, "
+                  f"loss {result.metrics.get('train_loss')}")
+
+
+@app.command("eval")
+def eval_cmd(questions: Optional[str] = typer.Option(None, "--questions", "-q", help="Question set name or CSV/JSONL file (with answers)."),
+             split: Optional[str] = typer.Option(None, "--split"), limit: Optional[int] = typer.Option(None, "--limit"),
+             runs: int = typer.Option(1, "--runs", help="Runs per question (sampled when > 1); mean ± std over runs."),
+             judge_model: Optional[str] = typer.Option(None, "--judge-model", help="Also ask this LLM whether each answer implies the reference."),
+             concurrency: int = typer.Option(4, "--concurrency", "-c"),
+             as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
+             model: Optional[str] = MODEL, adapter: Optional[str] = ADAPTER,
+             search: Optional[str] = SEARCH, corpus: Optional[str] = CORPUS,
+             record: Optional[str] = RECORD, replay: Optional[str] = REPLAY,
+             world: Optional[str] = WORLD, max_searches: int = MAX_SEARCHES, top_k: int = TOP_K,
+             fewshot: bool = FEWSHOT, load_in_4bit: bool = FOURBIT):
+    """Run the agent on questions with reference answers and score it."""
+    import json as _json
+
+    from agent.collect import run_name
+    from agent.live import console
+    from reward.evaluate import evaluate
+
+    store = open_store()
+    if runs < 1:
+        fail("--runs must be at least 1")
+    opts = agent_options(model, adapter, search, corpus, record, replay, world, 1,
+                         max_searches, top_k, fewshot, load_in_4bit)
+    opts.config.greedy = runs == 1
+    set_name, rows = resolve_questions(store, questions, world, split, limit)
+    if not any(q.answer for q in rows):
+        fail(f"question set {set_name!r} has no reference answers to evaluate against")
+    agent = make_agent(store, opts)
+    name = run_name("eval", set=set_name, split=split, limit=limit, runs=runs, **opts.describe())
+    run = store.get_or_create_run(name, "eval", {"questions": set_name, **opts.describe()})
+    judge = make_judge(judge_model) if judge_model else None
+    summary = evaluate(agent, run.id, rows, runs=runs, concurrency=concurrency, judge=judge,
+                       model=opts.model)
+    store.finish_run(run.id)
+    if as_json:
+        typer.echo(_json.dumps({"run": name, **summary.to_dict()}))
+        return
+    from rich.table import Table
+
+    table = Table(title=f"eval {set_name} ({len(rows)} questions × {runs} runs)")
+    for col in ("metric", "mean", "std"):
+        table.add_column(col)
+    table.add_row("exact match", f"{summary.exact_mean:.3f}", f"{summary.exact_std:.3f}")
+    table.add_row("token F1", f"{summary.f1_mean:.3f}", "")
+    if summary.judge_mean is not None:
+        table.add_row("LLM judge", f"{summary.judge_mean:.3f}", f"{summary.judge_std or 0:.3f}")
+    console.print(table)
+
+
+@app.command()
+def improve(iterations: int = typer.Option(3, "--iterations", "-n"),
+            questions: Optional[str] = typer.Option(None, "--questions", "-q", help="Question set (train and dev splits)."),
+            name: Optional[str] = typer.Option(None, "--name", help="Improve run name; the same name resumes."),
+            model: Optional[str] = MODEL, world: Optional[str] = WORLD,
+            search: Optional[str] = SEARCH, corpus: Optional[str] = CORPUS,
+            judge: str = typer.Option("rules", "--judge", help="'rules' or a judge model spec."),
+            teacher: Optional[str] = typer.Option(None, "--teacher", help="Grow with this stronger model; its steps train --model."),
+            samples: int = typer.Option(4, "--samples", "-k", help="Alternatives per step in Grow."),
+            per_question: int = typer.Option(1, "--per-question"),
+            grow_questions: Optional[int] = typer.Option(None, "--grow-questions", help="Training questions per iteration (default all)."),
+            eval_questions: Optional[int] = typer.Option(None, "--eval-questions", help="Held-out questions (default all)."),
+            eval_split: str = typer.Option("dev", "--eval-split"),
+            eval_runs: int = typer.Option(1, "--eval-runs"),
+            concurrency: int = typer.Option(8, "--concurrency", "-c"),
+            max_searches: int = MAX_SEARCHES, top_k: int = TOP_K,
+            epochs: float = typer.Option(1.0, "--epochs"), lr: float = typer.Option(2e-4, "--lr"),
+            workdir: str = typer.Option("runs", "--workdir", help="Where adapters and example files go.")):
+    """Grow → rank → build → train → evaluate → promote, N times (re-run to resume)."""
+    from agent.collect import run_name
+    from agent.live import console
+    from agent.setup import AgentOptions
+    from agent.state import AgentConfig
+    from trainer.improve import ImproveConfig, Improver
+
+    store = open_store()
+    base = AgentOptions(model=model, search=search, corpus=corpus, world=world).resolved()
+    if not base.model:
+        fail("no model: pass --model PATH or --world pocket")
+    set_name, _ = resolve_questions(store, questions, world, None, None)
+    cfg = ImproveConfig(name="", base_model=base.model, question_set=set_name,
+                        iterations=iterations, eval_split=eval_split, grow_questions=grow_questions,
+                        eval_questions=eval_questions, per_question=per_question, samples=samples,
+                        eval_runs=eval_runs, concurrency=concurrency, judge=judge, teacher=teacher,
+                        workdir=workdir, train={"epochs": epochs, "lr": lr})
+    cfg.name = name or run_name("improve", set=set_name, **{k: v for k, v in cfg.to_dict().items()
+                                                          if k not in ("iterations", "name")})
+
+    def policy(model_spec, adapter, k, greedy=True):
+        opts = AgentOptions(model=model_spec, adapter=adapter, search=base.search,
+                            corpus=base.corpus,
+                            config=AgentConfig(max_searches=max_searches, top_k=top_k,
+                                               samples=k, greedy=greedy))
+        return make_agent(store, opts)
+
+    improver = Improver(store, cfg, policy, make_judge, log=console.print)
+    results = improver.run_all()
+    from rich.table import Table
+
+    table = Table(title=f"improve {cfg.name}")
+    for col in ("iteration", "examples", "train loss", f"{eval_split} exact", "promoted"):
+        table.add_column(col)
+    for r in results:
+        table.add_row(str(r.iteration), str(r.examples),
+                      "" if r.train_loss is None else f"{r.train_loss:.3f}",
+                      f"{r.eval_exact:.3f} ± {r.eval_std:.3f}", "yes" if r.promoted else "")
+    console.print(table)
+
+
+@app.command()
+def report(name: Optional[str] = typer.Option(None, "--name", help="Improve run (default: the latest)."),
+           out: str = typer.Option("improve.png", "--out", help="PNG file to write.")):
+    """Plot held-out accuracy per iteration of an improve run to a PNG."""
+    from trainer.report import plot_improve
+
+    store = open_store()
+    runs = store.runs(kind="improve")
+    run = next((r for r in runs if r.name == name), None) if name else (runs[-1] if runs else None)
+    if run is None:
+        fail(f"no improve run {name!r}" if name else "no improve run in this database")
+    path = plot_improve(store, run, out)
+    typer.echo(f"wrote {path}")
+
+
+
+
 # --- pocket world ---------------------------------------------------------------------------
 
 

@@ -1,0 +1,63 @@
+"""Where the pocket world's files live: the shipped model and the demo world.
+
+The warm-started pocket model ships in the repository (data/pocket/model). The demo world
+is generated on first use from a fixed seed that the model never trained on (pretraining
+uses seeds from PRETRAIN_SEED_BASE up), into a cache folder; generation is byte-for-byte
+reproducible, so every machine gets the same corpus and questions.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+MODEL_DIR = REPO / "data" / "pocket" / "model"
+DEMO_SEED = 7  # the world users meet; never seen in pretraining
+PRETRAIN_SEED_BASE = 100_000
+
+
+@dataclass
+class PocketAssets:
+    model_dir: Path
+    world_dir: Path
+    corpus: Path
+    questions: Path
+    question_set: str
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("RESTREACT_CACHE") or Path.home() / ".cache" / "restreact")
+
+
+def pocket_assets(seed: int = DEMO_SEED) -> PocketAssets:
+    """The model and a built world (built now if missing)."""
+    from agent.pocket.build import build_world
+    from agent.pocket.world import WORLD_VERSION
+
+    model_dir = Path(os.environ.get("RESTREACT_POCKET_MODEL") or MODEL_DIR)
+    world_dir = cache_dir() / "pocket" / f"{WORLD_VERSION}-seed{seed}"
+    if not (world_dir / "MANIFEST.json").is_file():
+        tmp = world_dir.with_name(world_dir.name + f".tmp{os.getpid()}")
+        build_world(seed, tmp)
+        tmp.replace(world_dir) if not world_dir.exists() else None
+    return PocketAssets(model_dir=model_dir, world_dir=world_dir,
+                        corpus=world_dir / "corpus.jsonl", questions=world_dir / "questions.jsonl",
+                        question_set=f"pocket-seed{seed}")
+
+
+def ensure_pocket_questions(store, seed: int = DEMO_SEED) -> str:
+    """Import the demo world's questions (train/dev/test splits) once; returns the set name."""
+    import json
+
+    assets = pocket_assets(seed)
+    if not store.has_question_set(assets.question_set):
+        rows = []
+        for line in assets.questions.read_text().splitlines():
+            q = json.loads(line)
+            rows.append({"id": q["id"], "question": q["question"], "answer": q["answer"],
+                         "split": q["split"],
+                         "meta": {k: q[k] for k in ("type", "support") if k in q}})
+        store.import_questions(assets.question_set, rows, source=str(assets.questions))
+    return assets.question_set
