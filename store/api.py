@@ -9,6 +9,7 @@ takes over what a dead process left behind.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 import uuid
@@ -65,6 +66,13 @@ def _pid_dead(worker: str | None) -> bool:
     return False
 
 
+def _question_key(row: dict) -> str:
+    """The row's own id, else a digest of its text (stable across re-imports)."""
+    if row.get("id") not in (None, ""):
+        return str(row["id"])
+    return "sha1:" + hashlib.sha1(row["question"].strip().encode()).hexdigest()[:16]
+
+
 @dataclass
 class Claim:
     trajectory_id: int
@@ -92,7 +100,9 @@ class Store:
         """Add rows ({question, answer?, id?, split?, meta?}) to a set, all or nothing.
 
         Rows whose id is already in the set are left as they are, so importing the same
-        file twice adds nothing. Returns the number of new questions.
+        file twice adds nothing. A row without an id is known by its text, so a second,
+        different file adds its questions instead of colliding on row numbers. An empty
+        question raises ValueError and nothing is written. Returns the number of new questions.
         """
         with self.session() as s:
             qs = s.scalar(select(QuestionSet).where(QuestionSet.name == set_name))
@@ -103,12 +113,15 @@ class Store:
             have = set(s.scalars(select(Question.ext_id).where(Question.set_id == qs.id)))
             added = 0
             for i, row in enumerate(rows):
-                ext = str(row.get("id") or i)
+                text = row["question"]
+                if not isinstance(text, str) or not text.strip():
+                    raise ValueError(f"row {i + 1}: empty question")
+                ext = _question_key(row)
                 if ext in have:
                     continue
                 have.add(ext)
                 s.add(Question(set_id=qs.id, ext_id=ext, split=row.get("split") or split,
-                               text=row["question"], answer=row.get("answer"),
+                               text=text, answer=row.get("answer"),
                                meta=row.get("meta") or {}))
                 added += 1
             return added
@@ -304,6 +317,11 @@ class Store:
                 selectinload(Trajectory.steps).selectinload(StepRow.samples),
                 selectinload(Trajectory.steps).selectinload(StepRow.rankings),
                 selectinload(Trajectory.searches)))
+
+    def latest_trajectory_id(self) -> int | None:
+        """The newest trajectory (what `show` with no id shows)."""
+        with self.session() as s:
+            return s.scalar(select(func.max(Trajectory.id)))
 
     def trajectories(self, run_id: int | None = None, status: str | None = None,
                      question_id: int | None = None) -> list[Trajectory]:

@@ -44,7 +44,7 @@ class Question(Base):
     __table_args__ = (UniqueConstraint("set_id", "ext_id"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     set_id: Mapped[int] = mapped_column(ForeignKey("question_sets.id", ondelete="CASCADE"), index=True)
-    ext_id: Mapped[str] = mapped_column(String(200))  # id within the set (file id or row number)
+    ext_id: Mapped[str] = mapped_column(String(200))  # id within the set (the file's id, else a digest of the text)
     split: Mapped[str] = mapped_column(String(50), default="train", index=True)
     text: Mapped[str] = mapped_column(Text)
     answer: Mapped[str | None] = mapped_column(Text)  # reference; never used for training

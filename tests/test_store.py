@@ -132,9 +132,16 @@ def test_questions_round_trip_and_reimport_adds_nothing(store):
     assert len(store.questions("bam", limit=2)) == 2
 
 
-def test_question_import_is_all_or_nothing(store):
-    with pytest.raises(KeyError):
-        store.import_questions("bam", [{"question": "fine"}, {"answer": "no question"}])
+def test_files_without_ids_add_up_and_reimport_idempotently(store):
+    assert store.import_questions("mix", [{"question": "Who?"}, {"question": "Where?"}]) == 2
+    assert store.import_questions("mix", [{"question": "When?"}, {"question": "Who?"}]) == 1
+    assert sorted(q.text for q in store.questions("mix")) == ["When?", "Where?", "Who?"]
+
+
+@pytest.mark.parametrize("bad", [{"answer": "no question"}, {"question": "  "}])
+def test_question_import_is_all_or_nothing(store, bad):
+    with pytest.raises((KeyError, ValueError)):
+        store.import_questions("bam", [{"question": "fine"}, bad])
     assert store.question_sets() == []
     assert store.questions("bam") == []
 
