@@ -7,6 +7,7 @@ commands that need them, so `--help` stays fast.
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Optional
@@ -282,7 +283,7 @@ def train(run: Optional[str] = typer.Option(None, "--run", help="Train on the ra
         except (ValueError, OSError) as e:
             fail(str(e))
     cfg = TrainConfig(base_model=model, output_dir=out, method="full" if full else "lora",
-                      epochs=epochs, lr=lr, load_in_4bit=load_in_4bit)
+                      epochs=epochs, learning_rate=lr, load_in_4bit=load_in_4bit)
     try:
         result = run_train(examples, cfg)
     except TrainError as e:
@@ -380,7 +381,7 @@ def improve(iterations: int = typer.Option(3, "--iterations", "-n"),
                         iterations=iterations, eval_split=eval_split, grow_questions=grow_questions,
                         eval_questions=eval_questions, per_question=per_question, samples=samples,
                         eval_runs=eval_runs, concurrency=concurrency, judge=judge, teacher=teacher,
-                        workdir=workdir, train={"epochs": epochs, "lr": lr})
+                        workdir=workdir, train={"epochs": epochs, "learning_rate": lr})
     cfg.name = name or run_name("improve", set=set_name, **{k: v for k, v in cfg.to_dict().items()
                                                           if k not in ("iterations", "name")})
 
@@ -423,6 +424,43 @@ def report(name: Optional[str] = typer.Option(None, "--name", help="Improve run 
 
 
 # --- pocket world ---------------------------------------------------------------------------
+
+pocket_app = typer.Typer(help="The offline pocket world: build worlds, warm-start the pocket model.",
+                         no_args_is_help=True)
+app.add_typer(pocket_app, name="pocket")
+
+
+@pocket_app.command("build")
+def pocket_build(seed: int = typer.Option(7, "--seed", help="World seed: same seed, same bytes."),
+                 out: str = typer.Option(..., "--out", help="Output directory."),
+                 size: str = typer.Option("default", "--size", help="World size preset.")):
+    """Generate a fictional world: corpus.jsonl, questions.jsonl, world.json, MANIFEST.json."""
+    from agent.pocket.build import build_world
+
+    try:
+        info = build_world(seed, Path(out), size=size)
+    except ValueError as e:
+        fail(str(e))
+    typer.echo(json.dumps(info.get("counts", info), default=str))
+
+
+@pocket_app.command("pretrain")
+def pocket_pretrain(out: str = typer.Option("data/pocket/model", "--out"),
+                    worlds: int = typer.Option(1000, "--worlds", help="Fresh worlds for seed data."),
+                    epochs: float = typer.Option(2.0, "--epochs"),
+                    error_rate: float = typer.Option(0.3, "--error-rate", help="Seed policy's mistake rate."),
+                    questions_per_world: int = typer.Option(20, "--questions-per-world"),
+                    batch: int = typer.Option(128, "--batch"),
+                    workers: int = typer.Option(0, "--workers", help="Processes for seed data (0 = all cores).")):
+    """Warm-start the pocket model from scratch (a GPU makes this minutes instead of hours)."""
+    from trainer.pocket import PocketConfig, pretrain
+
+    cfg = PocketConfig(worlds=worlds, epochs=epochs, error_rate=error_rate,
+                       questions_per_world=questions_per_world, batch=batch, workers=workers)
+    metrics = pretrain(cfg, Path(out), log=typer.echo)
+    typer.echo(json.dumps({k: v for k, v in metrics.items() if k != "config"}, default=str))
+
+
 
 
 def main() -> None:

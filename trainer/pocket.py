@@ -1,0 +1,202 @@
+"""Warm-starting the pocket model: a small Llama that has learnt to read its search results.
+
+Recipe (STACK.md records why each part is there):
+  1. seed data — on many freshly generated worlds, run the deliberately imperfect scripted
+     policy through the real agent graph and keep every step (prompt, chosen output);
+     fresh worlds make memorising impossible, so the model must copy from its snippets;
+  2. a byte-level BPE tokenizer trained on those worlds' text and the prompt formats, with
+     Llama-3's special tokens and chat template;
+  3. a LlamaForCausalLM (same class as Llama-3-8B) trained from scratch by the project's
+     own trainer, with loss on the whole sequence (what taught a tiny model to copy);
+  4. saved in bf16 under data/pocket/model (small enough to ship in the repository).
+
+    python cli.py pocket pretrain --worlds 1000 --out data/pocket/model   # on a GPU: minutes
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterator
+
+from agent.pocket.assets import PRETRAIN_SEED_BASE
+
+# Llama-3's chat layout; {% generation %} marks what the model writes (TRL's assistant mask).
+CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}"
+    "{{ '<|start_header_id|>' + m['role'] + '<|end_header_id|>\n\n' }}"
+    "{% if m['role'] == 'assistant' %}{% generation %}{{ m['content'] + '<|eot_id|>' }}{% endgeneration %}"
+    "{% else %}{{ m['content'] + '<|eot_id|>' }}{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
+)
+SPECIAL_TOKENS = ["<|begin_of_text|>", "<|eot_id|>", "<|start_header_id|>", "<|end_header_id|>",
+                  "<|pad|>"]
+
+
+@dataclass
+class PocketConfig:
+    worlds: int = 1000  # fresh worlds for seed data (more worlds: less memorising)
+    world_size: str = "small"  # size preset of each pretraining world
+    questions_per_world: int = 20
+    error_rate: float = 0.3  # the seed policy's mistake rate: keeps the warm start imperfect
+    vocab_size: int = 6000
+    hidden: int = 256
+    layers: int = 6
+    heads: int = 8
+    kv_heads: int = 4
+    max_length: int = 768
+    epochs: float = 2.0
+    batch: int = 128
+    learning_rate: float = 2e-3
+    doc_fraction: float = 0.3  # corpus documents mixed in as plain language-modelling text
+    workers: int = 0  # processes for seed data (0 = all cores)
+    seed: int = 0
+
+
+# --- 1. seed data ---------------------------------------------------------------------
+
+
+def world_steps(world_seed: int, cfg: PocketConfig) -> tuple[list[dict], list[str]]:
+    """Run the scripted policy through the real graph on one fresh world.
+
+    Returns (steps as {kind, prompt, completion}, corpus texts).
+    """
+    from agent.graph import Agent
+    from agent.pocket.build import build_world
+    from agent.pocket.policy import ScriptedPolicy
+    from agent.search.corpus import CorpusSearch
+    from agent.state import AgentConfig
+
+    steps: list[dict] = []
+
+    def capture(kind: str, payload: dict) -> None:
+        step = payload.get("step") if kind == "step" else None
+        if step is not None and step.chosen is not None:
+            steps.append({"kind": step.kind, "prompt": step.prompt,
+                          "completion": step.samples[step.chosen].text})
+
+    with tempfile.TemporaryDirectory(prefix="pocket-world-") as tmp:
+        build_world(world_seed, Path(tmp), size=cfg.world_size)
+        questions = [json.loads(x) for x in (Path(tmp) / "questions.jsonl").read_text().splitlines()]
+        docs = [json.loads(x)["text"] for x in (Path(tmp) / "corpus.jsonl").read_text().splitlines()]
+        policy = ScriptedPolicy(Path(tmp), error_rate=cfg.error_rate, seed=world_seed)
+        agent = Agent(llm=policy, search=CorpusSearch(Path(tmp) / "corpus.jsonl"), store=None,
+                      config=AgentConfig(samples=1), on_event=capture)
+        rng = random.Random(world_seed)
+        for q in rng.sample(questions, min(cfg.questions_per_world, len(questions))):
+            agent.run(q["question"])
+    return steps, docs
+
+
+def seed_data(cfg: PocketConfig) -> tuple[list[dict], list[str]]:
+    """Seed steps and documents from cfg.worlds fresh worlds, in parallel processes."""
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    seeds = [PRETRAIN_SEED_BASE + cfg.seed * 1_000_000 + i for i in range(cfg.worlds)]
+    workers = cfg.workers or os.cpu_count() or 1
+    steps, docs = [], []
+    if workers == 1:
+        results: Iterator = (world_steps(s, cfg) for s in seeds)
+    else:
+        pool = ProcessPoolExecutor(workers)
+        results = pool.map(world_steps, seeds, [cfg] * len(seeds), chunksize=4)
+    for s, d in results:
+        steps += s
+        docs += d
+    return steps, docs
+
+
+# --- 2. tokenizer ---------------------------------------------------------------------
+
+
+def train_tokenizer(texts: list[str], vocab_size: int, out: Path):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(texts, trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|begin_of_text|>",
+                                   eos_token="<|eot_id|>", pad_token="<|pad|>")
+    fast.chat_template = CHAT_TEMPLATE
+    fast.save_pretrained(out)
+    return fast
+
+
+def render(tok, prompt: str) -> str:
+    """What the local backend feeds the model for this prompt (the chat template)."""
+    return tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                   add_generation_prompt=True)
+
+
+# --- 3. model and training -----------------------------------------------------------
+
+
+def init_model(tok, cfg: PocketConfig, out: Path) -> Path:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(cfg.seed)
+    mcfg = LlamaConfig(vocab_size=len(tok), hidden_size=cfg.hidden,
+                       intermediate_size=int(cfg.hidden * 2.75) // 32 * 32,
+                       num_hidden_layers=cfg.layers, num_attention_heads=cfg.heads,
+                       num_key_value_heads=cfg.kv_heads, max_position_embeddings=2048,
+                       bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                       pad_token_id=tok.pad_token_id, tie_word_embeddings=True)
+    LlamaForCausalLM(mcfg).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+def pretrain(cfg: PocketConfig, out: Path, log=print) -> dict:
+    """The whole warm start; returns metrics. `out` receives a bf16 model + tokenizer."""
+    import time
+
+    from trainer.config import TrainConfig
+    from trainer.examples import Example
+    from trainer.sft import train
+
+    t0 = time.perf_counter()
+    steps, docs = seed_data(cfg)
+    log(f"seed data: {len(steps)} steps, {len(docs)} documents from {cfg.worlds} worlds "
+        f"in {time.perf_counter() - t0:.0f}s")
+    rng = random.Random(cfg.seed)
+    tok_texts = docs[:50_000] + [s["prompt"] + s["completion"] for s in rng.sample(steps, min(20_000, len(steps)))]
+    with tempfile.TemporaryDirectory(prefix="pocket-init-") as tmp:
+        tok = train_tokenizer(tok_texts, cfg.vocab_size, Path(tmp))
+        init_model(tok, cfg, Path(tmp))
+        examples = [Example(None, render(tok, s["prompt"]), s["completion"]) for s in steps]
+        n_docs = int(len(examples) * cfg.doc_fraction)
+        examples += [Example(None, tok.bos_token, d) for d in rng.sample(docs, min(n_docs, len(docs)))]
+        rng.shuffle(examples)
+        tcfg = TrainConfig(base_model=tmp, output_dir=str(out), method="full", loss="full",
+                           learning_rate=cfg.learning_rate, epochs=cfg.epochs,
+                           per_device_batch=cfg.batch, grad_accum=1, warmup_steps=50,
+                           max_length=cfg.max_length, gradient_checkpointing=False,
+                           use_unsloth=False, optim="adamw_torch", weight_decay=0.0,
+                           lr_scheduler="cosine", logging_steps=50, seed=cfg.seed)
+        result = train(examples, tcfg, on_log=lambda d: log(json.dumps(d)) if "loss" in d else None)
+    _to_bf16(out)
+    metrics = {**result.metrics, "seed_steps": len(steps), "documents": len(docs),
+               "examples": len(examples), "config": asdict(cfg),
+               "wall_s": time.perf_counter() - t0}
+    (out / "pocket_pretrain.json").write_text(json.dumps(metrics, indent=1, default=str))
+    return metrics
+
+
+def _to_bf16(out: Path) -> None:
+    """Re-save in bf16: half the bytes, so the checkpoint ships in the repository."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.bfloat16)
+    for f in out.glob("*.safetensors"):
+        f.unlink()
+    model.save_pretrained(out)
