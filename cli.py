@@ -49,6 +49,96 @@ def _root(db: Optional[str] = typer.Option(None, "--db", envvar="RESTREACT_DB",
 # --- store browsing: logs, show, questions ---------------------------------------------
 
 
+def _print_json(data) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+@app.command()
+def logs(count: int = typer.Option(3, "--count", "-n", help="How many calls, newest last (0 = all)."),
+         query: Optional[str] = typer.Option(None, "--query", "-q", help="Only calls whose prompt or response contains this text (any case)."),
+         trajectory: Optional[int] = typer.Option(None, "--trajectory", "-t", help="Only calls of this trajectory."),
+         as_json: bool = typer.Option(False, "--json", help="Print a JSON array instead."),
+         full: bool = typer.Option(False, "--full", help="Print prompts and responses whole.")):
+    """List and search the LLM calls: every prompt and response the models saw and wrote."""
+    if count < 0:
+        fail("--count must be 0 (all) or more")
+    store = open_store()
+    rows = store.llm_calls(limit=count, query=query, trajectory_id=trajectory)[::-1]  # oldest first
+    if as_json:
+        from agent.console import llm_call_to_dict
+
+        return _print_json([llm_call_to_dict(r) for r in rows])
+    from rich.console import Console
+
+    from agent.console import render_llm_calls
+
+    if not rows:
+        typer.echo("no LLM calls" + (f" matching {query!r}" if query else ""))
+        return
+    Console(highlight=False).print(render_llm_calls(rows, full=full))
+
+
+@app.command()
+def show(trajectory_id: Optional[int] = typer.Argument(None, help="Trajectory id (default: the newest)."),
+         as_json: bool = typer.Option(False, "--json", help="Print the trajectory as JSON instead."),
+         full: bool = typer.Option(False, "--full", help="Also print step prompts, and samples whole.")):
+    """Show one trajectory: its steps and every sample, rankings, searches and the answer."""
+    store = open_store()
+    tid = trajectory_id if trajectory_id is not None else store.latest_trajectory_id()
+    if tid is None:
+        fail("no trajectories yet (run `ask` or `collect` first)")
+    t = store.trajectory(tid)
+    if t is None:
+        fail(f"no trajectory {tid}")
+    if as_json:
+        from agent.console import trajectory_to_dict
+
+        return _print_json(trajectory_to_dict(t))
+    from rich.console import Console
+
+    from agent.console import render_trajectory
+
+    Console(highlight=False).print(render_trajectory(t, full=full))
+
+
+@questions_app.command("import")
+def questions_import(file: Path = typer.Argument(..., help="CSV (header: question, answer?, id?, split?) or JSONL of objects with those keys."),
+                     set_name: str = typer.Option(..., "--set", "-s", help="Question set to add to (created if new)."),
+                     split: str = typer.Option("train", "--split", help="Split for rows that do not name one.")):
+    """Import questions into a set, all or nothing: a bad line names itself and adds nothing."""
+    from agent.questions_io import QuestionFileError, read_question_file
+
+    try:
+        rows = read_question_file(file)
+    except QuestionFileError as e:
+        fail(str(e))
+    store = open_store()
+    try:
+        added = store.import_questions(set_name, rows, split=split, source=str(file))
+    except ValueError as e:
+        fail(f"{file}: {e}")
+    have = dict(store.question_sets())[set_name]
+    typer.echo(f"added {added} of {len(rows)} questions to set {set_name!r} "
+               f"({len(rows) - added} already there; {have} in the set)")
+
+
+@questions_app.command("list")
+def questions_list():
+    """List the question sets and how many questions each holds."""
+    sets = open_store().question_sets()
+    if not sets:
+        typer.echo("no question sets (import one with: questions import FILE --set NAME)")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("set", "questions")
+    for name, n in sets:
+        table.add_row(name, str(n))
+    Console(highlight=False).print(table)
+
+
+
 # --- agent: ask, collect -----------------------------------------------------------------
 
 # Options shared by every command that runs the agent.
