@@ -197,24 +197,31 @@ def ask(question: Optional[str] = typer.Argument(None, help="The question; omit 
         max_searches: int = MAX_SEARCHES, top_k: int = TOP_K, fewshot: bool = FEWSHOT,
         load_in_4bit: bool = FOURBIT):
     """Ask one question (or several, interactively); the steps appear as they happen."""
-    from agent.live import LiveSteps, console, render_final
-
-    store = open_store()
     opts = agent_options(model, adapter, search, corpus, record, replay, world, samples,
                          max_searches, top_k, fewshot, load_in_4bit)
-    view = LiveSteps()
-    agent = make_agent(store, opts, on_event=view)
+    ok = ask_many(open_store(), opts, [question] if question else _prompt_loop())
+    if question and not ok:
+        raise typer.Exit(2)
+
+
+def ask_many(store, opts, questions, references=None) -> bool:
+    """Run and show each question; True when every trajectory finished."""
+    from agent.live import LiveSteps, console, render_final
+
+    agent = make_agent(store, opts, on_event=LiveSteps())
     run = store.get_or_create_run("ask", "ask", {})
-    questions = [question] if question else _prompt_loop()
-    for q in questions:
+    all_ok = True
+    for i, q in enumerate(questions):
         if not q.strip():
             fail("the question is empty")
         tid = store.start_trajectory(run.id, q, model=opts.model)
         console.print(f"[bold]Q:[/bold] {q}  [dim](trajectory {tid})[/dim]")
         state = agent.run(q, tid)
         render_final(state)
-        if state["status"] != "finished" and question:
-            raise typer.Exit(2)
+        if references:
+            console.print(f"[dim]reference answer: {references[i]}[/dim]")
+        all_ok = all_ok and state["status"] == "finished"
+    return all_ok
 
 
 def _prompt_loop():
@@ -532,6 +539,22 @@ def pocket_build(seed: int = typer.Option(7, "--seed", help="World seed: same se
     except ValueError as e:
         fail(str(e))
     typer.echo(json.dumps(info.get("counts", info), default=str))
+
+
+@pocket_app.command("demo")
+def pocket_demo(n: int = typer.Option(1, "-n", help="How many questions to ask."),
+                split: str = typer.Option("test", "--split"),
+                samples: Optional[int] = SAMPLES):
+    """Ask the pocket model questions about a world it never trained on, step by step."""
+    from agent.pocket.assets import ensure_pocket_questions
+
+    store = open_store()
+    opts = agent_options(None, None, None, None, None, None, "pocket", samples, 10, 3, False, False)
+    rows = store.questions(ensure_pocket_questions(store), split=split, limit=n)
+    if not rows:
+        fail(f"the pocket world has no {split!r} questions")
+    ok = ask_many(store, opts, [q.text for q in rows], [q.answer for q in rows])
+    raise typer.Exit(0 if ok else 2)
 
 
 @pocket_app.command("pretrain")
