@@ -119,7 +119,8 @@ def start_server(responder: Responder, model: str = "tiny") -> tuple[str, Server
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, name="openai-test-server", daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                              name="openai-test-server", daemon=True)
     handle = ServerHandle(server, thread)
     thread.start()
     return f"http://127.0.0.1:{server.server_address[1]}/v1", handle
