@@ -71,18 +71,18 @@ def test_help_lists_the_store_commands(db):
 
 # --- questions import / list ------------------------------------------------------------
 
-BAMTWOOGLE = "/work/shared/data/bamtwoogle.csv"
+BAMTWOOGLE = REPO.parent / "shared" / "data" / "bamtwoogle.csv"  # shared/ sits beside the clone
 
 
-@pytest.mark.skipif(not __import__("os").path.exists(BAMTWOOGLE), reason="BamTwoogle CSV not on this machine")
+@pytest.mark.skipif(not BAMTWOOGLE.exists(), reason=f"BamTwoogle CSV not found at {BAMTWOOGLE}")
 def test_bamtwoogle_imports_once(db):
     with open(BAMTWOOGLE, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
 
-    out = run_cli("questions", "import", BAMTWOOGLE, "--set", "bamtwoogle", "--split", "test", db=db)
+    out = run_cli("questions", "import", str(BAMTWOOGLE), "--set", "bamtwoogle", "--split", "test", db=db)
     assert out.returncode == 0, out.stderr
     assert f"added {len(rows)} of {len(rows)}" in out.stdout
-    again = run_cli("questions", "import", BAMTWOOGLE, "--set", "bamtwoogle", db=db)
+    again = run_cli("questions", "import", str(BAMTWOOGLE), "--set", "bamtwoogle", db=db)
     assert f"added 0 of {len(rows)}" in again.stdout
 
     store = Store(db)
