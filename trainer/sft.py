@@ -58,20 +58,9 @@ def train(examples: Sequence[Example], cfg: TrainConfig,
         raise TrainError("no training examples: rank some finished trajectories first "
                          "(or pass an Alpaca file); nothing was trained")
     out = _check_output_dir(Path(cfg.output_dir))
-    cuda = _cuda_available()
-    unsloth = _want_unsloth(cfg, cuda)  # decided (and imported) before transformers loads
 
     # --- setup
-    import torch
-    from transformers import set_seed
-
-    if cuda:
-        torch.cuda.reset_peak_memory_stats()
-    set_seed(cfg.seed)  # before the model exists: LoRA's init is random
-    if unsloth:
-        model, tok, peft_config = _setup_unsloth(cfg)
-    else:
-        model, tok, peft_config = _setup_hf(cfg, cuda)
+    model, tok, peft_config, cuda, unsloth = setup(cfg)
     dataset = build_dataset(tok, examples, cfg)
 
     # --- train
@@ -81,7 +70,8 @@ def train(examples: Sequence[Example], cfg: TrainConfig,
         t0 = time.perf_counter()
         output = trainer.train()
         runtime = time.perf_counter() - t0
-    model = trainer.model
+    # Unwrapped, so the model no longer runs under the Trainer's mixed-precision autocast.
+    model = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
     model.config.use_cache = True  # the Trainer turned it off; generation is ~8x slower without
     metrics = _metrics(trainer, output.training_loss, runtime, cuda, len(dataset))
     metrics["backend"] = "unsloth" if unsloth else "transformers"
@@ -96,6 +86,27 @@ def train(examples: Sequence[Example], cfg: TrainConfig,
 
 
 # --- setup -----------------------------------------------------------------------------
+
+
+def setup(cfg: TrainConfig):
+    """Load model and tokenizer for `cfg` → (model, tokenizer, peft_config, cuda, unsloth).
+
+    peft_config is the LoRA config SFTTrainer applies (Path A), or None when the model is
+    already wrapped (unsloth) or trained in full.
+    """
+    cuda = _cuda_available()
+    unsloth = _want_unsloth(cfg, cuda)  # decided (and imported) before transformers loads
+    import torch
+    from transformers import set_seed
+
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    set_seed(cfg.seed)  # before the model exists: LoRA's init is random
+    if unsloth:
+        model, tok, peft_config = _setup_unsloth(cfg)
+    else:
+        model, tok, peft_config = _setup_hf(cfg, cuda)
+    return model, tok, peft_config, cuda, unsloth
 
 
 def _cuda_available() -> bool:
@@ -250,18 +261,18 @@ def _trainer_class():
 
 def make_trainer(model, tok, dataset, cfg: TrainConfig, cuda: bool, peft_config, output_dir: str,
                  unsloth: bool = False, on_log: Callable[[dict], None] | None = None):
-    from datasets.utils import logging as ds_logging
+    import datasets
 
-    quiet = ds_logging.is_progress_bar_enabled()
+    quiet = datasets.is_progress_bar_enabled()
     if quiet:  # TRL's dataset preparation would draw four progress bars
-        ds_logging.disable_progress_bars()
+        datasets.disable_progress_bars()
     try:
         trainer = _trainer_class()(model=model, args=sft_config(cfg, cuda, output_dir, unsloth),
                                    train_dataset=dataset, processing_class=tok,
                                    peft_config=peft_config)
     finally:
         if quiet:
-            ds_logging.enable_progress_bars()
+            datasets.enable_progress_bars()
     from transformers.trainer_callback import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)  # logs go to on_log, not stdout
