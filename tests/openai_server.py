@@ -38,7 +38,7 @@ class ServerHandle:
     server: ThreadingHTTPServer
     thread: threading.Thread
     requests: list[SeenRequest] = field(default_factory=list)
-    _failures: list[int] = field(default_factory=list)  # statuses for the next requests
+    _failures: list[tuple[int, str]] = field(default_factory=list)  # for the next requests
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __call__(self) -> None:
@@ -46,11 +46,12 @@ class ServerHandle:
         self.server.server_close()
         self.thread.join(timeout=5)
 
-    def fail_next(self, count: int, status: int = 500) -> None:
+    def fail_next(self, count: int, status: int = 500, message: str | None = None) -> None:
+        """Answer the next `count` POSTs with `status` and an OpenAI-style error body."""
         with self._lock:
-            self._failures.extend([status] * count)
+            self._failures.extend([(status, message or f"injected failure {status}")] * count)
 
-    def _take_failure(self) -> int | None:
+    def _take_failure(self) -> tuple[int, str] | None:
         with self._lock:
             return self._failures.pop(0) if self._failures else None
 
@@ -86,9 +87,9 @@ def start_server(responder: Responder, model: str = "tiny") -> tuple[str, Server
             except json.JSONDecodeError:
                 return self._send(400, {"error": {"message": "body is not JSON"}})
             handle.requests.append(SeenRequest(self.path, dict(self.headers), body))
-            status = handle._take_failure()
-            if status is not None:
-                return self._send(status, {"error": {"message": f"injected failure {status}"}})
+            failure = handle._take_failure()
+            if failure is not None:
+                return self._send(failure[0], {"error": {"message": failure[1]}})
             path = self.path.rstrip("/")
             if path == "/v1/chat/completions":
                 users = [m["content"] for m in body.get("messages", []) if m.get("role") == "user"]
