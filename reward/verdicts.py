@@ -194,7 +194,7 @@ def format_ranking_reply(verdict: RankingVerdict) -> str:
 # --- True/False verdicts (auto-eval) -----------------------------------------------------
 
 _LEAD = re.compile(r"^[\s*_`\"'>#-]*(?:(?:final\s+)?(?:answer|verdict|implies|result)\s*[:=]\s*[*_`\"']*)?"
-                   r"(true|false)\b", re.IGNORECASE)
+                   r"(true|false)\b(?!\s*(?:or\b|and\b|/))", re.IGNORECASE)
 _LABELLED = re.compile(r"^[ \t*_>#-]*(?:final[ \t]+)?(?:answer|verdict|implies|result)[ \t*_]*[:=]"
                        r"[ \t*_`\"']*(true|false)\b", re.IGNORECASE | re.MULTILINE)
 _WORD = re.compile(r"(\bnot[ \t]+)?\b(true|false)\b", re.IGNORECASE)
@@ -204,7 +204,7 @@ def parse_verdict(text) -> bool | None:
     """A True/False judge reply as a bool; None when it says neither or both (never raises).
 
     In order: a reply that starts with True/False (after an optional `Answer:` label and
-    Markdown) gives that; else the last line labelled `Answer:`/`Verdict:` with True/False;
+    Markdown; not "True or False") gives that; else the last line labelled `Answer:`/`Verdict:` with True/False;
     else the reply's only truth word, provided it is not negated ("not true") and the
     reply does not contain the other one.
     """
