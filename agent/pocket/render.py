@@ -47,6 +47,8 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
     "in_country": ("{S} is a city in {country}.", "{S} lies in {country}.",
                    "{s} is a town in the country of {country}.", "{S} is located in {country}."),
     "home_to": ("{S} is home to {list}.", "{list} can be found in {s}."),
+    "population": ("{S} has about {list} thousand inhabitants.",
+                   "Some {list} thousand people live in {s}."),
     # country
     "capital": ("{S} is a country whose capital is {city}.", "The capital of {s} is {city}.",
                 "{city} is the capital of {s}.", "{S} has its capital in {city}."),
@@ -58,7 +60,7 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
                     "{S} opened in {year}."),
     # band
     "formation": ("{S} were formed in {city} in {year}.", "{S} formed in {year} in {city}.",
-                  "{s} is a band formed in {city} in {year}."),
+                  "{s} are a band formed in {city} in {year}."),
     "members": ("The members of {s} are {members}.", "{members} play in {s}.",
                 "{S} are made up of {members}."),
 }
@@ -76,7 +78,7 @@ GROUP_OF: dict[str, tuple[str, str]] = {
 }
 
 PRONOUNS = {"company": "It", "city": "It", "country": "It", "university": "It", "band": "They"}
-DECORATION = {"home_to", "cities"}  # sentences that state no fact the questions ask about
+DECORATION = {"home_to", "cities", "population"}  # sentences that state no fact the questions ask about
 
 NAME = r"[A-Z][a-z]+(?: [A-Z][a-z]+)*"  # every pocket name: capitalised words
 _SLOT = {"year": r"\d{4}", "job": r"an? [a-z]+", "list": r"[^.]+",
@@ -104,7 +106,8 @@ def entity_facts(world: World, kind: str, ent) -> list[tuple[str, dict]]:
         return [("founding", {"person": ent.founder, "year": ent.founded_year}),
                 ("hq", {"city": ent.headquartered_in})]
     if kind == "city":
-        facts = [("in_country", {"country": ent.country})]
+        facts = [("in_country", {"country": ent.country}),
+                 ("population", {"list": str(ent.population)})]
         here = _located_here(world, ent.name)
         if here:
             facts.append(("home_to", {"list": _and(here)}))
@@ -173,8 +176,12 @@ def write_corpus(rows: list[dict], path: Path) -> None:
 # --- reading: the same templates as patterns ----------------------------------------------
 
 
-def _compile(template: str) -> re.Pattern:
-    parts = [r"(?:^|(?<=\. ))"]  # a fact starts a sentence
+SENTENCE_START = r"(?:^|(?<=\. ))"
+
+
+def compile_template(template: str, anchor: str = SENTENCE_START) -> re.Pattern:
+    """A template as a pattern capturing each placeholder; `anchor` says where a fact starts."""
+    parts = [anchor]
     for literal, field_name, _, _ in string.Formatter().parse(template):
         parts.append(re.escape(literal))
         if field_name is None:
@@ -188,7 +195,7 @@ def _compile(template: str) -> re.Pattern:
     return re.compile("".join(parts))
 
 
-_PATTERNS = {g: tuple(_compile(t) for t in ts) for g, ts in TEMPLATES.items()}
+_PATTERNS = {g: tuple(compile_template(t) for t in ts) for g, ts in TEMPLATES.items()}
 
 
 def fact_patterns(group: str) -> tuple[re.Pattern, ...]:

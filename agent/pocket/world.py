@@ -71,6 +71,7 @@ class Person:
 class City:
     name: str
     country: str
+    population: int  # thousands of inhabitants: decoration that no question asks about
 
 
 @dataclass
@@ -256,7 +257,7 @@ def _places(rng: random.Random, sz: WorldSize) -> tuple[list[Country], list[City
     # Every country gets two cities first (its capital and one more), the rest at random.
     owners = [country_names[i % sz.countries] for i in range(2 * sz.countries)]
     owners += [rng.choice(country_names) for _ in range(sz.cities - len(owners))]
-    cities = [City(c, k) for c, k in zip(city_names, owners)]
+    cities = [City(c, k, rng.randint(8, 900)) for c, k in zip(city_names, owners)]
     capital = {}
     for c in cities:  # the first city dealt to a country is its capital
         capital.setdefault(c.country, c.name)
