@@ -105,6 +105,12 @@ class Cassette:
         return _scrub(value, sorted(secrets, key=len, reverse=True))
 
 
+def scrub_secrets(text: str, extra: Iterable[str] = ()) -> str:
+    """`text` with credential-looking strings (see module docstring) replaced by ***."""
+    secrets = {e for e in extra if e} | _env_secrets()
+    return _scrub(text, sorted(secrets, key=len, reverse=True))
+
+
 def _env_secrets() -> set[str]:
     return {v for k, v in os.environ.items() if _SECRET_ENV.search(k) and len(v) >= 8}
 

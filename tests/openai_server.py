@@ -27,7 +27,7 @@ Responder = Callable[[str, int, float, int], list[tuple[str, "list[float] | None
 @dataclass
 class SeenRequest:
     path: str
-    headers: dict[str, str]
+    headers: dict[str, str]  # names lowercased: clients differ in case
     body: dict
 
 
@@ -74,7 +74,7 @@ def start_server(responder: Responder, model: str = "tiny") -> tuple[str, Server
             self.wfile.write(data)
 
         def do_GET(self):
-            handle.requests.append(SeenRequest(self.path, dict(self.headers), {}))
+            handle.requests.append(SeenRequest(self.path, {k.lower(): v for k, v in self.headers.items()}, {}))
             if self.path.rstrip("/") == "/v1/models":
                 self._send(200, {"object": "list", "data": [{"id": model, "object": "model"}]})
             else:
@@ -86,7 +86,7 @@ def start_server(responder: Responder, model: str = "tiny") -> tuple[str, Server
                 body = json.loads(self.rfile.read(length) or b"{}")
             except json.JSONDecodeError:
                 return self._send(400, {"error": {"message": "body is not JSON"}})
-            handle.requests.append(SeenRequest(self.path, dict(self.headers), body))
+            handle.requests.append(SeenRequest(self.path, {k.lower(): v for k, v in self.headers.items()}, body))
             failure = handle._take_failure()
             if failure is not None:
                 return self._send(failure[0], {"error": {"message": failure[1]}})
@@ -106,7 +106,7 @@ def start_server(responder: Responder, model: str = "tiny") -> tuple[str, Server
         def _answer(self, body: dict, prompt: str, chat: bool) -> None:
             n = int(body.get("n", 1))
             outs = responder(prompt, n, float(body.get("temperature", 1.0)),
-                             int(body.get("max_tokens", 16)))
+                             int(body.get("max_completion_tokens") or body.get("max_tokens") or 16))
             choices, completion_tokens = [], 0
             for i, (text, lps) in enumerate(outs):
                 completion_tokens += len(lps) if lps else len(text.split())

@@ -102,7 +102,7 @@ def test_no_secret_reaches_the_cassette(server, tmp_path, monkeypatch):
     handle.fail_next(1, 401, "invalid credentials: Bearer abc.def-ghi")
     with pytest.raises(LLMError, match="401"):
         rec.generate(GenRequest("again", max_new_tokens=3))
-    assert handle.requests[0].headers["Authorization"] == f"Bearer {SECRET}"
+    assert handle.requests[0].headers["authorization"] == f"Bearer {SECRET}"
     data = path.read_bytes()
     for secret in (SECRET, "SECRET123", other, "abc.def-ghi"):
         assert secret.encode() not in data

@@ -114,7 +114,7 @@ def test_api_key_only_in_authorization_header(server):
     with pytest.raises(LLMError) as info:
         b.generate(GenRequest("hi"))
     assert SECRET not in str(info.value) and SECRET not in repr(b)
-    assert all(r.headers.get("Authorization") == f"Bearer {SECRET}" for r in handle.requests)
+    assert all(r.headers.get("authorization") == f"Bearer {SECRET}" for r in handle.requests)
     assert all(SECRET not in str(r.body) for r in handle.requests)
     gen = b.generate(GenRequest("hi", max_new_tokens=2))
     assert SECRET not in repr(gen)
