@@ -224,3 +224,21 @@ def test_show_json_and_unknown_ids(db_url):
 def test_show_on_an_empty_store(db):
     out = run_cli("show", db=db)
     assert out.returncode == 1 and out.stderr.strip().startswith("error: no trajectories yet")
+
+
+def test_live_steps_render_like_stored_ones():
+    """`ask` draws agent.steps objects with the same functions `show` uses for rows."""
+    from rich.console import Console
+
+    from agent.console import render_search, render_step
+    from agent.steps import Sample, Search, SearchCall, SearchResult, Step
+
+    step = Step("decide", "p", [Sample("[bold]x[/bold]", 2, -1.0, action=Search("q", "t")),
+                                Sample("junk", 1, -5.0, parse_error="no call")], chosen=0, index=3)
+    call = SearchCall("q", "web", [SearchResult(1, "T [link_id=1]", "https://x.example", "snip")])
+    out = Console(record=True, width=100)
+    out.print(render_step(step))
+    out.print(render_search(call))
+    text = out.export_text()
+    assert "step 3 decide" in text and "✔ #1" in text and "[bold]x[/bold]" in text  # markup kept as text
+    assert "✗ no call" in text and "[1] T [link_id=1]  https://x.example" in text
