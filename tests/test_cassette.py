@@ -151,3 +151,17 @@ def test_concurrent_writes_stay_whole_lines_and_survive_a_torn_tail(tmp_path):
     (tmp_path / "bad.jsonl").write_text('{"type": "llm"}\nnot json\n{"type": "llm"}\n')
     with pytest.raises(LLMError, match="line 2 is not JSON"):
         ReplayLLM(Cassette(tmp_path / "bad.jsonl"))
+
+
+def test_factory_record_then_replay(hf, tmp_path):
+    from agent.llm.factory import make_llm, wrap_record
+
+    path = tmp_path / "run.jsonl"
+    rec = wrap_record(hf, path)
+    req = GenRequest("record me", max_new_tokens=4)
+    live = rec.generate(req)
+    assert rec.name == hf.name
+    assert make_llm(f"replay:{path}").generate(req) == live
+    assert make_llm(f"replay:{path}", name="frozen").name == "frozen"
+    with pytest.raises(LLMError, match="does not exist"):
+        make_llm(f"replay:{tmp_path / 'nope.jsonl'}")

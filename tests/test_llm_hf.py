@@ -207,3 +207,19 @@ def test_closed_backend_refuses(model_dir):
         b.generate(GenRequest("hi"))
     with pytest.raises(LLMError, match="bad request"):
         HFBackend.generate(b, GenRequest("hi", n=0))
+
+
+def test_factory_builds_local_backends_and_refuses_misplaced_options(model_dir):
+    from agent.llm.factory import make_llm
+    from agent.llm.hf import HFBackend
+
+    for spec in (str(model_dir), f"hf:{model_dir}"):
+        b = make_llm(spec, adapter=None, dtype="fp32", max_batch=2)
+        try:
+            assert isinstance(b, HFBackend) and b.max_batch == 2
+        finally:
+            b.close()
+    with pytest.raises(LLMError, match="base_url do not apply"):
+        make_llm(str(model_dir), base_url="http://127.0.0.1:1/v1")
+    with pytest.raises(LLMError, match="no model given"):
+        make_llm("  ")

@@ -142,3 +142,17 @@ def test_without_logprobs_and_with_a_server_that_ignores_n():
 def test_bad_mode_is_refused():
     with pytest.raises(LLMError, match="unknown mode"):
         OpenAICompatBackend(base_url="http://127.0.0.1:1/v1", mode="edits")
+
+
+def test_factory_openai_spec_uses_env_base_url(server, monkeypatch):
+    from agent.llm.factory import make_llm
+
+    url, handle = server
+    monkeypatch.setenv("OPENAI_BASE_URL", url)
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    for spec in ("openai:tiny", "openai:"):
+        gen = make_llm(spec, mode="completions").generate(GenRequest("hi", max_new_tokens=2))
+        assert gen.model == "openai:tiny" and gen.options["mode"] == "completions"
+    assert handle.requests[-1].headers["authorization"] == f"Bearer {SECRET}"
+    with pytest.raises(LLMError, match="adapter do not apply"):
+        make_llm("openai:tiny", adapter="/some/lora")
