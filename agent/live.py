@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from rich.console import Console
+from rich.markup import escape
 from rich.panel import Panel
 
 from agent.steps import Answer, CheckAnswer, ReviseAnswer, Search, SelectLink, Terminate
@@ -28,12 +29,12 @@ class LiveSteps:
 
     def _search(self, call) -> None:
         if call.error:
-            self.out.print(f"  [red]search failed[/red] {call.query!r}: {call.error}")
+            self.out.print(f"  [red]search failed[/red] {escape(repr(call.query))}: {escape(str(call.error))}")
             return
-        self.out.print(f"  [cyan]search[/cyan] {call.query!r} → {len(call.results)} results")
+        self.out.print(f"  [cyan]search[/cyan] {escape(repr(call.query))} → {len(call.results)} results")
         for r in call.results:
             self.links[r.link_id] = (r.title, r.url)
-            self.out.print(f"    [dim][{r.link_id}] {r.title} — {r.url}[/dim]")
+            self.out.print(f"    [dim]\\[{r.link_id}] {escape(r.title)} — {escape(r.url)}[/dim]")
 
     def _step(self, step) -> None:
         a = step.action
@@ -41,17 +42,17 @@ class LiveSteps:
         if a is None:
             self.out.print(f"  {tag} [red]no parseable sample[/red] (attempt {step.attempt + 1})")
         elif isinstance(a, Search):
-            self.out.print(f"  {tag} Search {a.query!r}  [dim]{a.thoughts}[/dim]")
+            self.out.print(f"  {tag} Search {escape(repr(a.query))}  [dim]{escape(a.thoughts)}[/dim]")
         elif isinstance(a, Terminate):
-            self.out.print(f"  {tag} Terminate  [dim]{a.thoughts}[/dim]")
+            self.out.print(f"  {tag} Terminate  [dim]{escape(a.thoughts)}[/dim]")
         elif isinstance(a, SelectLink):
-            self.out.print(f"  {tag} links {list(a.selected_link_ids)}: {a.summary}")
+            self.out.print(f"  {tag} links {list(a.selected_link_ids)}: {escape(a.summary)}")
         elif isinstance(a, Answer):
-            self.out.print(f"  {tag} {a.answer}")
+            self.out.print(f"  {tag} {escape(a.answer)}")
         elif isinstance(a, CheckAnswer):
             self.out.print(f"  {tag} passed" if a.passed else f"  {tag} failed")
         elif isinstance(a, ReviseAnswer):
-            self.out.print(f"  {tag} [yellow]revised[/yellow]: {a.revised_answer}")
+            self.out.print(f"  {tag} [yellow]revised[/yellow]: {escape(a.revised_answer)}")
 
 
 def citations(state: dict) -> list[tuple[int, str]]:
@@ -69,11 +70,11 @@ def citations(state: dict) -> list[tuple[int, str]]:
 def render_final(state: dict, out: Console | None = None) -> None:
     out = out or console
     if state.get("status") != "finished":
-        out.print(Panel(f"[red]failed:[/red] {state.get('error')}", title="no answer"))
+        out.print(Panel(f"[red]failed:[/red] {escape(str(state.get('error')))}", title="no answer"))
         return
-    body = state.get("final_answer") or ""
+    body = escape(state.get("final_answer") or "")
     if state.get("answer") and state["answer"] != state.get("final_answer"):
-        body += f"\n[dim](first answer, revised by a self-check: {state['answer']})[/dim]"
+        body += f"\n[dim](first answer, revised by a self-check: {escape(state['answer'])})[/dim]"
     for n, summary in citations(state):
-        body += f"\n[dim][link_id={n}] {summary}[/dim]"
+        body += f"\n[dim]\\[link_id={n}] {escape(summary)}[/dim]"
     out.print(Panel(body, title="answer", border_style="green"))
