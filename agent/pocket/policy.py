@@ -15,8 +15,9 @@ It plans like a solver but reads like a reader:
   early, reading a distractor's document, copying the wrong name, answering with the bridge
   entity or without a citation, failing a self-check that should pass.
 
-Randomness is seeded per request from sha256(seed, sample index, prompt), never hash(): the
-same prompt gives the same samples in every process. With n > 1 the first sample behaves at
+Randomness is seeded per request from sha256(seed, sample index, the prompt's task section),
+never hash(): the same prompt gives the same samples in every process, with or without few-shot
+examples in front. With n > 1 the first sample behaves at
 `error_rate`, the others make mistakes more often, and each sample's logprob is worse the more
 mistakes it holds (plus noise that grows with error_rate), so the lowest-perplexity sample is
 usually, not always, the best one.
@@ -269,10 +270,7 @@ class _Step:
         if self.st.remaining <= 0 or tries >= MAX_TRIES:
             return Terminate(thoughts=f"I could not find what I need about {entity}; stopping.")
         if self.slip():
-            wrong = self._decide_mistake(entity, rels[0])
-            if wrong is not None:
-                return wrong
-            self.mistakes -= 1
+            return self._decide_mistake(entity, rels[0])
         return Search(query=self._query(entity, rels[0]), thoughts=self._pick(
             f"Next I need the {WHAT[rels[0]]} of {entity}.",
             f"Look up {entity} to find the {WHAT[rels[0]]}."))
@@ -286,12 +284,12 @@ class _Step:
         fresh = [v for v in variants if v not in tried]
         return fresh[0] if fresh else variants[0]
 
-    def _decide_mistake(self, entity: str, rel: str) -> Action | None:
+    def _decide_mistake(self, entity: str, rel: str) -> Action:
         choices = ["vague", "early_stop"] if self.facts or self.rng.random() < 0.5 else ["vague"]
         if self.rng.choice(choices) == "early_stop":
             return Terminate(thoughts="That should be enough to answer.")
-        words = entity.split()
-        if len(words) > 1:
+        words = [w for w in entity.split() if w != "The"]
+        if len(words) > 1:  # drop one word of the name: "Kaste" for "Kaste Brom"
             words.pop(self.rng.randrange(len(words)))
             vague = " ".join(words)
         else:
@@ -351,10 +349,17 @@ class _Step:
         if slot == "year":
             values[slot] = str(int(right) + self.rng.choice((-10, -3, -1, 1, 2, 7)))
             return {**found, group: values}
-        seen = [d.get(slot) for r in others for d in read_facts(r.snippet, group)]
-        seen += [r.title for r in others if len(r.title.split()) == len(right.split())]
-        seen = [v for v in seen if v and v != right]
-        values[slot] = self.rng.choice(seen) if seen else _mangle(right)
+        # Likeliest slip first: the same kind of value in a neighbouring snippet, then a
+        # title of the same shape, then a half-copied name.
+        alike = [d.get(slot) for r in others for d in read_facts(r.snippet, group)]
+        shaped = [r.title for r in others if len(r.title.split()) == len(right.split())]
+        for pool in (alike, shaped):
+            pool = [v for v in pool if v and v != right]
+            if pool:
+                values[slot] = self.rng.choice(pool)
+                break
+        else:
+            values[slot] = _mangle(right)
         return {**found, group: values}
 
     def _summarize_unknown(self) -> Action:
@@ -380,9 +385,13 @@ class _Step:
             else:
                 cite = False
         text = f"{value} [link_id={link}]" if cite else value
-        chain = " -> ".join(v for v, _ in found)
-        thoughts = f"Following the summaries: {chain}." if done else \
-            f"Not every lookup succeeded; the best I have is {value}."
+        if not done:
+            thoughts = f"Not every lookup succeeded; the best I have is {value}."
+        elif self.plan.pair:
+            years = ", ".join(f"{e}: {self.facts[(e, self.plan.by)][0]}" for e in self.plan.pair)
+            thoughts = f"Comparing {WHAT[self.plan.by]}s ({years}) gives {value}."
+        else:
+            thoughts = "Following the summaries: " + " -> ".join(v for v, _ in found) + "."
         return Answer(thoughts=thoughts, answer=text)
 
     def relevance(self) -> Action:
@@ -458,7 +467,9 @@ class ScriptedPolicy:
                           options={"n": request.n, "error_rate": self.error_rate, "seed": self.seed})
 
     def _sample(self, prompt: str, st: PromptState, plan: Plan | None, index: int) -> Completion:
-        digest = hashlib.sha256(f"{self.seed}\x00{index}\x00{prompt}".encode()).digest()
+        # Keyed on the task itself, so few-shot examples in front do not change the behaviour.
+        task = prompt[prompt.rfind("# restreact "):]
+        digest = hashlib.sha256(f"{self.seed}\x00{index}\x00{task}".encode()).digest()
         rng = random.Random(int.from_bytes(digest[:8], "big"))
         p = self.error_rate * KIND_WEIGHT.get(st.kind, 0.5)
         if index > 0:
