@@ -56,7 +56,9 @@ class ServerHandle:
             return self._failures.pop(0) if self._failures else None
 
 
-def start_server(responder: Responder, model: str = "tiny") -> tuple[str, ServerHandle]:
+def start_server(responder: Responder, model: str = "tiny", fail_first: int = 0,
+                 fail_status: int = 500) -> tuple[str, ServerHandle]:
+    """Serve `responder` on loopback; the first `fail_first` POSTs get `fail_status`."""
     handle: ServerHandle
 
     class Handler(BaseHTTPRequestHandler):
@@ -123,6 +125,7 @@ def start_server(responder: Responder, model: str = "tiny") -> tuple[str, Server
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
                               name="openai-test-server", daemon=True)
     handle = ServerHandle(server, thread)
+    handle.fail_next(fail_first, fail_status)
     thread.start()
     return f"http://127.0.0.1:{server.server_address[1]}/v1", handle
 

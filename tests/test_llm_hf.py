@@ -223,3 +223,31 @@ def test_factory_builds_local_backends_and_refuses_misplaced_options(model_dir):
         make_llm(str(model_dir), base_url="http://127.0.0.1:1/v1")
     with pytest.raises(LLMError, match="no model given"):
         make_llm("  ")
+
+
+def _cuda() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _cuda(), reason="needs CUDA")
+def test_cuda_defaults_to_bf16_and_batches(model_dir):
+    from agent.llm.hf import HFBackend
+
+    with HFBackend(str(model_dir), batch_wait_s=0.5) as gpu, \
+            HFBackend(str(model_dir), dtype="fp32", batch_wait_s=0.5) as gpu32, \
+            HFBackend(str(model_dir), dtype="fp32", max_batch=1) as gpu32_single:
+        assert gpu.device == "cuda" and gpu.dtype_name == "bfloat16"
+        gen = gpu.generate(GenRequest(PROMPTS[2], n=4, max_new_tokens=8))
+        assert all(c.logprob is not None and math.isfinite(c.logprob) for c in gen.completions)
+        requests = [GenRequest(p, max_new_tokens=8) for p in PROMPTS]
+        together = _concurrently(gpu32, requests)
+        assert gpu32.generate_calls < len(requests)
+        for req, got in zip(requests, together):
+            alone = gpu32_single.generate(req).completions[0]
+            assert got.completions[0].text == alone.text

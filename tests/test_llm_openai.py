@@ -82,13 +82,15 @@ def test_retries_transient_failures_then_succeeds(server, status):
     assert len(handle.requests) == 3
 
 
-def test_gives_up_after_max_retries(server):
-    url, handle = server
-    handle.fail_next(10, 500)
-    with pytest.raises(LLMError) as info:
-        _backend(url, max_retries=2).generate(GenRequest("hi"))
-    assert "gave up after 3 attempts" in str(info.value) and "500" in str(info.value)
-    assert len(handle.requests) == 3
+def test_gives_up_after_max_retries(hf):
+    url, handle = start_server(hf_responder(hf), fail_first=10, fail_status=500)
+    try:
+        with pytest.raises(LLMError) as info:
+            _backend(url, max_retries=2).generate(GenRequest("hi"))
+        assert "gave up after 3 attempts" in str(info.value) and "500" in str(info.value)
+        assert len(handle.requests) == 3
+    finally:
+        handle()
 
 
 def test_client_error_is_final_with_server_message(server):

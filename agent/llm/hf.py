@@ -247,7 +247,10 @@ class HFBackend:
                 stopping_criteria=StoppingCriteriaList([stopper]),
                 eos_token_id=sorted(self._eos_ids), pad_token_id=self._pad_id)
         new = seqs[:, width:].tolist()
-        logprobs = recorder.finish(seqs[:, -1]) if new and new[0] else []
+        logprobs = recorder.finish(seqs[:, -1])
+        if len(logprobs) != len(new[0]):  # guards the one-step-behind bookkeeping
+            raise RuntimeError(f"recorded {len(logprobs)} log-probabilities for "
+                               f"{len(new[0])} generated tokens")
         samples = [self._finish_row(new[r], [lp[r] for lp in logprobs], row_max[r], row_stop[r])
                    for r in range(len(row_ids))]
         return samples, [len(ids) for ids in prompt_ids], len(row_ids)
