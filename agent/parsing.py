@@ -49,6 +49,8 @@ def _parse(kind: str, text) -> tuple[Action | None, str | None]:
         return None, "empty output"
     call_text = _first_call(text, ALLOWED[kind])
     if call_text is None:
+        if any(n + "(" in text for n in ALLOWED[kind]):  # opened but never closed: cut off
+            return None, "unterminated call: no matching ')'"
         return None, f"no {' or '.join(ALLOWED[kind])}(...) call found"
     try:
         node = ast.parse(call_text, mode="eval").body

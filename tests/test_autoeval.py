@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from agent.llm.base import Completion, GenRequest, Generation, LLMError
+from agent.llm.base import LLMError
 from reward.autoeval import (
     exact_match,
     exact_match_strict,
@@ -63,18 +63,17 @@ def test_check_prompt_carries_the_three_texts_quoted_and_versioned():
     assert "True or False" in p
 
 
-class _ScriptedJudge:
-    """An LLM backend object whose judge replies depend on the prompt it is sent."""
+def _http_judge(reply_for):
+    """A judge model behind a real OpenAI-compatible HTTP server; replies by prompt."""
+    from agent.llm.openai_compat import OpenAICompatBackend
+    from tests.openai_server import start_server
 
-    name = "scripted-judge"
+    base_url, stop = start_server(lambda prompt, n, t, m: [(reply_for(prompt), None)] * n, model="judge")
+    return OpenAICompatBackend(base_url=base_url, model="judge", max_retries=0), stop
 
-    def __init__(self, reply_for):
-        self.reply_for, self.requests = reply_for, []
 
-    def generate(self, request: GenRequest) -> Generation:
-        self.requests.append(request)
-        return Generation(rendered_prompt=request.prompt, model=self.name,
-                          completions=[Completion(self.reply_for(request.prompt), 1)])
+def _sent(stop) -> list[dict]:
+    return [r.body for r in stop.requests if r.path.endswith("/chat/completions")]
 
 
 def test_judge_answer_reads_true_false_and_unclear_replies():
@@ -85,36 +84,40 @@ def test_judge_answer_reads_true_false_and_unclear_replies():
             return "It depends."
         return "**True**"
 
-    llm = _ScriptedJudge(reply)
-    assert judge_answer(llm, "Which river?", "The Vell [link_id=1]", "Vell") is True
-    assert judge_answer(llm, "Which river?", "The Rhine", "Vell") is False
-    assert judge_answer(llm, "Which river?", "maybe", "Vell") is None
-    req = llm.requests[0]
-    assert req.n == 1 and req.temperature == 0.0 and req.purpose == "eval"
-    assert req.prompt == render_check_answer("Which river?", "The Vell [link_id=1]", "Vell")
+    llm, stop = _http_judge(reply)
+    try:
+        assert judge_answer(llm, "Which river?", "The Vell [link_id=1]", "Vell") is True
+        assert judge_answer(llm, "Which river?", "The Rhine", "Vell") is False
+        assert judge_answer(llm, "Which river?", "maybe", "Vell") is None
+        body = _sent(stop)[0]
+        assert body["n"] == 1 and body["temperature"] == 0.0
+        assert body["messages"][0]["content"] == render_check_answer("Which river?", "The Vell [link_id=1]", "Vell")
+    finally:
+        stop()
 
 
 def test_judge_answer_empty_answer_is_false_without_a_call():
-    llm = _ScriptedJudge(lambda p: "True")
-    assert judge_answer(llm, "Q?", "  [link_id=2] ", "Vell") is False
-    assert judge_answer(llm, "Q?", None, "Vell") is False
-    assert llm.requests == []
+    llm, stop = _http_judge(lambda p: "True")
+    try:
+        assert judge_answer(llm, "Q?", "  [link_id=2] ", "Vell") is False
+        assert judge_answer(llm, "Q?", None, "Vell") is False
+        assert _sent(stop) == []
+    finally:
+        stop()
 
 
 def test_judge_answer_logs_to_the_store_and_propagates_backend_errors(tmp_path):
     from store.api import Store
 
     store = Store(f"sqlite:///{tmp_path / 's.db'}")
-    assert judge_answer(_ScriptedJudge(lambda p: "True"), "Q?", "Vell", "Vell", store=store) is True
-    [call] = store.llm_calls(limit=5)
-    assert call.purpose == "eval" and call.response == "True" and "PROPOSED_ANSWER" in call.prompt
-
-    class Down:
-        name = "down"
-
-        def generate(self, request):
-            raise LLMError("connection refused")
-
-    with pytest.raises(LLMError):
-        judge_answer(Down(), "Q?", "Vell", "Vell")
-    store.close()
+    llm, stop = _http_judge(lambda p: "True")
+    try:
+        assert judge_answer(llm, "Q?", "Vell", "Vell", store=store, trajectory_id=None) is True
+        [call] = store.llm_calls(limit=5)
+        assert call.purpose == "eval" and call.response == "True" and "PROPOSED_ANSWER" in call.prompt
+        stop.fail_next(1, 500)
+        with pytest.raises(LLMError):
+            judge_answer(llm, "Q?", "Vell", "Vell")
+    finally:
+        stop()
+        store.close()

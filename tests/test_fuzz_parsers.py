@@ -188,6 +188,8 @@ def test_parse_action_named_hazards():
     for kind in STEP_KINDS:
         for text in hazards:
             check_action_result(kind, parse_action(kind, text))
+    assert parse_action("decide", 'Search(query="cut off') == (None, "unterminated call: no matching ')'")
+    assert parse_action("decide", "Hmm.") == (None, "no Search or Terminate(...) call found")
 
 
 # --- parse_ranking ----------------------------------------------------------------------------
