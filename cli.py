@@ -358,7 +358,7 @@ def train(run: Optional[str] = typer.Option(None, "--run", help="Train on the ra
           load_in_4bit: bool = FOURBIT):
     """Fine-tune a LoRA adapter (or the full model) and record it as a model version."""
     from agent.live import console
-    from reward.prompts import RANK_PROMPT_VERSION
+    from reward.ranker import prompt_version
     from trainer.config import TrainConfig
     from trainer.examples import examples_from_steps, load_alpaca
     from trainer.sft import TrainError, train as run_train
@@ -371,7 +371,7 @@ def train(run: Optional[str] = typer.Option(None, "--run", help="Train on the ra
         r = store.get_run(run)
         if r is None:
             fail(f"no run named {run!r}")
-        examples = examples_from_steps(store.steps_of_run(r.id), judge, RANK_PROMPT_VERSION,
+        examples = examples_from_steps(store.steps_of_run(r.id), judge, prompt_version(judge),
                                        use_unranked=use_unranked)
         step_ids = [e.step_id for e in examples if e.step_id is not None]
     else:

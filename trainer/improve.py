@@ -133,7 +133,7 @@ class Improver:
         self.mark(it, "rank")
 
     def build(self, it: int) -> tuple[list, list[int]]:
-        from reward.prompts import RANK_PROMPT_VERSION
+        from reward.ranker import prompt_version
         from trainer.examples import examples_from_steps
 
         its = range(1, it + 1) if self.cfg.keep_data else [it]
@@ -141,7 +141,7 @@ class Improver:
         for j in its:
             grow_run = self.store.get_run(f"{self.cfg.name}:grow:{j}")
             steps = self.store.steps_of_run(grow_run.id, status="finished", min_samples=1)
-            examples += examples_from_steps(steps, self.cfg.judge, RANK_PROMPT_VERSION)
+            examples += examples_from_steps(steps, self.cfg.judge, prompt_version(self.cfg.judge))
         path = self.dir / f"it{it}" / "examples.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "w") as f:
