@@ -111,7 +111,7 @@ class Improver:
         run = self.store.get_or_create_run(name, "grow", {"iteration": it})
         if self.state("grow", it):
             return run
-        questions = self.store.questions(cfg.question_set, cfg.train_split, cfg.grow_questions)
+        questions = self._grow_questions(it)
         model, adapter = (cfg.teacher, None) if cfg.teacher else (cfg.base_model, current.adapter_path)
         self.log(f"iteration {it}: grow on {len(questions)} questions × {cfg.per_question} "
                  f"with {'teacher ' + cfg.teacher if cfg.teacher else current.name}")
@@ -122,6 +122,14 @@ class Improver:
         self.store.finish_run(run.id)
         self.mark(it, "grow", grow_run=run.id)
         return run
+
+    def _grow_questions(self, it: int) -> list:
+        """A fresh window of training questions each iteration (wrapping around the split)."""
+        cfg = self.cfg
+        pool = self.store.questions(cfg.question_set, cfg.train_split)
+        n = min(cfg.grow_questions or len(pool), len(pool))
+        start = ((it - 1) * n) % max(len(pool), 1)
+        return (pool[start:] + pool[:start])[:n]
 
     def rank(self, it: int, grow_run) -> None:
         from reward.ranker import rank_run
