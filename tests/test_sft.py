@@ -49,10 +49,12 @@ def examples(tok) -> list[Example]:
 
 
 def config(base, out, **kw) -> TrainConfig:
-    # A high lr and no warm-up make 20 steps on a random model move the loss clearly;
-    # no gradient checkpointing: it only costs time on a model this small.
+    # A high lr and a short warm-up make 20 steps on a random model move the loss clearly;
+    # no gradient checkpointing: it only costs time on a model this small. CPU (fp32
+    # weights) even where a GPU is visible: the GPU paths have their own tests below.
     defaults = dict(base_model=str(base), output_dir=str(out), max_steps=20, per_device_batch=4,
-                    grad_accum=1, learning_rate=5e-3, warmup_steps=2, gradient_checkpointing=False)
+                    grad_accum=1, learning_rate=5e-3, warmup_steps=2, gradient_checkpointing=False,
+                    cpu=True, use_unsloth=False)
     return TrainConfig(**{**defaults, **kw})
 
 
@@ -230,19 +232,35 @@ def _cuda() -> bool:
     return torch.cuda.is_available()
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(not _cuda(), reason="needs a CUDA GPU")
-def test_unsloth_path_trains_on_gpu(tmp_path):
-    pytest.importorskip("unsloth")
-    from transformers import AutoTokenizer
+def _gpu_train(tmp_path, **kw):
+    """A slightly wider tiny model (GPU kernels want head_dim >= 64), trained on the GPU."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     base = build_tiny_model(tmp_path / "base", hidden=256, layers=2)
     tok = AutoTokenizer.from_pretrained(base)
     exs = [Example(i, rollout_prompt(tok, q), COMPLETIONS[i % len(COMPLETIONS)])
            for i, q in enumerate(QUESTIONS)]
-    res = train(exs, config(base, tmp_path / "adapter", use_unsloth=True, max_steps=10,
-                            gradient_checkpointing=True))
+    res = train(exs, config(base, tmp_path / "adapter", cpu=False, max_steps=20,
+                            gradient_checkpointing=True, **kw))
     m = res.metrics
-    assert m["backend"] == "unsloth" and m["steps"] == 10
-    assert m["peak_gib"] > 0 and m["loss_curve"][-1] < m["loss_curve"][0]
-    assert (Path(res.output_dir) / "adapter_model.safetensors").exists()
+    assert m["steps"] == 20 and m["peak_gib"] > 0 and m["tokens_per_s"] > 0
+    assert m["loss_curve"][-1] < m["loss_curve"][0] - 0.3, m["loss_curve"]
+    reloaded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), res.output_dir)
+    assert any(p.abs().sum() > 0 for n, p in reloaded.named_parameters() if "lora_B" in n)
+    return res
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _cuda(), reason="needs a CUDA GPU")
+def test_transformers_path_trains_on_gpu(tmp_path):
+    res = _gpu_train(tmp_path, use_unsloth=False)
+    assert res.metrics["backend"] == "transformers"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _cuda(), reason="needs a CUDA GPU")
+def test_unsloth_path_trains_on_gpu(tmp_path):
+    pytest.importorskip("unsloth")
+    res = _gpu_train(tmp_path, use_unsloth=True)
+    assert res.metrics["backend"] == "unsloth"

@@ -44,7 +44,8 @@ class TrainConfig:
     max_steps: int = _f(-1, "Stop after this many optimizer steps; -1 = run the epochs.")
     per_device_batch: int = _f(2, "Sequences per forward pass.")
     grad_accum: int = _f(4, "Forward passes accumulated per optimizer step.")
-    optim: str = _f("auto", "Optimizer name for transformers; 'auto' = adamw_8bit on CUDA, adamw_torch on CPU.")
+    optim: str = _f("auto", "Optimizer name for transformers; 'auto' = adamw_8bit on CUDA with bitsandbytes, "
+                   "else adamw_torch.")
     seed: int = _f(3407, "Seed for LoRA init, data order and dropout: same seed, same run.")
 
     # --- data and loss ---
@@ -60,6 +61,7 @@ class TrainConfig:
     bf16: Union[bool, Literal["auto"]] = _f("auto", "bfloat16 mixed precision; 'auto' = on where supported.")
     load_in_4bit: bool = _f(False, "QLoRA: load the base model in 4 bits (bitsandbytes, CUDA only).")
     gradient_checkpointing: bool = _f(True, "Recompute activations in backward: less memory, ~30% slower.")
+    cpu: bool = _f(False, "Train on the CPU even when a GPU is visible.")
     use_unsloth: Union[bool, Literal["auto"]] = _f(
         "auto", "unsloth's FastLanguageModel: 'auto' = when CUDA and `import unsloth` work; "
         "True = required; False = never.")
@@ -92,10 +94,13 @@ class TrainConfig:
         return {f.name: f.metadata.get("help", "") for f in fields(TrainConfig)}
 
     def resolved_optim(self, cuda: bool) -> str:
-        # adamw_8bit needs bitsandbytes and a GPU; the CPU gets the plain torch AdamW.
+        # adamw_8bit needs bitsandbytes and a GPU; elsewhere the plain torch AdamW.
         if self.optim != "auto":
             return self.optim
-        return "adamw_8bit" if cuda else "adamw_torch"
+        import importlib.util
+
+        has_bnb = importlib.util.find_spec("bitsandbytes") is not None
+        return "adamw_8bit" if cuda and has_bnb else "adamw_torch"
 
     def resolved_bf16(self, cuda: bool) -> bool:
         """'auto': bf16 on a GPU that supports it; on CPU too (STACK.md: ~1.7x faster than fp32)."""

@@ -94,7 +94,7 @@ def setup(cfg: TrainConfig):
     peft_config is the LoRA config SFTTrainer applies (Path A), or None when the model is
     already wrapped (unsloth) or trained in full.
     """
-    cuda = _cuda_available()
+    cuda = not cfg.cpu and _cuda_available()
     unsloth = _want_unsloth(cfg, cuda)  # decided (and imported) before transformers loads
     import torch
     from transformers import set_seed
@@ -120,7 +120,14 @@ def _want_unsloth(cfg: TrainConfig, cuda: bool) -> bool:
     if cfg.use_unsloth is False or (cfg.use_unsloth == "auto" and not cuda):
         return False
     if not cuda:
-        raise TrainError("use_unsloth=True needs a CUDA GPU; none is visible (use --no-unsloth)")
+        raise TrainError("use_unsloth=True needs a CUDA GPU; none is visible or cpu=True "
+                         "(use --no-unsloth)")
+    import importlib.util
+
+    if importlib.util.find_spec("bitsandbytes") is None:  # unsloth's loader needs it, even for 16-bit
+        if cfg.use_unsloth is True:
+            raise TrainError("use_unsloth=True needs bitsandbytes (pip install '.[gpu]')")
+        return False
     try:
         import unsloth  # noqa: F401  (patches transformers, peft and trl on import)
     except Exception as e:  # ImportError, or unsloth's own checks failing
