@@ -48,6 +48,10 @@ class _Index:
     """Documents, their BM25 index and document frequencies (for picking passages)."""
 
     def __init__(self, docs: list[Document]):
+        # bm25s uses JAX for top-k when JAX is installed; JAX would then grab most of the GPU
+        # in every collector process. BM25 is CPU work: keep JAX on the CPU.
+        os.environ.setdefault("JAX_PLATFORMS", "cpu")
+        os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
         import bm25s  # imported here: cli.py imports this module at startup
 
         self.docs = docs
