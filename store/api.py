@@ -104,6 +104,19 @@ class Store:
         different file adds its questions instead of colliding on row numbers. An empty
         question raises ValueError and nothing is written. Returns the number of new questions.
         """
+        for attempt in range(3):
+            try:
+                return self._import_questions_once(set_name, rows, split, source)
+            except IntegrityError:
+                # Another process (collectors started together) imported the same set at
+                # the same moment; this transaction was rolled back whole, and a retry sees
+                # and skips what the other one added.
+                if attempt == 2:
+                    raise
+        return 0
+
+    def _import_questions_once(self, set_name: str, rows: Sequence[dict], split: str,
+                               source: str | None) -> int:
         with self.session() as s:
             qs = s.scalar(select(QuestionSet).where(QuestionSet.name == set_name))
             if qs is None:

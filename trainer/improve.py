@@ -18,6 +18,7 @@ command after a crash or Ctrl-C resumes at the stage it stopped in.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -26,6 +27,31 @@ from agent.collect import items_for
 from agent.collect import collect as collect_trajectories
 
 STAGES = ("grow", "rank", "build", "train", "evaluate", "promote")
+KILL_ENV = "RESTREACT_TEST_KILL_AT"  # test hook, see `_kill_point`
+
+
+def _kill_point(stage: str, it: int) -> None:
+    """Crash-test hook: RESTREACT_TEST_KILL_AT=STAGE:IT[:DELAY_S] SIGKILLs this process
+    DELAY_S seconds (default 0) after it enters that stage of that iteration (the baseline
+    evaluation is evaluate:0). Used by tests/test_kill_resume.py to prove resumption from
+    any stage; unset, it costs one dict lookup.
+    """
+    spec = os.environ.get(KILL_ENV)
+    if not spec:
+        return
+    want_stage, want_it, *delay = spec.split(":")
+    if (want_stage, want_it) != (stage, str(it)):
+        return
+    import signal
+    import threading
+
+    kill = lambda: os.kill(os.getpid(), signal.SIGKILL)  # noqa: E731
+    if delay and float(delay[0]) > 0:
+        timer = threading.Timer(float(delay[0]), kill)
+        timer.daemon = True  # a run that ends first is not held back (nor killed) by it
+        timer.start()
+    else:
+        kill()
 
 
 @dataclass
@@ -106,6 +132,7 @@ class Improver:
     # --- stages ---------------------------------------------------------------------
 
     def grow(self, it: int, current):
+        _kill_point("grow", it)
         cfg = self.cfg
         name = f"{cfg.name}:grow:{it}"
         run = self.store.get_or_create_run(name, "grow", {"iteration": it})
@@ -132,6 +159,7 @@ class Improver:
         return (pool[start:] + pool[:start])[:n]
 
     def rank(self, it: int, grow_run) -> None:
+        _kill_point("rank", it)
         from reward.ranker import rank_run
 
         if self.state("rank", it):
@@ -141,6 +169,7 @@ class Improver:
         self.mark(it, "rank")
 
     def build(self, it: int) -> tuple[list, list[int]]:
+        _kill_point("build", it)
         from reward.ranker import prompt_version
         from trainer.examples import examples_from_steps
 
@@ -161,6 +190,7 @@ class Improver:
         return examples, step_ids
 
     def train(self, it: int, current, examples: list, step_ids: list[int]):
+        _kill_point("train", it)
         from trainer.config import TrainConfig
         from trainer.sft import train
 
@@ -177,6 +207,7 @@ class Improver:
         return mv
 
     def evaluate(self, it: int, mv):
+        _kill_point("evaluate", it)
         from reward.evaluate import evaluate
 
         cfg = self.cfg
@@ -196,6 +227,7 @@ class Improver:
         return summary
 
     def promote(self, it: int, current, trained, summary) -> None:
+        _kill_point("promote", it)
         best = (current.metrics or {}).get("eval", {}).get("exact_mean", 0.0)
         better = summary.exact_mean > best
         if better:

@@ -9,6 +9,7 @@ reproducible, so every machine gets the same corpus and questions.
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,7 +42,12 @@ def pocket_assets(seed: int = DEMO_SEED) -> PocketAssets:
     if not (world_dir / "MANIFEST.json").is_file():
         tmp = world_dir.with_name(world_dir.name + f".tmp{os.getpid()}")
         build_world(seed, tmp)
-        tmp.replace(world_dir) if not world_dir.exists() else None
+        try:
+            tmp.replace(world_dir)
+        except OSError:  # another process (collectors started together) built it first
+            if not (world_dir / "MANIFEST.json").is_file():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
     return PocketAssets(model_dir=model_dir, world_dir=world_dir,
                         corpus=world_dir / "corpus.jsonl", questions=world_dir / "questions.jsonl",
                         question_set=f"pocket-seed{seed}")
