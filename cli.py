@@ -240,30 +240,50 @@ def _prompt_loop():
 def resolve_questions(store, questions: Optional[str], world: Optional[str], split: Optional[str],
                       limit: Optional[int]):
     """A question set name, or a CSV/JSONL file imported (idempotently) as a set."""
+    return plan_questions(store, questions, world, split, limit)()
+
+
+def plan_questions(store, questions: Optional[str], world: Optional[str], split: Optional[str],
+                   limit: Optional[int]):
+    """Check a question source and its selection, writing nothing yet.
+
+    Returns a function that imports it (a file, or the pocket world's set; idempotent) and
+    returns (set name, questions). Commands call it after everything else that can fail
+    (loading the model or the adapter), so a bad option leaves the store as it was.
+    """
     from agent.questions_io import QuestionFileError, read_question_file
 
+    pending, source = None, None  # rows to import into set `questions`, if not there yet
     if questions is None and world == "pocket":
-        from agent.pocket.assets import ensure_pocket_questions
+        from agent.pocket.assets import pocket_assets, pocket_question_rows
 
-        questions = ensure_pocket_questions(store)
+        assets = pocket_assets()
+        questions, source = assets.question_set, str(assets.questions)
+        if not store.has_question_set(questions):
+            pending = pocket_question_rows()
     if questions is None:
         fail("--questions SET_OR_FILE is required")
     path = Path(questions)
-    if path.suffix.lower() in (".csv", ".jsonl", ".json") or path.is_file():
+    if source is None and (path.suffix.lower() in (".csv", ".jsonl", ".json") or path.is_file()):
         if not path.is_file():
             fail(f"question file not found: {questions}")
         try:
-            rows = read_question_file(path)
+            pending = read_question_file(path)
         except QuestionFileError as e:
             fail(str(e))
-        store.import_questions(path.stem, rows, source=str(path))
-        questions = path.stem
-    elif not store.has_question_set(questions):
+        questions, source = path.stem, str(path)
+    elif pending is None and not store.has_question_set(questions):
         fail(f"no question set named {questions!r} (import one with: questions import FILE --set NAME)")
-    rows = store.questions(questions, split=split, limit=limit)
-    if not rows:
+    in_file = any((r.get("split") or "train") == split if split else True for r in pending or [])
+    if not (in_file or store.questions(questions, split=split, limit=1)):
         fail(f"question set {questions!r}{f' split {split!r}' if split else ''} has no questions")
-    return questions, rows
+
+    def load():
+        if pending:
+            store.import_questions(questions, pending, source=source)
+        return questions, store.questions(questions, split=split, limit=limit)
+
+    return load
 
 
 @app.command()
@@ -290,8 +310,9 @@ def collect(questions: Optional[str] = typer.Option(None, "--questions", "-q", h
     store = open_store()
     opts = agent_options(model, adapter, search, corpus, record, replay, world, samples,
                          max_searches, top_k, fewshot, load_in_4bit)
-    set_name, rows = resolve_questions(store, questions, world, split, limit)
+    load_questions = plan_questions(store, questions, world, split, limit)
     agent = make_agent(store, opts)
+    set_name, rows = load_questions()
     name = run_name_opt or run_name("collect", set=set_name, split=split, limit=limit,
                                     per_question=per_question, **opts.describe())
     run = store.get_or_create_run(name, "collect", {"questions": set_name, "split": split,
@@ -419,10 +440,11 @@ def eval_cmd(questions: Optional[str] = typer.Option(None, "--questions", "-q", 
     opts = agent_options(model, adapter, search, corpus, record, replay, world, 1,
                          max_searches, top_k, fewshot, load_in_4bit)
     opts.config.greedy = runs == 1
-    set_name, rows = resolve_questions(store, questions, world, split, limit)
+    load_questions = plan_questions(store, questions, world, split, limit)
+    agent = make_agent(store, opts)
+    set_name, rows = load_questions()
     if not any(q.answer for q in rows):
         fail(f"question set {set_name!r} has no reference answers to evaluate against")
-    agent = make_agent(store, opts)
     name = run_name("eval", set=set_name, split=split, limit=limit, runs=runs, **opts.describe())
     run = store.get_or_create_run(name, "eval", {"questions": set_name, **opts.describe()})
     judge = make_judge(judge_model) if judge_model else None
@@ -564,12 +586,14 @@ def pocket_pretrain(out: str = typer.Option("data/pocket/model", "--out"),
                     error_rate: float = typer.Option(0.3, "--error-rate", help="Seed policy's mistake rate."),
                     questions_per_world: int = typer.Option(20, "--questions-per-world"),
                     batch: int = typer.Option(128, "--batch"),
-                    workers: int = typer.Option(0, "--workers", help="Processes for seed data (0 = all cores).")):
+                    workers: int = typer.Option(0, "--workers", help="Processes for seed data (0 = all cores)."),
+                    time_limit: float = typer.Option(0, "--time-limit", help="Stop training after this many seconds (still saves).")):
     """Warm-start the pocket model from scratch (a GPU makes this minutes instead of hours)."""
     from trainer.pocket import PocketConfig, pretrain
 
     cfg = PocketConfig(worlds=worlds, epochs=epochs, error_rate=error_rate,
-                       questions_per_world=questions_per_world, batch=batch, workers=workers)
+                       questions_per_world=questions_per_world, batch=batch, workers=workers,
+                       time_limit_s=time_limit)
     metrics = pretrain(cfg, Path(out), log=typer.echo)
     typer.echo(json.dumps({k: v for k, v in metrics.items() if k != "config"}, default=str))
 

@@ -66,6 +66,7 @@ class TrainConfig:
         "auto", "unsloth's FastLanguageModel: 'auto' = when CUDA and `import unsloth` work; "
         "True = required; False = never.")
     logging_steps: int = _f(1, "Report the loss every this many optimizer steps.")
+    time_limit_s: float = _f(0.0, "Stop training (and still save) after this many seconds; 0 = no limit.")
 
     def __post_init__(self) -> None:
         if self.method not in ("lora", "full"):

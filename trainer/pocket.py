@@ -53,6 +53,7 @@ class PocketConfig:
     learning_rate: float = 2e-3
     doc_fraction: float = 0.3  # corpus documents mixed in as plain language-modelling text
     workers: int = 0  # processes for seed data (0 = all cores)
+    time_limit_s: float = 0.0  # stop training after this long (the model is still saved)
     seed: int = 0
 
 
@@ -181,7 +182,8 @@ def pretrain(cfg: PocketConfig, out: Path, log=print) -> dict:
                            per_device_batch=cfg.batch, grad_accum=1, warmup_steps=50,
                            max_length=cfg.max_length, gradient_checkpointing=False,
                            use_unsloth=False, optim="adamw_torch", weight_decay=0.0,
-                           lr_scheduler="cosine", logging_steps=50, seed=cfg.seed)
+                           lr_scheduler="cosine", logging_steps=50, seed=cfg.seed,
+                           time_limit_s=cfg.time_limit_s)
         result = train(examples, tcfg, on_log=lambda d: log(json.dumps(d)) if "loss" in d else None)
     _to_bf16(out)
     metrics = {**result.metrics, "seed_steps": len(steps), "documents": len(docs),

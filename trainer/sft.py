@@ -284,7 +284,27 @@ def make_trainer(model, tok, dataset, cfg: TrainConfig, cuda: bool, peft_config,
 
     trainer.remove_callback(PrinterCallback)  # logs go to on_log, not stdout
     trainer.add_callback(_log_callback(on_log))
+    if cfg.time_limit_s > 0:
+        trainer.add_callback(_deadline_callback(cfg.time_limit_s))
     return trainer
+
+
+def _deadline_callback(seconds: float):
+    """Ends training gracefully after `seconds`, so a time-boxed run still saves its model."""
+    import time
+
+    from transformers import TrainerCallback
+
+    class Deadline(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kw):
+            self.end = time.monotonic() + seconds
+
+        def on_step_end(self, args, state, control, **kw):
+            if time.monotonic() > self.end:
+                control.should_training_stop = True
+            return control
+
+    return Deadline()
 
 
 def _log_callback(on_log: Callable[[dict], None] | None):
