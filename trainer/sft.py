@@ -356,6 +356,13 @@ def _check_output_dir(out: Path) -> Path:
     return out
 
 
+def _safetensors_error() -> type[Exception]:
+    """safetensors' SafetensorError: a full disk during save_pretrained arrives as this."""
+    from safetensors import SafetensorError
+
+    return SafetensorError
+
+
 def save(model, tok, out: Path, result: TrainResult) -> None:
     """Write adapter (or whole model) + tokenizer + MARKER, all or nothing.
 
@@ -370,12 +377,13 @@ def save(model, tok, out: Path, result: TrainResult) -> None:
         (partial / MARKER).write_text(json.dumps(
             {"adapter": result.adapter, "base_model": result.config.get("base_model"),
              "config": result.config, "metrics": result.metrics}, indent=2))
-    except OSError as e:
+    except (OSError, _safetensors_error()) as e:  # safetensors wraps I/O errors in its own
         shutil.rmtree(partial, ignore_errors=True)
-        if e.errno == errno.ENOSPC:
+        if getattr(e, "errno", None) == errno.ENOSPC or f"os error {errno.ENOSPC})" in str(e):
             raise TrainError(f"disk full while saving the model to {out}; nothing was kept: "
                              "free space or choose another --out") from None
-        raise TrainError(f"cannot save the model to {out}: {e.strerror or e}") from None
+        why = getattr(e, "strerror", None) or str(e).strip().splitlines()[-1]
+        raise TrainError(f"cannot save the model to {out}: {why}") from None
     if out.exists():
         shutil.rmtree(out)
     partial.rename(out)

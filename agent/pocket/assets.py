@@ -55,15 +55,20 @@ def pocket_assets(seed: int = DEMO_SEED) -> PocketAssets:
 
 def ensure_pocket_questions(store, seed: int = DEMO_SEED) -> str:
     """Import the demo world's questions (train/dev/test splits) once; returns the set name."""
-    import json
-
     assets = pocket_assets(seed)
     if not store.has_question_set(assets.question_set):
-        rows = []
-        for line in assets.questions.read_text().splitlines():
-            q = json.loads(line)
-            rows.append({"id": q["id"], "question": q["question"], "answer": q["answer"],
-                         "split": q["split"],
-                         "meta": {k: q[k] for k in ("type", "support") if k in q}})
-        store.import_questions(assets.question_set, rows, source=str(assets.questions))
+        store.import_questions(assets.question_set, pocket_question_rows(seed),
+                               source=str(assets.questions))
     return assets.question_set
+
+
+def pocket_question_rows(seed: int = DEMO_SEED) -> list[dict]:
+    """The demo world's questions as import rows (id, question, answer, split, meta)."""
+    import json
+
+    rows = []
+    for line in pocket_assets(seed).questions.read_text().splitlines():
+        q = json.loads(line)
+        rows.append({"id": q["id"], "question": q["question"], "answer": q["answer"],
+                     "split": q["split"], "meta": {k: q[k] for k in ("type", "support") if k in q}})
+    return rows
