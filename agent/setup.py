@@ -57,7 +57,8 @@ def build_llm(opts: AgentOptions, cassette=None):
         return ReplayLLM(cassette)
     if not opts.model:
         raise SetupError("no model: pass --model PATH_OR_ID (or openai:NAME), or --world pocket")
-    llm = make_llm(opts.model, adapter=opts.adapter, load_in_4bit=opts.load_in_4bit)
+    # None, not False, when unset: make_llm refuses options that do not apply (openai:, replay:)
+    llm = make_llm(opts.model, adapter=opts.adapter, load_in_4bit=opts.load_in_4bit or None)
     if opts.record:
         from agent.cassette import RecordingLLM
 
