@@ -27,9 +27,18 @@ from agent.steps import (
 PROMPT_VERSION = "v1"
 
 
+# json.dumps escapes control characters but leaves these, and str.splitlines() (like some
+# editors and tokenizers) breaks lines at them: a snippet holding one could end its quoted
+# line early and put the rest of its text on a line of its own. Escaped, it cannot.
+_LINE_BREAKS = {"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+
+
 def q(s: str) -> str:
-    """A string as a double-quoted literal (what the parser reads back)."""
-    return json.dumps(s, ensure_ascii=False)
+    """A string as a double-quoted literal (what the parser reads back), on one line."""
+    out = json.dumps(s, ensure_ascii=False)
+    for char, escaped in _LINE_BREAKS.items():
+        out = out.replace(char, escaped)
+    return out
 
 
 def render_action(a: Action) -> str:
