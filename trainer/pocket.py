@@ -54,6 +54,7 @@ class PocketConfig:
     doc_fraction: float = 0.3  # corpus documents mixed in as plain language-modelling text
     workers: int = 0  # processes for seed data (0 = all cores)
     time_limit_s: float = 0.0  # stop training after this long (the model is still saved)
+    init_from: str = ""  # continue training this pocket model (its tokenizer too) instead of a fresh one
     seed: int = 0
 
 
@@ -169,15 +170,21 @@ def pretrain(cfg: PocketConfig, out: Path, log=print) -> dict:
     log(f"seed data: {len(steps)} steps, {len(docs)} documents from {cfg.worlds} worlds "
         f"in {time.perf_counter() - t0:.0f}s")
     rng = random.Random(cfg.seed)
-    tok_texts = docs[:50_000] + [s["prompt"] + s["completion"] for s in rng.sample(steps, min(20_000, len(steps)))]
     with tempfile.TemporaryDirectory(prefix="pocket-init-") as tmp:
-        tok = train_tokenizer(tok_texts, cfg.vocab_size, Path(tmp))
-        init_model(tok, cfg, Path(tmp))
+        if cfg.init_from:  # more training for an existing model: same tokenizer, its weights
+            from transformers import AutoTokenizer
+
+            tok, base = AutoTokenizer.from_pretrained(cfg.init_from), cfg.init_from
+        else:
+            tok_texts = docs[:50_000] + [s["prompt"] + s["completion"]
+                                         for s in rng.sample(steps, min(20_000, len(steps)))]
+            tok = train_tokenizer(tok_texts, cfg.vocab_size, Path(tmp))
+            base = str(init_model(tok, cfg, Path(tmp)))
         examples = [Example(None, render(tok, s["prompt"]), s["completion"]) for s in steps]
         n_docs = int(len(examples) * cfg.doc_fraction)
         examples += [Example(None, tok.bos_token, d) for d in rng.sample(docs, min(n_docs, len(docs)))]
         rng.shuffle(examples)
-        tcfg = TrainConfig(base_model=tmp, output_dir=str(out), method="full", loss="full",
+        tcfg = TrainConfig(base_model=base, output_dir=str(out), method="full", loss="full",
                            learning_rate=cfg.learning_rate, epochs=cfg.epochs,
                            per_device_batch=cfg.batch, grad_accum=1, warmup_steps=50,
                            max_length=cfg.max_length, gradient_checkpointing=False,
