@@ -237,12 +237,6 @@ def _prompt_loop():
         yield q
 
 
-def resolve_questions(store, questions: Optional[str], world: Optional[str], split: Optional[str],
-                      limit: Optional[int]):
-    """A question set name, or a CSV/JSONL file imported (idempotently) as a set."""
-    return plan_questions(store, questions, world, split, limit)()
-
-
 def plan_questions(store, questions: Optional[str], world: Optional[str], split: Optional[str],
                    limit: Optional[int]):
     """Check a question source and its selection, writing nothing yet.
@@ -495,7 +489,25 @@ def improve(iterations: int = typer.Option(3, "--iterations", "-n"),
     base = AgentOptions(model=model, search=search, corpus=corpus, world=world).resolved()
     if not base.model:
         fail("no model: pass --model PATH or --world pocket")
-    set_name, _ = resolve_questions(store, questions, world, None, None)
+    load_questions = plan_questions(store, questions, world, None, None)
+    agents: dict = {}
+
+    def policy(model_spec, adapter, k, greedy=True):
+        key = (model_spec, adapter, k, greedy)
+        if key not in agents:  # each stage asks again; load each model once
+            opts = AgentOptions(model=model_spec, adapter=adapter, search=base.search,
+                                corpus=base.corpus,
+                                config=AgentConfig(max_searches=max_searches, top_k=top_k,
+                                                   samples=k, greedy=greedy))
+            agents[key] = make_agent(store, opts)
+        return agents[key]
+
+    # Everything that can fail on a bad option fails here, before anything is written.
+    policy(base.model, None, 1, eval_runs == 1)
+    if teacher:
+        policy(teacher, None, samples, False)
+    make_judge(judge)
+    set_name, _ = load_questions()
     cfg = ImproveConfig(name="", base_model=base.model, question_set=set_name,
                         iterations=iterations, eval_split=eval_split, grow_questions=grow_questions,
                         eval_questions=eval_questions, per_question=per_question, samples=samples,
@@ -503,13 +515,6 @@ def improve(iterations: int = typer.Option(3, "--iterations", "-n"),
                         workdir=workdir, train={"epochs": epochs, "learning_rate": lr})
     cfg.name = name or run_name("improve", set=set_name, **{k: v for k, v in cfg.to_dict().items()
                                                           if k not in ("iterations", "name")})
-
-    def policy(model_spec, adapter, k, greedy=True):
-        opts = AgentOptions(model=model_spec, adapter=adapter, search=base.search,
-                            corpus=base.corpus,
-                            config=AgentConfig(max_searches=max_searches, top_k=top_k,
-                                               samples=k, greedy=greedy))
-        return make_agent(store, opts)
 
     improver = Improver(store, cfg, policy, make_judge, log=console.print)
     results = improver.run_all()
