@@ -75,11 +75,13 @@ def train(examples: Sequence[Example], cfg: TrainConfig,
     model.config.use_cache = True  # the Trainer turned it off; generation is ~8x slower without
     metrics = _metrics(trainer, output.training_loss, runtime, cuda, len(dataset))
     metrics["backend"] = "unsloth" if unsloth else "transformers"
+    metrics["processes"] = trainer.accelerator.num_processes  # > 1 under a multi-GPU launch
 
     # --- save
     result = TrainResult(output_dir=str(out), adapter=cfg.method == "lora", metrics=metrics,
                          config=cfg.to_dict())
-    save(model, tok, out, result)
+    if trainer.accelerator.is_main_process:  # under DDP every rank holds the same weights
+        save(model, tok, out, result)
     if keep_model:
         result.model = model
     return result
@@ -162,14 +164,26 @@ def _setup_hf(cfg: TrainConfig, cuda: bool):
 
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)
+        import os
+
+        if "LOCAL_RANK" in os.environ:  # QLoRA under DDP: each rank quantizes onto its own GPU
+            kwargs["device_map"] = {"": _rank_device()}
     try:
         tok = AutoTokenizer.from_pretrained(cfg.base_model)
         model = AutoModelForCausalLM.from_pretrained(cfg.base_model, **kwargs)
     except (OSError, ValueError) as e:
         raise _load_error(cfg.base_model, e) from None
     if cuda and not cfg.load_in_4bit:
-        model.to("cuda")
+        model.to(_rank_device())
     return model, tok, _lora_config(cfg) if cfg.method == "lora" else None
+
+
+def _rank_device() -> str:
+    """This process's GPU: under a multi-GPU launch (DDP) rank r owns cuda:LOCAL_RANK,
+    so the ranks do not all load their copy of the model onto GPU 0 first."""
+    import os
+
+    return f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
 
 
 def _lora_config(cfg: TrainConfig):
