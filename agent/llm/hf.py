@@ -80,7 +80,9 @@ class HFBackend:
 
     def __init__(self, model: str, adapter: str | None = None, dtype: str = "auto",
                  load_in_4bit: bool = False, device: str | None = None, max_batch: int = 32,
-                 batch_wait_s: float = 0.01, chat: bool | None = None):
+                 batch_wait_s: float = 0.01, chat: bool | None = None, engine=None):
+        # engine: None (the plain generate path), an agent.llm.engine.EngineOptions or its
+        # spec string ("static+compile", "share-prefix", "continuous"); see engine.py.
         if max_batch < 1:
             raise LLMError(f"max_batch must be >= 1, got {max_batch}")
         self.model_id = str(model)
@@ -99,6 +101,7 @@ class HFBackend:
         self._eos_ids = _eos_ids(self.tokenizer, self.model)
         pad = self.tokenizer.pad_token_id
         self._pad_id = pad if pad is not None else sorted(self._eos_ids)[0]
+        self._engine, self._continuous, self._pool, self.engine_label = self._make_engine(engine)
         self._queue: queue.Queue = queue.Queue()
         self._closed = False
         self._worker = threading.Thread(target=self._work, name=f"hf-batcher:{self.name}",
@@ -134,6 +137,10 @@ class HFBackend:
         self._closed = True
         self._queue.put(_STOP)
         self._worker.join(timeout=60)
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+        if self._continuous is not None:
+            self._continuous.close()
 
     def __enter__(self) -> "HFBackend":
         return self
@@ -151,7 +158,10 @@ class HFBackend:
                 break
             batch, stopping = self._gather(first)
             for group in _group_by_sampling(batch):
-                self._serve(group)
+                if self._pool is not None:  # continuous: groups overlap inside the engine
+                    self._pool.submit(self._serve, group)
+                else:
+                    self._serve(group)
         self._fail_leftovers()
 
     def _gather(self, first: _Pending) -> tuple[list[_Pending], bool]:
@@ -202,7 +212,8 @@ class HFBackend:
                 prompt_tokens=n_prompt, duration_s=now - p.submitted, model=self.name,
                 options={"do_sample": do_sample, "temperature": temperature, "n": p.request.n,
                          "max_new_tokens": p.request.max_new_tokens, "stop": list(p.request.stop),
-                         "batch_rows": rows, "dtype": self.dtype_name, "chat": self.chat})
+                         "batch_rows": rows, "dtype": self.dtype_name, "chat": self.chat,
+                         **({"engine": self.engine_label} if self.engine_label else {})})
             p.future.set_result((gen, [s.token_logprobs for s in mine]))
 
     def _run_generate(self, group: list[_Pending]) -> tuple[list[_Sample], list[int], int]:
@@ -218,6 +229,11 @@ class HFBackend:
                 row_ids.append(ids)
                 row_max.append(p.request.max_new_tokens)
                 row_stop.append(tuple(s for s in p.request.stop if s))
+        if self._continuous is not None:
+            new, lps = self._continuous.run(row_ids, row_max, do_sample, temperature)
+            samples = [self._finish_row(new[r], lps[r], row_max[r], row_stop[r])
+                       for r in range(len(row_ids))]
+            return samples, [len(ids) for ids in prompt_ids], len(row_ids)
         width = max(len(ids) for ids in row_ids)
         # Left padding: every row's last prompt token sits in the same column, so the
         # new tokens line up; the attention mask hides the pads.
@@ -238,14 +254,17 @@ class HFBackend:
         neutral = {"repetition_penalty": 1.0, "no_repeat_ngram_size": 0}
         if do_sample:
             neutral.update(temperature=1.0, top_k=0, top_p=1.0, typical_p=1.0, min_p=None)
+        kw = dict(max_new_tokens=max(row_max), do_sample=do_sample, **neutral,
+                  use_cache=True,  # the Trainer may have turned it off on the shared config
+                  logits_processor=LogitsProcessorList(processors),
+                  stopping_criteria=StoppingCriteriaList([stopper]),
+                  eos_token_id=sorted(self._eos_ids), pad_token_id=self._pad_id)
         with torch.inference_mode():
-            seqs = self.model.generate(
-                input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device),
-                max_new_tokens=max(row_max), do_sample=do_sample, **neutral,
-                use_cache=True,  # the Trainer may have turned it off on the shared config
-                logits_processor=LogitsProcessorList(processors),
-                stopping_criteria=StoppingCriteriaList([stopper]),
-                eos_token_id=sorted(self._eos_ids), pad_token_id=self._pad_id)
+            if self._engine is None:
+                seqs = self.model.generate(input_ids=input_ids.to(self.device),
+                                           attention_mask=mask.to(self.device), **kw)
+            else:
+                seqs = self._engine.generate(self.model, row_ids, self._pad_id, **kw)
         new = seqs[:, width:].tolist()
         logprobs = recorder.finish(seqs[:, -1])
         if len(logprobs) != len(new[0]):  # guards the one-step-behind bookkeeping
@@ -254,6 +273,26 @@ class HFBackend:
         samples = [self._finish_row(new[r], [lp[r] for lp in logprobs], row_max[r], row_stop[r])
                    for r in range(len(row_ids))]
         return samples, [len(ids) for ids in prompt_ids], len(row_ids)
+
+    def _make_engine(self, engine):
+        """(generate engine, continuous engine, thread pool, label); all None on the plain path."""
+        if engine is None:
+            return None, None, None, None
+        from agent.llm.engine import ContinuousEngine, EngineOptions, GenerateEngine
+
+        try:
+            opts = engine if isinstance(engine, EngineOptions) else EngineOptions.parse(str(engine))
+        except ValueError as e:
+            raise LLMError(str(e)) from None
+        if opts.is_plain:
+            return None, None, None, None
+        if opts.kind == "continuous":
+            from concurrent.futures import ThreadPoolExecutor
+
+            cb = ContinuousEngine(self.model, opts, sorted(self._eos_ids), self._pad_id)
+            pool = ThreadPoolExecutor(max_workers=max(4, self.max_batch), thread_name_prefix="hf-cb")
+            return None, cb, pool, opts.label()
+        return GenerateEngine(opts), None, None, opts.label()
 
     def _finish_row(self, tokens: list[int], lps: list[float], max_new: int,
                     stops: tuple[str, ...]) -> _Sample:

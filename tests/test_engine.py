@@ -1,0 +1,236 @@
+"""Rollout engine options (agent/llm/engine.py) on a real tiny Llama: every option gives the
+plain path's greedy tokens and log-probabilities; shared prefill really skips prefills;
+continuous batching serves concurrent callers and leaves the model as it found it."""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import threading
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from agent.llm.base import GenRequest, LLMError  # noqa: E402
+from tests.openai_server import build_lively_model  # noqa: E402
+
+PROMPTS = [
+    "hi",
+    'Search(query="founder of Acme", thoughts="find the founder")',
+    "The quick brown fox jumps over the lazy dog. 0 1 2 3 4 5 6 7 8 9",
+    "xyz",
+    "Answer",
+    "ORIGINAL_QUESTION PAST_ACTIONS REMAINING_SEARCHES CURRENT_SEARCH_RESULTS",
+]
+CB_SMALL = dict(cb_block_size=16, cb_num_blocks=128, cb_max_batch_tokens=512, seed=0)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return build_lively_model(tmp_path_factory.mktemp("lively-engine"))
+
+
+def _backend(model_dir, engine=None, max_batch=32, wait=0.3):
+    from agent.llm.hf import HFBackend
+
+    return HFBackend(str(model_dir), dtype="fp32", max_batch=max_batch, batch_wait_s=wait,
+                     engine=engine)
+
+
+@pytest.fixture(scope="module")
+def plain(model_dir):
+    b = _backend(model_dir, max_batch=1, wait=0.0)
+    yield b
+    b.close()
+
+
+def _concurrently(backend, requests):
+    results, errors = [None] * len(requests), []
+    barrier = threading.Barrier(len(requests))
+
+    def run(i):
+        barrier.wait()
+        try:
+            results[i] = backend.generate_detailed(requests[i])
+        except Exception as e:  # surfaced below
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(requests))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    return results
+
+
+def _greedy_requests():
+    return [GenRequest(p, max_new_tokens=6 + 3 * i) for i, p in enumerate(PROMPTS)]
+
+
+def _assert_same_greedy(plain, got_list, requests):
+    texts = set()
+    for req, (gen, lps) in zip(requests, got_list):
+        ref, ref_lps = plain.generate_detailed(req)
+        a, b = gen.completions[0], ref.completions[0]
+        assert (a.text, a.n_tokens) == (b.text, b.n_tokens), req.prompt
+        assert len(lps[0]) == len(ref_lps[0]) == a.n_tokens
+        assert all(math.isclose(x, y, abs_tol=1e-4) for x, y in zip(lps[0], ref_lps[0])), req.prompt
+        texts.add(a.text)
+    assert len(texts) > 1  # the lively model answers prompts differently: not vacuous
+
+
+# --- options ---------------------------------------------------------------------------
+
+
+def test_options_parse_and_refuse_bad_combinations(model_dir):
+    from agent.llm.engine import EngineOptions
+
+    assert EngineOptions.parse(None).is_plain and EngineOptions.parse("plain").is_plain
+    opts = EngineOptions.parse("static+compile")
+    assert (opts.cache, opts.compile, opts.label()) == ("static", True, "static+compile")
+    assert EngineOptions.parse("share-prefix").share_prefix
+    assert EngineOptions.parse("continuous").kind == "continuous"
+    for bad in ("compile", "static+share-prefix", "continuous+static", "warp-drive"):
+        with pytest.raises(ValueError):
+            EngineOptions.parse(bad)
+    with pytest.raises(LLMError, match="unknown engine option 'warp-drive'"):
+        _backend(model_dir, engine="warp-drive")
+
+
+def test_unique_rows_and_positions_match_generate():
+    import torch
+
+    from agent.llm.engine import left_pad, positions, unique_rows
+
+    distinct, index = unique_rows([[1, 2], [3], [1, 2], [3], [4, 5, 6]])
+    assert distinct == [[1, 2], [3], [4, 5, 6]] and index == [0, 1, 0, 1, 2]
+    ids, mask = left_pad([[7, 8], [9]], pad_id=0)
+    assert ids.tolist() == [[7, 8], [0, 9]] and mask.tolist() == [[1, 1], [0, 1]]
+    assert torch.equal(positions(mask), torch.tensor([[0, 1], [1, 0]]))
+
+
+# --- greedy equality, option by option -------------------------------------------------
+
+
+@pytest.mark.parametrize("engine", ["static", "share-prefix"])
+def test_generate_engines_match_the_plain_path(model_dir, plain, engine):
+    requests = _greedy_requests()
+    with _backend(model_dir, engine=engine) as b:
+        got = _concurrently(b, requests)
+        assert b.generate_calls < len(requests)  # still batched
+        assert got[0][0].options["engine"] == engine
+    _assert_same_greedy(plain, got, requests)
+    assert "engine" not in plain.generate(requests[0]).options  # default records unchanged
+
+
+def test_continuous_engine_matches_the_plain_path_and_restores_the_model(model_dir, plain):
+    from agent.llm.engine import EngineOptions
+
+    requests = _greedy_requests()
+    b = _backend(model_dir, engine=EngineOptions(kind="continuous", **CB_SMALL))
+    try:
+        got = _concurrently(b, requests)
+        assert got[0][0].options["engine"] == "continuous"
+        twin = b._continuous.twin
+        assert twin.model.embed_tokens.weight.data_ptr() == b.model.model.embed_tokens.weight.data_ptr()
+        assert "paged" in b.model.config._attn_implementation  # switched while running
+        assert "paged" not in twin.config._attn_implementation  # the twin keeps plain SDPA
+    finally:
+        b.close()
+    assert "paged" not in b.model.config._attn_implementation  # restored on close
+    _assert_same_greedy(plain, got, requests)
+
+
+@pytest.mark.slow  # ~20 s with a cold inductor cache
+def test_static_cache_compiled_on_cpu_matches(model_dir, plain):
+    """torch.compile of the static-cache decode step (forced on CPU) keeps greedy outputs."""
+    from agent.llm.engine import EngineOptions
+
+    if shutil.which("gcc") is None and shutil.which("cc") is None:
+        pytest.skip("torch.compile on CPU needs a C compiler")
+    requests = _greedy_requests()[:3]
+    opts = EngineOptions(cache="static", compile=True, compile_everywhere=True)
+    with _backend(model_dir, engine=opts) as b:
+        got = _concurrently(b, requests)
+    _assert_same_greedy(plain, got, requests)
+
+
+# --- shared prefill --------------------------------------------------------------------------
+
+
+def test_shared_prefill_skips_repeated_prompts_and_keeps_greedy_rows(model_dir):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from agent.llm.engine import EngineOptions, GenerateEngine, left_pad
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    a, b = (tok(p, add_special_tokens=False)["input_ids"] for p in PROMPTS[1:3])
+    rows = [a, a, a, b, a, b]  # K copies of two prompts, interleaved
+    kw = dict(max_new_tokens=10, do_sample=False, pad_token_id=tok.pad_token_id,
+              eos_token_id=tok.eos_token_id)
+    ids, mask = left_pad(rows, tok.pad_token_id)
+    with torch.inference_mode():
+        ref = model.generate(input_ids=ids, attention_mask=mask, **kw)
+    engine = GenerateEngine(EngineOptions(share_prefix=True))
+    got = engine.generate(model, rows, tok.pad_token_id, **kw)
+    assert torch.equal(got, ref)
+    assert engine.prefill_rows_saved == 4  # six rows, two distinct prompts
+    assert ref[0, ids.shape[1]:].tolist() != ref[3, ids.shape[1]:].tolist()  # not vacuous
+
+
+def test_k_samples_with_shared_prefill_equal_plain_sampling_and_carry_raw_logprobs(model_dir):
+    """Sampled rows from a shared prefill: with the same seed the very same tokens as the plain
+    path, and the backend's log-prob recorder sees the raw distribution a teacher-forced pass
+    gives for those tokens."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessorList
+
+    from agent.llm.engine import EngineOptions, GenerateEngine, rescore
+    from agent.llm.hf import _LogprobRecorder
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    prompt = tok(PROMPTS[2], add_special_tokens=False)["input_ids"]
+    rows = [prompt] * 4 + [prompt[:5]]  # K = 4 samples of one prompt, plus a shorter prompt
+    width = max(len(r) for r in rows)
+    out = {}
+    for share in (False, True):
+        recorder = _LogprobRecorder()
+        engine = GenerateEngine(EngineOptions(share_prefix=share))
+        torch.manual_seed(0)
+        seqs = engine.generate(model, rows, tok.pad_token_id, max_new_tokens=8, do_sample=True,
+                               top_k=0, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+                               logits_processor=LogitsProcessorList([recorder]))
+        steps = recorder.finish(seqs[:, -1])
+        out[share] = (seqs[:, width:].tolist(), [[s[r] for s in steps] for r in range(len(rows))],
+                      engine.prefill_rows_saved)
+    assert out[True][0] == out[False][0]  # same seed, same samples
+    assert (out[False][2], out[True][2]) == (0, 3)
+    new, recorded, _ = out[True]
+    assert len({tuple(n) for n in new[:4]}) > 1  # the K samples differ
+    again = rescore(model, rows, new, tok.pad_token_id)
+    for toks, lp, re in zip(new, recorded, again):
+        # Up to and including EOS (after it generate pads the row).
+        end = toks.index(tok.eos_token_id) + 1 if tok.eos_token_id in toks else len(toks)
+        assert all(math.isclose(x, y, abs_tol=1e-4) for x, y in zip(lp[:end], re[:end]))
+
+
+def test_continuous_samples_at_paper_temperature_with_raw_logprobs(model_dir, plain):
+    from agent.llm.engine import EngineOptions
+
+    b = _backend(model_dir, engine=EngineOptions(kind="continuous", **CB_SMALL))
+    try:
+        gen, lps = b.generate_detailed(GenRequest(PROMPTS[1], n=4, max_new_tokens=10))
+    finally:
+        b.close()
+    assert gen.options["temperature"] == 0.5 and len(gen.completions) == 4
+    assert len({c.text for c in gen.completions}) > 1
+    for c, lp in zip(gen.completions, lps):
+        assert 1 <= c.n_tokens == len(lp) <= 10
+        assert all(x <= 0 and math.isfinite(x) for x in lp)
+        assert math.isclose(c.logprob, sum(lp), abs_tol=1e-6)
