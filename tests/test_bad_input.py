@@ -202,3 +202,13 @@ def test_full_disk_while_saving_the_adapter(world):
     _assert_one_error_line(r, expect, str(out))
     assert leftovers == [], f"a half-written model was left behind: {leftovers}"
     assert table_counts(world["db"]) == before  # no model version for a model that was not saved
+
+
+def test_improve_with_unknown_model_writes_nothing(world, tmp_path):
+    # improve loads every model (and the judge) before it imports questions or opens a run
+    fresh = tmp_path / "fresh.db"
+    r = run_cli(["--db", str(fresh), "improve", "--world", "pocket", "--model", "/nonexistent",
+                 "--iterations", "1"], world["env"])
+    _assert_one_error_line(r, "cannot load model")
+    counts = table_counts(fresh)
+    assert counts.get("questions", 0) == 0 and counts.get("runs", 0) == 0
