@@ -154,6 +154,7 @@ MAX_SEARCHES = typer.Option(10, "--max-searches", help="Search budget per trajec
 TOP_K = typer.Option(3, "--top-k", help="Search results shown to the model per search.")
 FEWSHOT = typer.Option(False, "--fewshot/--zeroshot", help="Prepend worked examples (for prompted, not fine-tuned, models).")
 FOURBIT = typer.Option(False, "--4bit", help="Load a local model in 4-bit (bitsandbytes, CUDA).")
+WORKERS = typer.Option(1, "--workers", help="Worker processes sharing the run through the store, one per GPU (each loads its own model; see docs/SCALING.md).")
 
 
 def agent_options(model, adapter, search, corpus, record, replay, world, samples, max_searches,
@@ -292,7 +293,7 @@ def collect(questions: Optional[str] = typer.Option(None, "--questions", "-q", h
             record: Optional[str] = RECORD, replay: Optional[str] = REPLAY,
             world: Optional[str] = WORLD, samples: Optional[int] = SAMPLES,
             max_searches: int = MAX_SEARCHES, top_k: int = TOP_K, fewshot: bool = FEWSHOT,
-            load_in_4bit: bool = FOURBIT):
+            load_in_4bit: bool = FOURBIT, workers: int = WORKERS):
     """Collect trajectories over a question set; re-running the same command resumes."""
     import time
 
@@ -305,13 +306,15 @@ def collect(questions: Optional[str] = typer.Option(None, "--questions", "-q", h
     opts = agent_options(model, adapter, search, corpus, record, replay, world, samples,
                          max_searches, top_k, fewshot, load_in_4bit)
     load_questions = plan_questions(store, questions, world, split, limit)
-    agent = make_agent(store, opts)
+    agent = make_agent(store, opts) if workers == 1 else check_workers(store, opts, workers)
     set_name, rows = load_questions()
     name = run_name_opt or run_name("collect", set=set_name, split=split, limit=limit,
                                     per_question=per_question, **opts.describe())
     run = store.get_or_create_run(name, "collect", {"questions": set_name, "split": split,
                                                     **opts.describe()})
     items = items_for(rows, per_question)
+    if workers != 1:
+        return collect_workers(store, opts, run, items, workers, concurrency)
     t0 = time.perf_counter()
     with Progress(TextColumn("[bold]collect[/bold]"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), console=console) as bar:
@@ -327,6 +330,30 @@ def collect(questions: Optional[str] = typer.Option(None, "--questions", "-q", h
     store.finish_run(run.id)
     console.print(f"run [bold]{name}[/bold] (id {run.id}): {stats.finished} finished, "
                   f"{stats.failed} failed, {stats.skipped} skipped (already done)")
+
+
+def check_workers(store, opts, workers: int) -> None:
+    """Several workers: check the options here, load no model (each worker loads its own)."""
+    from agent.setup import SetupError
+    from agent.workers import prepare_options
+
+    try:
+        prepare_options(store, opts, workers)
+    except (SetupError, ValueError, OSError) as e:
+        fail(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
+
+
+def collect_workers(store, opts, run, items, workers: int, concurrency: int) -> None:
+    """`collect --workers N`: N processes claim the run's items; one progress bar for all."""
+    from agent.live import console
+    from agent.workers import WorkersError, collect_in_workers, describe
+
+    try:
+        result = collect_in_workers(store, opts, run, items, workers, concurrency, console)
+    except WorkersError as e:
+        fail(str(e))
+    store.finish_run(run.id)
+    console.print(f"run [bold]{run.name}[/bold] (id {run.id}): {describe(result)}")
 
 
 # --- loop: rank, train, eval, improve, report --------------------------------------------
@@ -477,7 +504,9 @@ def improve(iterations: int = typer.Option(3, "--iterations", "-n"),
             concurrency: int = typer.Option(8, "--concurrency", "-c"),
             max_searches: int = MAX_SEARCHES, top_k: int = TOP_K,
             epochs: float = typer.Option(1.0, "--epochs"), lr: float = typer.Option(2e-4, "--lr"),
-            workdir: str = typer.Option("runs", "--workdir", help="Where adapters and example files go.")):
+            workdir: str = typer.Option("runs", "--workdir", help="Where adapters and example files go."),
+            workers: int = WORKERS,
+            train_processes: int = typer.Option(1, "--train-processes", help="Train on this many GPUs (processes, DDP under accelerate launch); the global batch grows with them.")):
     """Grow → rank → build → train → evaluate → promote, N times (re-run to resume)."""
     from agent.collect import run_name
     from agent.live import console
@@ -492,20 +521,29 @@ def improve(iterations: int = typer.Option(3, "--iterations", "-n"),
     load_questions = plan_questions(store, questions, world, None, None)
     agents: dict = {}
 
+    def options(model_spec, adapter, k, greedy=True):
+        return AgentOptions(model=model_spec, adapter=adapter, search=base.search,
+                            corpus=base.corpus,
+                            config=AgentConfig(max_searches=max_searches, top_k=top_k,
+                                               samples=k, greedy=greedy))
+
     def policy(model_spec, adapter, k, greedy=True):
         key = (model_spec, adapter, k, greedy)
         if key not in agents:  # each stage asks again; load each model once
-            opts = AgentOptions(model=model_spec, adapter=adapter, search=base.search,
-                                corpus=base.corpus,
-                                config=AgentConfig(max_searches=max_searches, top_k=top_k,
-                                                   samples=k, greedy=greedy))
-            agents[key] = make_agent(store, opts)
+            agents[key] = make_agent(store, options(model_spec, adapter, k, greedy))
         return agents[key]
 
     # Everything that can fail on a bad option fails here, before anything is written.
-    policy(base.model, None, 1, eval_runs == 1)
-    if teacher:
-        policy(teacher, None, samples, False)
+    if train_processes < 1:
+        fail("--train-processes must be at least 1")
+    if workers == 1:
+        policy(base.model, None, 1, eval_runs == 1)
+        if teacher:
+            policy(teacher, None, samples, False)
+    else:  # the worker processes load the models; the parent only checks the options
+        check_workers(store, options(base.model, None, 1), workers)
+        if teacher:
+            check_workers(store, options(teacher, None, samples), workers)
     make_judge(judge)
     set_name, _ = load_questions()
     cfg = ImproveConfig(name="", base_model=base.model, question_set=set_name,
@@ -516,8 +554,24 @@ def improve(iterations: int = typer.Option(3, "--iterations", "-n"),
     cfg.name = name or run_name("improve", set=set_name, **{k: v for k, v in cfg.to_dict().items()
                                                           if k not in ("iterations", "name")})
 
-    improver = Improver(store, cfg, policy, make_judge, log=console.print)
-    results = improver.run_all()
+    run_items = None
+    if workers != 1:
+        from agent.workers import fan_out
+
+        spread = fan_out(store, workers, concurrency, log=console.print)
+
+        def run_items(model_spec, adapter, k, greedy, run_id, items, mv_id):
+            return spread(options(model_spec, adapter, k, greedy), run_id, items, model_spec, mv_id)
+
+    from agent.workers import WorkersError
+    from trainer.sft import TrainError
+
+    improver = Improver(store, cfg, policy, make_judge, log=console.print, run_items=run_items,
+                        train_processes=train_processes)
+    try:
+        results = improver.run_all()
+    except (WorkersError, TrainError) as e:
+        fail(str(e))
     from rich.table import Table
 
     table = Table(title=f"improve {cfg.name}")

@@ -90,12 +90,20 @@ class IterationResult:
 
 
 class Improver:
-    """Runs the loop; `make_agent(model, adapter, samples, greedy)` builds a policy agent."""
+    """Runs the loop; `make_agent(model, adapter, samples, greedy)` builds a policy agent.
+
+    Scaling out (docs/SCALING.md): with `run_items(model, adapter, samples, greedy, run_id,
+    items, model_version_id)` the grow and evaluate stages hand their items to worker
+    processes (agent/workers.py) instead of an in-process agent; with `train_processes` > 1
+    the train stage runs under a multi-GPU launch (trainer/distributed.py).
+    """
 
     def __init__(self, store, cfg: ImproveConfig, make_agent: Callable, make_judge: Callable,
-                 log: Callable[[str], None] = print):
+                 log: Callable[[str], None] = print, run_items: Optional[Callable] = None,
+                 train_processes: int = 1):
         self.store, self.cfg, self.make_agent, self.make_judge, self.log = (
             store, cfg, make_agent, make_judge, log)
+        self.run_items, self.train_processes = run_items, train_processes
         self.run = store.get_or_create_run(cfg.name, "improve", cfg.to_dict())
         self.dir = Path(cfg.workdir) / _slug(cfg.name)
 
@@ -142,10 +150,13 @@ class Improver:
         model, adapter = (cfg.teacher, None) if cfg.teacher else (cfg.base_model, current.adapter_path)
         self.log(f"iteration {it}: grow on {len(questions)} questions × {cfg.per_question} "
                  f"with {'teacher ' + cfg.teacher if cfg.teacher else current.name}")
-        agent = self.make_agent(model, adapter, cfg.samples, greedy=False)
-        collect_trajectories(agent, run.id, items_for(questions, cfg.per_question),
-                             concurrency=cfg.concurrency, model=model,
-                             model_version_id=None if cfg.teacher else current.id)
+        items, mv_id = items_for(questions, cfg.per_question), None if cfg.teacher else current.id
+        if self.run_items:  # worker processes, each loading its own model
+            self.run_items(model, adapter, cfg.samples, False, run.id, items, mv_id)
+        else:
+            agent = self.make_agent(model, adapter, cfg.samples, greedy=False)
+            collect_trajectories(agent, run.id, items, concurrency=cfg.concurrency, model=model,
+                                 model_version_id=mv_id)
         self.store.finish_run(run.id)
         self.mark(it, "grow", grow_run=run.id)
         return run
@@ -200,7 +211,12 @@ class Improver:
             return existing
         out = self.dir / f"it{it}" / "adapter"
         tcfg = TrainConfig(base_model=self.cfg.base_model, output_dir=str(out), **self.cfg.train)
-        result = train(examples, tcfg)
+        if self.train_processes > 1:  # one process per GPU; only the main one saves
+            from trainer.distributed import launch_train
+
+            result = launch_train(examples, tcfg, self.train_processes)
+        else:
+            result = train(examples, tcfg)
         mv = self._model_version(it, str(result.output_dir), step_ids, asdict(tcfg), None,
                                  parent=current, train_metrics=result.metrics)
         self.mark(it, "train", model_version=mv.id)
@@ -213,11 +229,20 @@ class Improver:
         cfg = self.cfg
         questions = self.store.questions(cfg.question_set, cfg.eval_split, cfg.eval_questions)
         run = self.store.get_or_create_run(f"{cfg.name}:eval:{it}", "eval", {"iteration": it})
-        agent = self.make_agent(cfg.base_model, mv.adapter_path if mv else None, 1,
-                                greedy=cfg.eval_runs == 1)
-        summary = evaluate(agent, run.id, questions, runs=cfg.eval_runs,
-                           concurrency=cfg.concurrency, model=cfg.base_model,
-                           model_version_id=mv.id if mv else None)
+        adapter, mv_id = mv.adapter_path if mv else None, mv.id if mv else None
+        if self.run_items:  # the trajectories in worker processes, the scoring here
+            from agent.collect import Item
+            from reward.evaluate import score_run, summarize
+
+            items = [Item(q.id, q.text, r) for r in range(cfg.eval_runs) for q in questions]
+            self.run_items(cfg.base_model, adapter, 1, cfg.eval_runs == 1, run.id, items, mv_id)
+            score_run(self.store, run.id, questions, model_version_id=mv_id)
+            summary = summarize(self.store, run.id, len(questions), cfg.eval_runs)
+        else:
+            agent = self.make_agent(cfg.base_model, adapter, 1, greedy=cfg.eval_runs == 1)
+            summary = evaluate(agent, run.id, questions, runs=cfg.eval_runs,
+                               concurrency=cfg.concurrency, model=cfg.base_model,
+                               model_version_id=mv_id)
         self.store.finish_run(run.id)
         if mv is not None:
             self.store.update_model_version(mv.id, metrics={"eval": summary.to_dict()})
