@@ -397,7 +397,8 @@ def train(run: Optional[str] = typer.Option(None, "--run", help="Train on the ra
           name: Optional[str] = typer.Option(None, "--name", help="Model version name (default: the output dir)."),
           epochs: float = typer.Option(1.0, "--epochs"), lr: float = typer.Option(2e-4, "--lr"),
           full: bool = typer.Option(False, "--full", help="Full fine-tuning instead of LoRA."),
-          load_in_4bit: bool = FOURBIT):
+          load_in_4bit: bool = FOURBIT,
+          processes: int = typer.Option(1, "--processes", help="Train on this many GPUs (processes, DDP under accelerate launch); the global batch grows with them.")):
     """Fine-tune a LoRA adapter (or the full model) and record it as a model version."""
     from agent.live import console
     from reward.ranker import prompt_version
@@ -424,7 +425,12 @@ def train(run: Optional[str] = typer.Option(None, "--run", help="Train on the ra
     cfg = TrainConfig(base_model=model, output_dir=out, method="full" if full else "lora",
                       epochs=epochs, learning_rate=lr, load_in_4bit=load_in_4bit)
     try:
-        result = run_train(examples, cfg)
+        if processes != 1:  # one process per GPU; the main one saves, this one registers
+            from trainer.distributed import launch_train
+
+            result = launch_train(examples, cfg, processes)
+        else:
+            result = run_train(examples, cfg)
     except TrainError as e:
         fail(str(e))
     from dataclasses import asdict
