@@ -58,7 +58,7 @@ def collect(agent: Agent, run_id: int, items: list[Item], concurrency: int = 1,
                             model_version_id=model_version_id)
         status = None
         if claim is not None:
-            status = agent.run(it.question, claim.trajectory_id)["status"]
+            status = agent.run(it.question, claim.trajectory_id, resume=claim.resumed)["status"]
         with lock:
             stats.done += 1
             if status == "finished":

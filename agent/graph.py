@@ -127,13 +127,21 @@ class Agent:
 
     # --- running a trajectory -----------------------------------------------------
 
-    def run(self, question: str, trajectory_id: int | None = None) -> AgentState:
-        """Run one trajectory to the end; the store row is finished either way."""
+    def run(self, question: str, trajectory_id: int | None = None,
+            resume: bool = False) -> AgentState:
+        """Run one trajectory to the end; the store row is finished either way.
+
+        With `resume`, the trajectory's stored steps are replayed into the state and the
+        graph starts at the node after the last finished step (a crash loses one step).
+        """
         state: AgentState = {"question": question, "trajectory_id": trajectory_id, "past": [],
                              "remaining": self.config.max_searches, "results": [],
                              "status": "running", "step_index": 0, "pending_search": None}
+        if resume and self.store is not None and trajectory_id is not None:
+            state = resume_state(state, self.store.trajectory(trajectory_id).steps)
         try:
-            state = self.graph.invoke(state, {"recursion_limit": 8 * self.config.max_searches + 40})
+            if state.get("resume_at") != END_NODE:
+                state = self.graph.invoke(state, {"recursion_limit": 8 * self.config.max_searches + 40})
             state["status"] = "finished"
         except (StepFailed, LLMError) as e:
             state["status"], state["error"] = "failed", str(e)
@@ -143,6 +151,49 @@ class Agent:
                                          error=state.get("error"))
         self._emit("final", {"state": state})
         return state
+
+
+# --- resuming: the state after a trajectory's stored steps ------------------------------
+
+END_NODE = "__end__"
+
+
+def resume_state(state: AgentState, rows) -> AgentState:
+    """Replay stored steps (store rows, in order) into `state` and say where to go on."""
+    from agent.steps import Terminate, action_from_dict
+
+    state = dict(state)
+    at = "decide"
+    for row in rows:
+        state["step_index"] = row.idx + 1
+        action = action_from_dict(row.action) if row.chosen_index is not None else None
+        if action is None:
+            continue  # an attempt whose samples did not parse: the step is asked again
+        if row.kind == "decide":
+            if isinstance(action, Search):
+                state["past"] = state["past"] + [action]
+                state["query"], at = action.query, "search"
+            else:
+                assert isinstance(action, Terminate)
+                state["query"], at = None, "answer"
+        elif row.kind == "summarize":
+            state["past"] = state["past"] + [action]
+            state["remaining"] -= 1  # its search happened: searches are stored with it
+            at = "decide" if state["remaining"] > 0 else "answer"
+        elif row.kind == "answer":
+            state["answer"] = state["final_answer"] = action.answer
+            at = "relevance"
+        elif row.kind in ("relevance", "grounding"):
+            if isinstance(action, ReviseAnswer):
+                state["final_answer"] = action.revised_answer
+            at = "grounding" if row.kind == "relevance" else END_NODE
+    state["resume_at"] = at
+    return state
+
+
+def entry(state: AgentState) -> Literal["decide", "search", "answer", "relevance", "grounding"]:
+    """Where a run starts: decide, or after the last stored step when resuming."""
+    return state.get("resume_at") or "decide"
 
 
 # --- routers: each returns the name of the next node ------------------------------------
@@ -166,7 +217,7 @@ def build_graph(agent: Agent):
     g.add_node("answer", agent.answer)
     g.add_node("relevance", lambda s: agent.check("relevance", s))
     g.add_node("grounding", lambda s: agent.check("grounding", s))
-    g.add_edge(START, "decide")
+    g.add_conditional_edges(START, entry)
     g.add_conditional_edges("decide", after_decide)
     g.add_edge("search", "summarize")
     g.add_conditional_edges("summarize", after_summarize)

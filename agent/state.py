@@ -36,3 +36,4 @@ class AgentState(TypedDict, total=False):
     status: str  # running | finished | failed
     error: Optional[str]
     step_index: int
+    resume_at: Optional[str]  # the node to start at when resuming a stored trajectory

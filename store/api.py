@@ -79,6 +79,7 @@ class Claim:
     question_id: int | None
     sample_index: int
     question: str
+    resumed: bool = False  # taken over from a dead worker with its finished steps kept
 
 
 class Store:
@@ -207,7 +208,8 @@ class Store:
         """Claim one (question, sample) of a run; None if finished or held by a live worker.
 
         A claim left by a dead worker (same host, process gone) or with a stale heartbeat
-        is taken over: its partial rows are deleted and the trajectory starts afresh.
+        is taken over. Its stored steps are kept (`resumed`), so the agent continues after
+        the last finished step; if the model differs, they are deleted and it starts afresh.
         """
         try:
             with self.session() as s:
@@ -228,6 +230,7 @@ class Store:
             stale = t.heartbeat_at < utcnow() - LEASE
             if not (stale or _pid_dead(t.worker)):
                 return None
+            same_policy = t.model == model and t.model_version_id == model_version_id
             # Take over atomically: only one of several racing collectors wins this update.
             won = s.execute(update(Trajectory).where(
                 Trajectory.id == t.id, Trajectory.worker == t.worker).values(
@@ -235,8 +238,9 @@ class Store:
                 model_version_id=model_version_id)).rowcount
             if not won:
                 return None
-            self._reset_trajectory(s, t.id)
-            return Claim(t.id, question_id, sample_index, question)
+            if not same_policy:
+                self._reset_trajectory(s, t.id)
+            return Claim(t.id, question_id, sample_index, question, resumed=same_policy)
 
     @staticmethod
     def _reset_trajectory(s, trajectory_id: int) -> None:

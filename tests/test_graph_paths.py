@@ -116,3 +116,58 @@ def test_cassettes_hold_no_secret():
         text = path.read_text()
         assert "sk-not-a-real-key" not in text
         assert all(json.loads(line)["type"] in ("llm", "search", "meta") for line in text.splitlines())
+
+
+class _Crash(BaseException):
+    """Stands in for SIGKILL inside one process: nothing catches it."""
+
+
+class _CrashAfter:
+    def __init__(self, inner, calls: int):
+        self.inner, self.left, self.name = inner, calls, inner.name
+
+    def generate(self, request):
+        if self.left == 0:
+            raise _Crash()
+        self.left -= 1
+        return self.inner.generate(request)
+
+
+@pytest.mark.parametrize("crash_at", range(0, 8))
+def test_resume_after_a_crash_loses_only_the_step_in_flight(tmp_path, monkeypatch, crash_at):
+    sc = SCENARIOS["search_loop"]
+    cassette = Cassette(cassette_path("search_loop"))
+    meta = next(r for r in cassette.records() if r["type"] == "meta")
+    store = Store(str(tmp_path / "resume.db"))
+    store.import_questions("q", [{"question": meta["question"]}])
+    (q,) = store.questions("q")
+    run = store.get_or_create_run("resume", "collect")
+    claim = store.claim(run.id, q.id, meta["question"], 0, model="replay")
+    crashing = Agent(llm=_CrashAfter(ReplayLLM(cassette), crash_at), search=ReplaySearch(cassette),
+                     store=store, config=sc.config)
+    with pytest.raises(_Crash):
+        crashing.run(meta["question"], claim.trajectory_id)
+    assert len(store.trajectory(claim.trajectory_id).steps) == crash_at  # all but the one in flight
+
+    monkeypatch.setattr("store.api._pid_dead", lambda worker: True)  # the crashed worker is gone
+    again = Store(str(tmp_path / "resume.db")).claim(run.id, q.id, meta["question"], 0, model="replay")
+    assert again.resumed and again.trajectory_id == claim.trajectory_id
+    fresh = ReplayLLM(Cassette(cassette_path("search_loop")))
+    calls = []
+
+    class Counting:
+        name = "replay"
+
+        def generate(self, request):
+            calls.append(request)
+            return fresh.generate(request)
+
+    agent = Agent(llm=Counting(), search=ReplaySearch(cassette), store=store, config=sc.config)
+    state = agent.run(meta["question"], claim.trajectory_id, resume=True)
+    t = store.trajectory(claim.trajectory_id)
+    assert t.status == "finished" and state["final_answer"] == meta["final_answer"]
+    assert [s.kind for s in t.steps] == ["decide", "summarize", "decide", "summarize", "decide",
+                                         "answer", "relevance", "grounding"]
+    assert [s.idx for s in t.steps] == list(range(8))
+    assert len(calls) == 8 - crash_at  # only the steps not stored before the crash were asked
+    assert len(t.searches) == 2

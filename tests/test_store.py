@@ -312,7 +312,7 @@ def _claim_write_and_die(url: str, run_id: int, question_id: int) -> None:
     os._exit(0)  # gone without finishing: the claim and its step stay behind
 
 
-def test_claim_of_a_dead_process_is_taken_over_and_its_steps_removed(store, db_url):
+def _dead_claim(store, db_url):
     store.import_questions("s", [{"question": "Who founded Acme?"}])
     (q,) = store.questions("s")
     run = store.get_or_create_run("collect-1", "collect")
@@ -322,9 +322,21 @@ def test_claim_of_a_dead_process_is_taken_over_and_its_steps_removed(store, db_u
     (left,) = store.trajectories(run_id=run.id)
     assert left.status == "running" and f":{p.pid}:" in left.worker
     assert count(store, StepRow) == 1
+    return run, q, left
 
-    took = store.claim(run.id, q.id, "Who founded Acme?")
-    assert took is not None and took.trajectory_id == left.id
+
+def test_claim_of_a_dead_process_is_resumed_with_its_steps(store, db_url):
+    run, q, left = _dead_claim(store, db_url)
+    took = store.claim(run.id, q.id, "Who founded Acme?")  # same model (None) as the dead one
+    assert took is not None and took.trajectory_id == left.id and took.resumed
+    assert count(store, StepRow) == 1 and count(store, StepSample) == 1
+    assert store.claim(run.id, q.id, "Who founded Acme?") is None  # now held by a live worker
+
+
+def test_claim_of_a_dead_process_with_another_model_starts_afresh(store, db_url):
+    run, q, left = _dead_claim(store, db_url)
+    took = store.claim(run.id, q.id, "Who founded Acme?", model="another-model")
+    assert took is not None and took.trajectory_id == left.id and not took.resumed
     assert count(store, StepRow) == 0 and count(store, StepSample) == 0
     assert count(store, LLMCall) == 0
 
