@@ -37,6 +37,9 @@ from agent.setup import AgentOptions, SetupError
 from agent.state import AgentConfig
 
 WORKER_ENV = "RESTREACT_WORKER_INDEX"
+# Comma-separated OpenAI-compatible endpoints (one vLLM replica per GPU): worker i talks to
+# entry i (round-robin), so `--model openai:NAME --workers N` spreads over the replicas.
+BASE_URLS_ENV = "RESTREACT_OPENAI_BASE_URLS"
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -157,6 +160,9 @@ def worker_env(index: int, gpu: Optional[str], workers: int, db_url: str) -> dic
     env["RESTREACT_DB"] = db_url
     env["PYTHONUNBUFFERED"] = "1"
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [env.get("PYTHONPATH")])])
+    urls = [u.strip() for u in env.get(BASE_URLS_ENV, "").split(",") if u.strip()]
+    if urls:
+        env["OPENAI_BASE_URL"] = urls[index % len(urls)]
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = gpu
     elif "OMP_NUM_THREADS" not in env:  # CPU workers: share the cores instead of fighting for them

@@ -112,6 +112,9 @@ def test_each_worker_gets_its_own_gpu(monkeypatch):
     env = worker_env(1, "3", 2, "sqlite:///x.db")
     assert env["CUDA_VISIBLE_DEVICES"] == "3" and env["RESTREACT_WORKER_INDEX"] == "1"
     assert env["RESTREACT_DB"] == "sqlite:///x.db"
+    monkeypatch.setenv("RESTREACT_OPENAI_BASE_URLS", "http://127.0.0.1:8000/v1, http://127.0.0.1:8001/v1")
+    assert [worker_env(i, None, 3, "x")["OPENAI_BASE_URL"] for i in range(3)] == [
+        "http://127.0.0.1:8000/v1", "http://127.0.0.1:8001/v1", "http://127.0.0.1:8000/v1"]
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     assert gpu_slots(2) == [None, None]
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)

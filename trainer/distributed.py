@@ -94,7 +94,8 @@ def launch_command(examples: str | Path, config: str | Path, processes: int, cpu
         return [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1",
                 "--nproc_per_node", str(processes), "--master_addr", "127.0.0.1",
                 "--master_port", str(port), *module]
-    return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
+    multi = ["--multi_gpu"] if processes > 1 else []  # one GPU: accelerate's plain launcher
+    return [sys.executable, "-m", "accelerate.commands.launch", *multi,
             "--num_processes", str(processes), "--num_machines", "1",
             "--main_process_port", str(port), "--dynamo_backend", "no", *module]
 
