@@ -63,7 +63,7 @@ def collect(agent: Agent, run_id: int, items: list[Item], concurrency: int = 1,
             stats.done += 1
             if status == "finished":
                 stats.finished += 1
-            elif status == "failed":
+            elif status in ("failed", "error"):
                 stats.failed += 1
             else:
                 stats.skipped += 1
@@ -75,6 +75,11 @@ def collect(agent: Agent, run_id: int, items: list[Item], concurrency: int = 1,
             work(it)
     else:
         with ThreadPoolExecutor(max_workers=concurrency) as pool:
-            for f in [pool.submit(work, it) for it in todo]:
-                f.result()  # re-raise the first unexpected error
+            futures = [pool.submit(work, it) for it in todo]
+            try:
+                for f in futures:
+                    f.result()  # re-raise the first unexpected error...
+            except BaseException:
+                pool.shutdown(wait=True, cancel_futures=True)  # ...without running the rest
+                raise
     return stats

@@ -16,6 +16,7 @@ from typing import Callable, Literal, Optional
 
 from agent import prompts
 from agent.llm.base import GenRequest, LLM, LLMError
+from store.api import ClaimLost
 from agent.parsing import parse_action
 from agent.search.base import SearchBackend, SearchError
 from agent.state import AgentConfig, AgentState
@@ -143,8 +144,13 @@ class Agent:
             if state.get("resume_at") != END_NODE:
                 state = self.graph.invoke(state, {"recursion_limit": 8 * self.config.max_searches + 40})
             state["status"] = "finished"
-        except (StepFailed, LLMError) as e:
+        except StepFailed as e:
             state["status"], state["error"] = "failed", str(e)
+        except LLMError as e:  # the backend, not the model, failed: a re-run tries again
+            state["status"], state["error"] = "error", str(e)
+        except ClaimLost as e:
+            state["status"], state["error"] = "lost", str(e)
+            return state  # another worker owns the row now
         if self.store is not None and trajectory_id is not None:
             self.store.finish_trajectory(trajectory_id, state["status"], answer=state.get("answer"),
                                          final_answer=state.get("final_answer"),
@@ -172,7 +178,8 @@ def resume_state(state: AgentState, rows) -> AgentState:
         if row.kind == "decide":
             if isinstance(action, Search):
                 state["past"] = state["past"] + [action]
-                state["query"], at = action.query, "search"
+                state["query"] = action.query
+                at = "search" if state["remaining"] > 0 else "answer"
             else:
                 assert isinstance(action, Terminate)
                 state["query"], at = None, "answer"

@@ -73,6 +73,23 @@ def _question_key(row: dict) -> str:
     return "sha1:" + hashlib.sha1(row["question"].strip().encode()).hexdigest()[:16]
 
 
+def _abandoned(worker: str | None, heartbeat_at) -> bool:
+    """A claim may be taken over when its process is gone, or (on another host, where we
+    cannot look) when its heartbeat is older than the lease. A live process on this host
+    keeps its claim however slow its current step is."""
+    if _pid_dead(worker):
+        return True
+    return not _same_host(worker) and heartbeat_at < utcnow() - LEASE
+
+
+def _same_host(worker: str | None) -> bool:
+    return bool(worker) and worker.partition(":")[0] == socket.gethostname()
+
+
+class ClaimLost(RuntimeError):
+    """Another worker took this trajectory over; this one must stop writing to it."""
+
+
 @dataclass
 class Claim:
     trajectory_id: int
@@ -225,10 +242,15 @@ class Store:
             t = s.scalar(select(Trajectory).where(
                 Trajectory.run_id == run_id, Trajectory.question_id == question_id,
                 Trajectory.sample_index == sample_index).with_for_update())
-            if t is None or t.status != "running":
+            if t is None:
                 return None
-            stale = t.heartbeat_at < utcnow() - LEASE
-            if not (stale or _pid_dead(t.worker)):
+            if t.status == "error":  # a backend outage ended it: try again from scratch
+                s.execute(update(Trajectory).where(Trajectory.id == t.id).values(
+                    status="running", error=None, worker=self.worker, heartbeat_at=utcnow(),
+                    model=model, model_version_id=model_version_id))
+                self._reset_trajectory(s, t.id)
+                return Claim(t.id, question_id, sample_index, question)
+            if t.status != "running" or not _abandoned(t.worker, t.heartbeat_at):
                 return None
             same_policy = t.model == model and t.model_version_id == model_version_id
             # Take over atomically: only one of several racing collectors wins this update.
@@ -284,8 +306,11 @@ class Store:
                 s.add(self._llm_row(generation, request, trajectory_id, row.id, step.kind))
             for call in searches:
                 s.add(self._search_row(call, trajectory_id, row.id))
-            s.execute(update(Trajectory).where(Trajectory.id == trajectory_id)
-                      .values(heartbeat_at=utcnow()))
+            owned = s.execute(update(Trajectory).where(
+                Trajectory.id == trajectory_id, Trajectory.worker == self.worker)
+                .values(heartbeat_at=utcnow())).rowcount
+            if not owned:  # rolled back with the step: the new owner's rows stay whole
+                raise ClaimLost(f"trajectory {trajectory_id} was taken over by another worker")
             return row.id
 
     def add_search(self, call: SearchCall, trajectory_id: int | None = None, k: int = 3) -> None:
@@ -324,9 +349,12 @@ class Store:
     def finish_trajectory(self, trajectory_id: int, status: str, answer: str | None = None,
                           final_answer: str | None = None, error: str | None = None) -> None:
         with self.session() as s:
-            s.execute(update(Trajectory).where(Trajectory.id == trajectory_id).values(
+            owned = s.execute(update(Trajectory).where(
+                Trajectory.id == trajectory_id, Trajectory.worker == self.worker).values(
                 status=status, answer=answer, final_answer=final_answer, error=error,
-                finished_at=utcnow(), heartbeat_at=utcnow()))
+                finished_at=utcnow(), heartbeat_at=utcnow())).rowcount
+            if not owned:
+                raise ClaimLost(f"trajectory {trajectory_id} was taken over by another worker")
 
     def trajectory(self, trajectory_id: int) -> Trajectory | None:
         with self.session() as s:

@@ -108,7 +108,7 @@ def test_replay_of_unrecorded_request_fails_loudly(tmp_path):
     cassette = Cassette(cassette_path("search_loop"))
     agent = Agent(llm=ReplayLLM(cassette), search=ReplaySearch(cassette), store=None)
     state = agent.run("A question nobody recorded?")
-    assert state["status"] == "failed" and "no recorded response" in state["error"]
+    assert state["status"] == "error" and "no recorded response" in state["error"]  # retried on re-run
 
 
 def test_cassettes_hold_no_secret():
@@ -150,7 +150,8 @@ def test_resume_after_a_crash_loses_only_the_step_in_flight(tmp_path, monkeypatc
     assert len(store.trajectory(claim.trajectory_id).steps) == crash_at  # all but the one in flight
 
     monkeypatch.setattr("store.api._pid_dead", lambda worker: True)  # the crashed worker is gone
-    again = Store(str(tmp_path / "resume.db")).claim(run.id, q.id, meta["question"], 0, model="replay")
+    store = Store(str(tmp_path / "resume.db"))  # the new worker
+    again = store.claim(run.id, q.id, meta["question"], 0, model="replay")
     assert again.resumed and again.trajectory_id == claim.trajectory_id
     fresh = ReplayLLM(Cassette(cassette_path("search_loop")))
     calls = []

@@ -286,7 +286,10 @@ def test_second_claim_by_a_live_worker_is_refused(db_url):
         a.close(), b.close()
 
 
-def test_stale_claim_is_taken_over(store, db_url):
+def test_stale_claim_is_taken_over_only_from_another_host(store, db_url):
+    from agent.steps import Sample, Step, Terminate
+    from store.api import ClaimLost
+
     store.import_questions("s", [{"question": "q"}])
     (q,) = store.questions("s")
     run = store.get_or_create_run("collect-1", "collect")
@@ -294,10 +297,16 @@ def test_stale_claim_is_taken_over(store, db_url):
     other = Store(db_url)
     try:
         assert other.claim(run.id, q.id, "q") is None
-        with store.session() as s:  # the holder stopped sending heartbeats long ago
+        with store.session() as s:  # the holder stopped sending heartbeats long ago...
             s.execute(update(Trajectory).values(heartbeat_at=datetime(2000, 1, 1)))
+        assert other.claim(run.id, q.id, "q") is None  # ...but it is alive on this host
+        with store.session() as s:  # a holder on a host we cannot look at
+            s.execute(update(Trajectory).values(worker="elsewhere:123:abc"))
         took = other.claim(run.id, q.id, "q")
         assert took is not None and took.trajectory_id == held.trajectory_id
+        with pytest.raises(ClaimLost):  # the old holder can no longer write to it
+            store.add_step(held.trajectory_id, Step("decide", "p", [Sample("Terminate(thoughts='x')", 3, -1.0, action=Terminate("x"))], 0))
+        assert count(store, StepRow) == 0
     finally:
         other.close()
 
