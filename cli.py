@@ -383,7 +383,12 @@ def rank(run: str = typer.Option(..., "--run", help="Run name or id whose steps 
     r = store.get_run(run)
     if r is None:
         fail(f"no run named {run!r}")
-    counts = rank_run(store, r.id, make_judge(judge), judge)
+    from agent.llm.base import LLMError
+
+    try:
+        counts = rank_run(store, r.id, make_judge(judge), judge)
+    except LLMError as e:
+        fail(f"judge: {e}")
     console.print(f"ranked steps of run {r.name}: {counts}")
 
 
@@ -475,8 +480,13 @@ def eval_cmd(questions: Optional[str] = typer.Option(None, "--questions", "-q", 
     name = run_name("eval", set=set_name, split=split, limit=limit, runs=runs, **opts.describe())
     run = store.get_or_create_run(name, "eval", {"questions": set_name, **opts.describe()})
     judge = make_judge(judge_model) if judge_model else None
-    summary = evaluate(agent, run.id, rows, runs=runs, concurrency=concurrency, judge=judge,
-                       model=opts.model)
+    from agent.llm.base import LLMError
+
+    try:
+        summary = evaluate(agent, run.id, rows, runs=runs, concurrency=concurrency, judge=judge,
+                           model=opts.model)
+    except LLMError as e:  # the judge failed; finished trajectories stay stored for a re-run
+        fail(f"judge: {e}")
     store.finish_run(run.id)
     if as_json:
         typer.echo(_json.dumps({"run": name, **summary.to_dict()}))
@@ -521,7 +531,12 @@ def improve(iterations: int = typer.Option(3, "--iterations", "-n"),
     from trainer.improve import ImproveConfig, Improver
 
     store = open_store()
-    base = AgentOptions(model=model, search=search, corpus=corpus, world=world).resolved()
+    from agent.setup import SetupError
+
+    try:
+        base = AgentOptions(model=model, search=search, corpus=corpus, world=world).resolved()
+    except SetupError as e:
+        fail(str(e))
     if not base.model:
         fail("no model: pass --model PATH or --world pocket")
     load_questions = plan_questions(store, questions, world, None, None)
@@ -569,6 +584,7 @@ def improve(iterations: int = typer.Option(3, "--iterations", "-n"),
         def run_items(model_spec, adapter, k, greedy, run_id, items, mv_id):
             return spread(options(model_spec, adapter, k, greedy), run_id, items, model_spec, mv_id)
 
+    from agent.llm.base import LLMError
     from agent.workers import WorkersError
     from trainer.sft import TrainError
 
@@ -576,7 +592,7 @@ def improve(iterations: int = typer.Option(3, "--iterations", "-n"),
                         train_processes=train_processes)
     try:
         results = improver.run_all()
-    except (WorkersError, TrainError) as e:
+    except (WorkersError, TrainError, LLMError) as e:
         fail(str(e))
     from rich.table import Table
 

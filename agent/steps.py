@@ -139,7 +139,7 @@ class Sample:
             return None
         import math
 
-        return math.exp(-self.logprob / self.n_tokens)
+        return math.exp(min(-self.logprob / self.n_tokens, 700.0))  # servers send -9999 at times
 
     @property
     def parsed(self) -> bool:

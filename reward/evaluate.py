@@ -54,7 +54,8 @@ def score_run(store, run_id: int, questions: list, judge=None,
             continue
         pred = t.final_answer or ""
         ref = q.answer or ""
-        verdict = judge_answer(judge, q.text, pred, ref) if judge is not None and pred else None
+        verdict = (judge_answer(judge, q.text, pred, ref, store=store, trajectory_id=t.id)
+                   if judge is not None and pred else None)
         store.add_evaluation(run_id, q.id, t.sample_index, pred, ref,
                              float(exact_match(pred, ref)) if pred else 0.0,
                              float(token_f1(pred, ref)) if pred else 0.0,

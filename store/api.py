@@ -390,7 +390,8 @@ class Store:
         """The newest stored successful results for this exact query (frozen search)."""
         with self.session() as s:
             row = s.scalar(select(SearchCallRow).where(
-                SearchCallRow.query == query, SearchCallRow.error.is_(None))
+                SearchCallRow.query == query, SearchCallRow.error.is_(None),
+                SearchCallRow.backend != "frozen")  # a frozen replay is not new evidence
                 .order_by(SearchCallRow.id.desc()).limit(1))
             return None if row is None else list(row.results)
 

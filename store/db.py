@@ -57,7 +57,7 @@ def make_engine(url: str) -> Engine:
     except StoreError:
         raise
     except Exception as e:  # unknown dialect, missing driver, malformed URL
-        raise StoreError(f"cannot use database URL {url!r}: {e}") from None
+        raise StoreError(f"cannot use database URL {_redact(url)!r}: {e}") from None
 
 
 def head_revision() -> str:

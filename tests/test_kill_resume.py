@@ -182,6 +182,9 @@ def _check_improve_result(db: Path, workdir: Path, name: str, stdout: str) -> No
         lines = (workdir / slug / f"it{it}" / "examples.jsonl").read_text().splitlines()
         ex_ids = [json.loads(x)["step_id"] for x in lines]
         assert len(ex_ids) == len(set(ex_ids)) > 0, f"duplicated training examples in it{it}"
+        # the teacher's bare prompts are trained as the student is fed them (chat template)
+        assert all(json.loads(line)["prompt"].startswith("<|begin_of_text|><|start_header_id|>user")
+                   for line in lines)
         assert sorted(step_ids) == sorted(ex_ids)
         assert (workdir / slug / f"it{it}" / "adapter" / "adapter_config.json").is_file()
         assert not (workdir / slug / f"it{it}" / "adapter.partial").exists()

@@ -190,6 +190,8 @@ class Improver:
             grow_run = self.store.get_run(f"{self.cfg.name}:grow:{j}")
             steps = self.store.steps_of_run(grow_run.id, status="finished", min_samples=1)
             examples += examples_from_steps(steps, self.cfg.judge, prompt_version(self.cfg.judge))
+        if self.cfg.teacher:
+            examples = self._as_student_sees(examples)
         path = self.dir / f"it{it}" / "examples.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "w") as f:
@@ -199,6 +201,20 @@ class Improver:
         self.log(f"iteration {it}: {len(examples)} training examples")
         self.mark(it, "build", examples=len(examples))
         return examples, step_ids
+
+    def _as_student_sees(self, examples: list) -> list:
+        """A teacher behind an API stores the bare prompt; train on the text the student will
+        be fed at rollout (its chat template), so training and rollout tokens agree."""
+        from dataclasses import replace
+
+        from transformers import AutoTokenizer
+
+        from agent.llm.hf import render_prompt
+
+        tok = AutoTokenizer.from_pretrained(self.cfg.base_model)
+        bos = tok.bos_token or ""
+        return [ex if bos and ex.prompt.startswith(bos) else
+                replace(ex, prompt=render_prompt(tok, ex.prompt)) for ex in examples]
 
     def train(self, it: int, current, examples: list, step_ids: list[int]):
         _kill_point("train", it)
@@ -253,6 +269,8 @@ class Improver:
 
     def promote(self, it: int, current, trained, summary) -> None:
         _kill_point("promote", it)
+        if self.state("promote", it):  # decided before a crash: `current` has moved on since
+            return
         best = (current.metrics or {}).get("eval", {}).get("exact_mean", 0.0)
         better = summary.exact_mean > best
         if better:

@@ -40,6 +40,17 @@ PAPER_SAMPLING_TEMPERATURE = 0.5
 _STOP = object()  # sentinel that ends the worker thread
 
 
+def render_prompt(tokenizer, prompt: str, chat: bool | None = None) -> str:
+    """A project prompt as a local model is fed it: its chat template when it has one
+    (or `chat` says so), else BOS + the prompt. Rollout and training both use this."""
+    if chat is None:
+        chat = bool(getattr(tokenizer, "chat_template", None))
+    if chat:
+        return tokenizer.apply_chat_template([{"role": "user", "content": prompt}],
+                                             tokenize=False, add_generation_prompt=True)
+    return (tokenizer.bos_token or "") + prompt
+
+
 def effective_sampling(request: GenRequest) -> tuple[bool, float]:
     """(do_sample, temperature) for a request, applying the paper's rule."""
     if request.temperature > 0:
@@ -112,10 +123,7 @@ class HFBackend:
 
     def render(self, prompt: str) -> str:
         """The exact text the model is fed for a project prompt (trainer reuses it)."""
-        if self.chat:
-            return self.tokenizer.apply_chat_template(
-                [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
-        return (self.tokenizer.bos_token or "") + prompt
+        return render_prompt(self.tokenizer, prompt, self.chat)
 
     def generate(self, request: GenRequest) -> Generation:
         return self.generate_detailed(request)[0]
