@@ -8,14 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-# Llama-3's layout, with {% generation %} markers so TRL's assistant_only_loss can mask.
-CHAT_TEMPLATE = (
-    "{{ bos_token }}{% for m in messages %}"
-    "{{ '<|start_header_id|>' + m['role'] + '<|end_header_id|>\n\n' }}"
-    "{% if m['role'] == 'assistant' %}{% generation %}{{ m['content'] + '<|eot_id|>' }}{% endgeneration %}"
-    "{% else %}{{ m['content'] + '<|eot_id|>' }}{% endif %}{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
-)
+from trainer.pocket import CHAT_TEMPLATE  # Llama-3's layout, with {% generation %} markers
+
 SPECIAL = ["<|begin_of_text|>", "<|eot_id|>", "<|start_header_id|>", "<|end_header_id|>", "<pad>"]
 
 _CORPUS = [

@@ -134,8 +134,9 @@ def train_tokenizer(texts: list[str], vocab_size: int, out: Path):
 
 def render(tok, prompt: str) -> str:
     """What the local backend feeds the model for this prompt (the chat template)."""
-    return tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                   add_generation_prompt=True)
+    from agent.llm.hf import render_prompt
+
+    return render_prompt(tok, prompt)
 
 
 # --- 3. model and training -----------------------------------------------------------
