@@ -27,7 +27,6 @@ from agent.steps import (
     Sample,
     Search,
     SearchCall,
-    SelectLink,
     Step,
     choose_sample,
 )
@@ -232,7 +231,3 @@ def build_graph(agent: Agent):
     g.add_edge("relevance", "grounding")
     g.add_edge("grounding", END)
     return g.compile()
-
-
-def selected_links(state: AgentState) -> list[SelectLink]:
-    return [a for a in state.get("past", []) if isinstance(a, SelectLink)]
