@@ -156,9 +156,11 @@ def _setup_hf(cfg: TrainConfig, cuda: bool):
     if cfg.load_in_4bit and not cuda:
         raise TrainError("load_in_4bit needs a CUDA GPU (bitsandbytes); drop --4bit on CPU")
     kwargs: dict[str, Any] = {}
-    # On a GPU the weights themselves are bf16 (memory); on CPU they stay fp32 and bf16 is
-    # autocast, so the LoRA update is not rounded away.
-    kwargs["dtype"] = torch.bfloat16 if (cuda and cfg.resolved_bf16(cuda)) else torch.float32
+    # LoRA on a GPU: frozen base weights in bf16 (memory). Full fine-tuning and CPU runs keep
+    # fp32 weights with bf16 autocast: in bf16 weights, AdamW's small late updates round away
+    # (a pure-bf16 pocket warm start stalled once its learning rate decayed).
+    low = cuda and cfg.resolved_bf16(cuda) and cfg.method != "full"
+    kwargs["dtype"] = torch.bfloat16 if low else torch.float32
     if cfg.load_in_4bit:
         from transformers import BitsAndBytesConfig
 
