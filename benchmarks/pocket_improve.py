@@ -39,6 +39,9 @@ def parse_args(argv=None):
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--lora-r", type=int, default=32)
     p.add_argument("--workdir", default="runs")
+    p.add_argument("--stage", choices=("all", "improve", "test"), default="all",
+                   help="improve: only the loop; test: only score finished iterations on test "
+                        "(a second process can do this while the loop runs)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "pocket_improve.json"))
     p.add_argument("--plot", default=str(ROOT / "docs" / "pocket_improve.png"))
     return p.parse_args(argv)
@@ -77,7 +80,12 @@ def main(argv=None) -> dict:
                "lora_alpha": args.lora_r, "per_device_batch": 32, "grad_accum": 1,
                "gradient_checkpointing": False, "max_length": 1024, "warmup_steps": 10})
     improver = Improver(store, cfg, policy, lambda spec: None, log=print)
-    results = improver.run_all()
+    if args.stage == "test":  # the iterations the loop has finished so far
+        results = [r for r in improver.results() if improver.state("done", r.iteration)]
+    else:
+        results = improver.run_all()
+    if args.stage == "improve":
+        return {"iterations": [vars(r) for r in results]}
 
     rows = []
     test_qs = store.questions(qset, "test", args.test)
