@@ -540,7 +540,11 @@ def improve(iterations: int = typer.Option(3, "--iterations", "-n"),
     if not base.model:
         fail("no model: pass --model PATH or --world pocket")
     load_questions = plan_questions(store, questions, world, None, None)
-    agents: dict = {}
+    # One copy of each model on the card at a time (two with a teacher); freed before training.
+    from agent.setup import PolicyPool
+
+    pool = PolicyPool(store, build=lambda opts, st: make_agent(st, opts),
+                      max_models=2 if teacher else 1)
 
     def options(model_spec, adapter, k, greedy=True):
         return AgentOptions(model=model_spec, adapter=adapter, search=base.search,
@@ -549,10 +553,7 @@ def improve(iterations: int = typer.Option(3, "--iterations", "-n"),
                                                samples=k, greedy=greedy))
 
     def policy(model_spec, adapter, k, greedy=True):
-        key = (model_spec, adapter, k, greedy)
-        if key not in agents:  # each stage asks again; load each model once
-            agents[key] = make_agent(store, options(model_spec, adapter, k, greedy))
-        return agents[key]
+        return pool.get(options(model_spec, adapter, k, greedy))
 
     # Everything that can fail on a bad option fails here, before anything is written.
     if train_processes < 1:
@@ -589,7 +590,7 @@ def improve(iterations: int = typer.Option(3, "--iterations", "-n"),
     from trainer.sft import TrainError
 
     improver = Improver(store, cfg, policy, make_judge, log=console.print, run_items=run_items,
-                        train_processes=train_processes)
+                        train_processes=train_processes, release=pool.release)
     try:
         results = improver.run_all()
     except (WorkersError, TrainError, LLMError) as e:

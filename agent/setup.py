@@ -102,3 +102,65 @@ def build_agent(opts: AgentOptions, store, on_event=None):
     llm = build_llm(opts, cassette)
     search = build_search(opts, store, cassette)
     return Agent(llm=llm, search=search, store=store, config=opts.config, on_event=on_event)
+
+
+class PolicyPool:
+    """Agents for the improve loop that share loaded models, at most `max_models` at a time.
+
+    One loaded LLM serves every sampling setting of the same (model, adapter): the grow stage's
+    K samples and the evaluation's greedy runs are only request options. When a new model is
+    needed and the pool is full, the least recently used one is closed and its memory freed,
+    so an 8B loop does not keep a copy per iteration on the card. `release()` frees them all,
+    e.g. before training loads its own copy of the base model.
+    """
+
+    def __init__(self, store, build=None, max_models: int = 1):
+        self.store, self.max_models = store, max(1, max_models)
+        self._build = build or build_agent  # (opts, store) -> Agent; the CLI's adds one-line errors
+        self._llms: dict = {}  # (model, adapter, 4-bit) -> (llm, search), most recent last
+        self._agents: dict = {}  # (model, adapter, 4-bit, samples, greedy) -> Agent
+
+    def get(self, opts: AgentOptions):
+        from agent.graph import Agent
+
+        opts = opts.resolved()
+        model_key = (opts.model, opts.adapter, opts.load_in_4bit)
+        key = (*model_key, opts.config.samples, opts.config.greedy)
+        if key in self._agents and model_key in self._llms:
+            self._llms[model_key] = self._llms.pop(model_key)  # mark as most recently used
+            return self._agents[key]
+        if model_key in self._llms:
+            llm, search = self._llms.pop(model_key)
+        else:
+            self._evict(self.max_models - 1)
+            first = self._build(opts, self.store)
+            llm, search = first.llm, first.search
+        self._llms[model_key] = (llm, search)
+        self._agents[key] = Agent(llm=llm, search=search, store=self.store, config=opts.config)
+        return self._agents[key]
+
+    def release(self) -> None:
+        """Close every loaded model (the next `get` loads again)."""
+        self._evict(0)
+
+    def _evict(self, keep: int) -> None:
+        while len(self._llms) > keep:
+            model_key = next(iter(self._llms))
+            llm, _ = self._llms.pop(model_key)
+            for key in [k for k in self._agents if k[:3] == model_key]:
+                del self._agents[key]
+            close = getattr(llm, "close", None)
+            if close is not None:
+                close()
+            del llm
+        _free_accelerator_memory()
+
+
+def _free_accelerator_memory() -> None:
+    import gc
+    import sys
+
+    gc.collect()
+    torch = sys.modules.get("torch")  # only when a model was ever loaded
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()

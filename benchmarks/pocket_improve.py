@@ -50,7 +50,7 @@ def parse_args(argv=None):
 def main(argv=None) -> dict:
     args = parse_args(argv)
     from agent.pocket.assets import ensure_pocket_questions, pocket_assets
-    from agent.setup import AgentOptions, build_agent
+    from agent.setup import AgentOptions
     from agent.state import AgentConfig
     from reward.evaluate import evaluate
     from store.api import Store
@@ -60,16 +60,14 @@ def main(argv=None) -> dict:
     store = Store(args.db)
     assets = pocket_assets()
     qset = ensure_pocket_questions(store)
-    agents = {}
+    from agent.setup import PolicyPool
+
+    pool = PolicyPool(store)
 
     def policy(model, adapter, k, greedy=True):
-        key = (model, adapter, k, greedy)
-        if key not in agents:  # one loaded model per (adapter, sampling) combination
-            opts = AgentOptions(model=model, adapter=adapter, search="corpus",
-                                corpus=str(assets.corpus),
-                                config=AgentConfig(samples=k, greedy=greedy))
-            agents[key] = build_agent(opts, store)
-        return agents[key]
+        return pool.get(AgentOptions(model=model, adapter=adapter, search="corpus",
+                                     corpus=str(assets.corpus),
+                                     config=AgentConfig(samples=k, greedy=greedy)))
 
     cfg = ImproveConfig(
         name="pocket-benchmark", base_model=str(assets.model_dir), question_set=qset,
@@ -79,7 +77,7 @@ def main(argv=None) -> dict:
         train={"epochs": args.epochs, "learning_rate": args.lr, "lora_r": args.lora_r,
                "lora_alpha": args.lora_r, "per_device_batch": 32, "grad_accum": 1,
                "gradient_checkpointing": False, "max_length": 1024, "warmup_steps": 10})
-    improver = Improver(store, cfg, policy, lambda spec: None, log=print)
+    improver = Improver(store, cfg, policy, lambda spec: None, log=print, release=pool.release)
     if args.stage == "test":  # the iterations the loop has finished so far
         results = [r for r in improver.results() if improver.state("done", r.iteration)]
     else:

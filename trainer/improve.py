@@ -100,9 +100,10 @@ class Improver:
 
     def __init__(self, store, cfg: ImproveConfig, make_agent: Callable, make_judge: Callable,
                  log: Callable[[str], None] = print, run_items: Optional[Callable] = None,
-                 train_processes: int = 1):
+                 train_processes: int = 1, release: Optional[Callable[[], None]] = None):
         self.store, self.cfg, self.make_agent, self.make_judge, self.log = (
             store, cfg, make_agent, make_judge, log)
+        self.release = release or (lambda: None)  # frees the rollout models before training
         self.run_items, self.train_processes = run_items, train_processes
         self.run = store.get_or_create_run(cfg.name, "improve", cfg.to_dict())
         self.dir = Path(cfg.workdir) / _slug(cfg.name)
@@ -226,6 +227,7 @@ class Improver:
         if existing is not None:  # trained before a crash in a later stage
             return existing
         out = self.dir / f"it{it}" / "adapter"
+        self.release()  # training loads its own copy of the base: make room on the card
         tcfg = TrainConfig(base_model=self.cfg.base_model, output_dir=str(out), **self.cfg.train)
         if self.train_processes > 1:  # one process per GPU; only the main one saves
             from trainer.distributed import launch_train

@@ -156,11 +156,7 @@ def _setup_hf(cfg: TrainConfig, cuda: bool):
     if cfg.load_in_4bit and not cuda:
         raise TrainError("load_in_4bit needs a CUDA GPU (bitsandbytes); drop --4bit on CPU")
     kwargs: dict[str, Any] = {}
-    # LoRA on a GPU: frozen base weights in bf16 (memory). Full fine-tuning and CPU runs keep
-    # fp32 weights with bf16 autocast: in bf16 weights, AdamW's small late updates round away
-    # (a pure-bf16 pocket warm start stalled once its learning rate decayed).
-    low = cuda and cfg.resolved_bf16(cuda) and cfg.method != "full"
-    kwargs["dtype"] = torch.bfloat16 if low else torch.float32
+    kwargs["dtype"] = getattr(torch, weights_dtype(cfg, cuda))
     if cfg.load_in_4bit:
         from transformers import BitsAndBytesConfig
 
@@ -303,6 +299,17 @@ def make_trainer(model, tok, dataset, cfg: TrainConfig, cuda: bool, peft_config,
     if cfg.time_limit_s > 0:
         trainer.add_callback(_deadline_callback(cfg.time_limit_s))
     return trainer
+
+
+def weights_dtype(cfg: TrainConfig, cuda: bool) -> str:
+    """The dtype the model's weights are loaded in (training math is bf16 autocast either way).
+
+    LoRA on a GPU: the frozen base in bf16 (memory). Full fine-tuning and CPU runs: fp32, because
+    in bf16 weights AdamW's small late updates round away (a pure-bf16 pocket warm start went
+    flat once its learning rate decayed).
+    """
+    low = cuda and cfg.resolved_bf16(cuda) and cfg.method != "full"
+    return "bfloat16" if low else "float32"
 
 
 def _deadline_callback(seconds: float):

@@ -1,0 +1,61 @@
+"""The pocket warm start (`cli.py pocket pretrain`), at toy size on the CPU: seed data through
+the real graph, a tokenizer, a fresh Llama, training; then continuing that model on new worlds."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from trainer.config import TrainConfig
+from trainer.pocket import PocketConfig, pretrain
+from trainer.sft import weights_dtype
+
+TOY = dict(worlds=2, questions_per_world=3, vocab_size=600, hidden=32, layers=1, heads=2,
+           kv_heads=1, max_length=512, epochs=0.3, batch=8, workers=1)
+
+
+def _weights(model_dir):
+    from safetensors.torch import load_file
+
+    return load_file(str(model_dir / "model.safetensors"))
+
+
+@pytest.fixture(scope="module")
+def fresh(tmp_path_factory):
+    out = tmp_path_factory.mktemp("pocket") / "fresh"
+    metrics = pretrain(PocketConfig(**TOY), out, log=lambda *_: None)
+    return out, metrics
+
+
+def test_a_fresh_warm_start_writes_a_loadable_chat_model(fresh):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out, metrics = fresh
+    assert metrics["seed_steps"] > 10 and metrics["documents"] > 100
+    assert metrics["steps"] >= 1 and metrics["tokens"] > 0
+    tok = AutoTokenizer.from_pretrained(out)
+    assert len(tok) <= 600 and tok.chat_template  # trained on the worlds, Llama-3 layout
+    model = AutoModelForCausalLM.from_pretrained(out)
+    assert model.config.hidden_size == 32 and str(model.dtype) == "torch.bfloat16"
+    assert json.loads((out / "pocket_pretrain.json").read_text())["config"]["worlds"] == 2
+
+
+def test_init_from_continues_the_model_and_keeps_its_tokenizer(fresh, tmp_path):
+    base, _ = fresh
+    out = tmp_path / "continued"
+    metrics = pretrain(PocketConfig(**TOY, init_from=str(base), seed=1), out, log=lambda *_: None)
+    assert metrics["config"]["init_from"] == str(base)
+    assert (out / "tokenizer.json").read_bytes() == (base / "tokenizer.json").read_bytes()
+    before, after = _weights(base), _weights(out)
+    assert before.keys() == after.keys()
+    assert any(not before[k].equal(after[k]) for k in before), "training changed no weight"
+
+
+def test_full_fine_tuning_keeps_fp32_weights_on_a_gpu():
+    # Pure-bf16 weights round late AdamW updates away; LoRA's frozen base may stay bf16.
+    full = TrainConfig(base_model="m", output_dir="o", method="full", bf16=True)
+    lora = TrainConfig(base_model="m", output_dir="o", method="lora", bf16=True)
+    assert weights_dtype(full, cuda=True) == "float32"
+    assert weights_dtype(lora, cuda=True) == "bfloat16"
+    assert weights_dtype(lora, cuda=False) == "float32"
