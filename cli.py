@@ -522,7 +522,8 @@ def improve(iterations: int = typer.Option(3, "--iterations", "-n"),
             epochs: float = typer.Option(1.0, "--epochs"), lr: float = typer.Option(2e-4, "--lr"),
             workdir: str = typer.Option("runs", "--workdir", help="Where adapters and example files go."),
             workers: int = WORKERS,
-            train_processes: int = typer.Option(1, "--train-processes", help="Train on this many GPUs (processes, DDP under accelerate launch); the global batch grows with them.")):
+            train_processes: int = typer.Option(1, "--train-processes", help="Train on this many GPUs (processes, DDP under accelerate launch); the global batch grows with them."),
+            load_in_4bit: bool = typer.Option(False, "--4bit", help="4-bit rollouts of --model and QLoRA training (bitsandbytes, CUDA): the loop fits a 24 GB card.")):
     """Grow → rank → build → train → evaluate → promote, N times (re-run to resume)."""
     from agent.collect import run_name
     from agent.live import console
@@ -549,6 +550,7 @@ def improve(iterations: int = typer.Option(3, "--iterations", "-n"),
     def options(model_spec, adapter, k, greedy=True):
         return AgentOptions(model=model_spec, adapter=adapter, search=base.search,
                             corpus=base.corpus,
+                            load_in_4bit=load_in_4bit and model_spec == base.model,  # not the teacher
                             config=AgentConfig(max_searches=max_searches, top_k=top_k,
                                                samples=k, greedy=greedy))
 
@@ -568,11 +570,14 @@ def improve(iterations: int = typer.Option(3, "--iterations", "-n"),
             check_workers(store, options(teacher, None, samples), workers)
     make_judge(judge)
     set_name, _ = load_questions()
+    train_cfg = {"epochs": epochs, "learning_rate": lr}
+    if load_in_4bit:  # QLoRA: the adapter trains on a 4-bit base, as the rollouts run it
+        train_cfg["load_in_4bit"] = True
     cfg = ImproveConfig(name="", base_model=base.model, question_set=set_name,
                         iterations=iterations, eval_split=eval_split, grow_questions=grow_questions,
                         eval_questions=eval_questions, per_question=per_question, samples=samples,
                         eval_runs=eval_runs, concurrency=concurrency, judge=judge, teacher=teacher,
-                        workdir=workdir, train={"epochs": epochs, "learning_rate": lr})
+                        workdir=workdir, train=train_cfg)
     cfg.name = name or run_name("improve", set=set_name, **{k: v for k, v in cfg.to_dict().items()
                                                           if k not in ("iterations", "name")})
 

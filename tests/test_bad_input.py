@@ -212,3 +212,13 @@ def test_improve_with_unknown_model_writes_nothing(world, tmp_path):
     _assert_one_error_line(r, "cannot load model")
     counts = table_counts(fresh)
     assert counts.get("questions", 0) == 0 and counts.get("runs", 0) == 0
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the no-GPU refusal")
+def test_improve_in_4bit_without_a_gpu_writes_nothing(world, tmp_path):
+    fresh = tmp_path / "fresh.db"
+    r = run_cli(["--db", str(fresh), "improve", "--world", "pocket", "--4bit",
+                 "--iterations", "1"], world["env"])
+    _assert_one_error_line(r, "4-bit")
+    counts = table_counts(fresh)
+    assert counts.get("questions", 0) == 0 and counts.get("runs", 0) == 0
