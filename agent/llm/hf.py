@@ -382,11 +382,15 @@ class _RowStopper:
 
         n_new = input_ids.shape[1] - self.width
         done = [n_new >= m for m in self.row_max]
-        for r, stops in enumerate(self.row_stop):
-            if stops and not done[r]:
-                tail = input_ids[r, max(self.width, input_ids.shape[1] - self.tail[r]):].tolist()
+        rows = [r for r, stops in enumerate(self.row_stop) if stops and not done[r]]
+        if rows:
+            # One device-to-host copy per step for all rows (not one sync per row).
+            longest = min(max(self.tail[r] for r in rows), n_new)
+            tails = input_ids[:, input_ids.shape[1] - longest:].tolist()
+            for r in rows:
+                tail = tails[r][max(0, longest - self.tail[r]):]
                 text = self.tok.decode(tail, skip_special_tokens=True)
-                done[r] = any(s in text for s in stops)
+                done[r] = any(s in text for s in self.row_stop[r])
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
