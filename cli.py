@@ -154,18 +154,34 @@ MAX_SEARCHES = typer.Option(10, "--max-searches", help="Search budget per trajec
 TOP_K = typer.Option(3, "--top-k", help="Search results shown to the model per search.")
 FEWSHOT = typer.Option(False, "--fewshot/--zeroshot", help="Prepend worked examples (for prompted, not fine-tuned, models).")
 FOURBIT = typer.Option(False, "--4bit", help="Load a local model in 4-bit (bitsandbytes, CUDA).")
+SAMPLES_FOR = typer.Option(None, "--samples-for", help="K for one step kind, e.g. summarize=8 (repeatable); other kinds use --samples.")
 WORKERS = typer.Option(1, "--workers", help="Worker processes sharing the run through the store, one per GPU (each loads its own model; see docs/SCALING.md).")
 
 
+def samples_by_kind(specs: Optional[list[str]]) -> dict:
+    """`--samples-for summarize=8 --samples-for answer=4` → {"summarize": 8, "answer": 4}."""
+    from agent.steps import STEP_KINDS
+
+    out = {}
+    for spec in specs or []:
+        kind, _, k = spec.partition("=")
+        if kind not in STEP_KINDS or not k.isdigit() or int(k) < 1:
+            fail(f"--samples-for wants KIND=K with KIND one of {', '.join(STEP_KINDS)} "
+                 f"and K >= 1, not {spec!r}")
+        out[kind] = int(k)
+    return out
+
+
 def agent_options(model, adapter, search, corpus, record, replay, world, samples, max_searches,
-                  top_k, fewshot, load_in_4bit, default_samples: int = 1):
+                  top_k, fewshot, load_in_4bit, default_samples: int = 1, samples_for=None):
     from agent.setup import AgentOptions
     from agent.state import AgentConfig
 
     if record and replay:
         fail("--record and --replay cannot be used together")
     cfg = AgentConfig(max_searches=max_searches, top_k=top_k,
-                      samples=samples or default_samples, fewshot=fewshot)
+                      samples=samples or default_samples, fewshot=fewshot,
+                      samples_by_kind=samples_by_kind(samples_for))
     if cfg.samples < 1 or max_searches < 0 or top_k < 1:
         fail("--samples and --top-k must be at least 1, --max-searches at least 0")
     return AgentOptions(model=model, adapter=adapter, search=search, corpus=corpus,
@@ -293,7 +309,8 @@ def collect(questions: Optional[str] = typer.Option(None, "--questions", "-q", h
             record: Optional[str] = RECORD, replay: Optional[str] = REPLAY,
             world: Optional[str] = WORLD, samples: Optional[int] = SAMPLES,
             max_searches: int = MAX_SEARCHES, top_k: int = TOP_K, fewshot: bool = FEWSHOT,
-            load_in_4bit: bool = FOURBIT, workers: int = WORKERS):
+            load_in_4bit: bool = FOURBIT, workers: int = WORKERS,
+            samples_for: Optional[list[str]] = SAMPLES_FOR):
     """Collect trajectories over a question set; re-running the same command resumes."""
     import time
 
@@ -304,7 +321,7 @@ def collect(questions: Optional[str] = typer.Option(None, "--questions", "-q", h
 
     store = open_store()
     opts = agent_options(model, adapter, search, corpus, record, replay, world, samples,
-                         max_searches, top_k, fewshot, load_in_4bit)
+                         max_searches, top_k, fewshot, load_in_4bit, samples_for=samples_for)
     load_questions = plan_questions(store, questions, world, split, limit)
     agent = make_agent(store, opts) if workers == 1 else check_workers(store, opts, workers)
     set_name, rows = load_questions()
@@ -523,7 +540,8 @@ def improve(iterations: int = typer.Option(3, "--iterations", "-n"),
             workdir: str = typer.Option("runs", "--workdir", help="Where adapters and example files go."),
             workers: int = WORKERS,
             train_processes: int = typer.Option(1, "--train-processes", help="Train on this many GPUs (processes, DDP under accelerate launch); the global batch grows with them."),
-            load_in_4bit: bool = typer.Option(False, "--4bit", help="4-bit rollouts of --model and QLoRA training (bitsandbytes, CUDA): the loop fits a 24 GB card.")):
+            load_in_4bit: bool = typer.Option(False, "--4bit", help="4-bit rollouts of --model and QLoRA training (bitsandbytes, CUDA): the loop fits a 24 GB card."),
+            samples_for: Optional[list[str]] = SAMPLES_FOR):
     """Grow → rank → build → train → evaluate → promote, N times (re-run to resume)."""
     from agent.collect import run_name
     from agent.live import console
@@ -540,6 +558,7 @@ def improve(iterations: int = typer.Option(3, "--iterations", "-n"),
         fail(str(e))
     if not base.model:
         fail("no model: pass --model PATH or --world pocket")
+    by_kind = samples_by_kind(samples_for)
     load_questions = plan_questions(store, questions, world, None, None)
     # One copy of each model on the card at a time (two with a teacher); freed before training.
     from agent.setup import PolicyPool
@@ -552,7 +571,9 @@ def improve(iterations: int = typer.Option(3, "--iterations", "-n"),
                             corpus=base.corpus,
                             load_in_4bit=load_in_4bit and model_spec == base.model,  # not the teacher
                             config=AgentConfig(max_searches=max_searches, top_k=top_k,
-                                               samples=k, greedy=greedy))
+                                               samples=k, greedy=greedy,
+                                               # Grow only: evaluation stays one greedy sample
+                                               samples_by_kind=by_kind if k > 1 else {}))
 
     def policy(model_spec, adapter, k, greedy=True):
         return pool.get(options(model_spec, adapter, k, greedy))
@@ -577,6 +598,7 @@ def improve(iterations: int = typer.Option(3, "--iterations", "-n"),
                         iterations=iterations, eval_split=eval_split, grow_questions=grow_questions,
                         eval_questions=eval_questions, per_question=per_question, samples=samples,
                         eval_runs=eval_runs, concurrency=concurrency, judge=judge, teacher=teacher,
+                        samples_by_kind=by_kind,
                         workdir=workdir, train=train_cfg)
     cfg.name = name or run_name("improve", set=set_name, **{k: v for k, v in cfg.to_dict().items()
                                                           if k not in ("iterations", "name")})

@@ -59,8 +59,9 @@ class Agent:
         index = state.get("step_index", 0)
         searches = [state["pending_search"]] if state.get("pending_search") else []
         for attempt in range(cfg.max_attempts):
-            request = GenRequest(prompt=prompt, n=cfg.samples,
-                                 temperature=0.0 if cfg.samples == 1 and cfg.greedy else cfg.temperature,
+            n = cfg.samples_for(kind)
+            request = GenRequest(prompt=prompt, n=n,
+                                 temperature=0.0 if n == 1 and cfg.greedy else cfg.temperature,
                                  max_new_tokens=cfg.max_new_tokens, purpose=kind)
             t0 = time.perf_counter()
             gen = self.llm.generate(request)

@@ -125,7 +125,8 @@ class PolicyPool:
 
         opts = opts.resolved()
         model_key = (opts.model, opts.adapter, opts.load_in_4bit)
-        key = (*model_key, opts.config.samples, opts.config.greedy)
+        key = (*model_key, opts.config.samples, opts.config.greedy,
+               tuple(sorted(opts.config.samples_by_kind.items())))
         if key in self._agents and model_key in self._llms:
             self._llms[model_key] = self._llms.pop(model_key)  # mark as most recently used
             return self._agents[key]

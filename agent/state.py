@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Optional, TypedDict
 
 from agent.steps import Action, SearchCall, SearchResult
@@ -18,9 +18,18 @@ class AgentConfig:
     max_new_tokens: int = 192  # per sample; an action is one short call
     max_attempts: int = 3  # re-asks of a step whose samples all fail to parse
     fewshot: bool = False  # prepend worked examples (prompted models); off for fine-tuned ones
+    # K for some step kinds only, e.g. {"summarize": 8}: more alternatives where the policy is
+    # rarely right gives the ranker something right to keep (docs/BENCHMARKS.md §2).
+    samples_by_kind: dict = field(default_factory=dict)
+
+    def samples_for(self, kind: str) -> int:
+        return int(self.samples_by_kind.get(kind, self.samples))
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if not d["samples_by_kind"]:  # keeps run names and configs of earlier runs unchanged
+            del d["samples_by_kind"]
+        return d
 
 
 class AgentState(TypedDict, total=False):

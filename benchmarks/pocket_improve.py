@@ -34,6 +34,8 @@ def parse_args(argv=None):
     p.add_argument("--test", type=int, default=200, help="test questions per evaluation")
     p.add_argument("--eval-runs", type=int, default=3)
     p.add_argument("--samples", type=int, default=4, help="alternatives per step in Grow")
+    p.add_argument("--samples-for", action="append", default=[], metavar="KIND=K",
+                   help="K for one step kind in Grow, e.g. summarize=8 (repeatable)")
     p.add_argument("--concurrency", type=int, default=64)
     p.add_argument("--epochs", type=float, default=2.0)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -64,15 +66,18 @@ def main(argv=None) -> dict:
 
     pool = PolicyPool(store)
 
+    by_kind = {kind: int(k) for kind, _, k in (x.partition("=") for x in args.samples_for)}
+
     def policy(model, adapter, k, greedy=True):
+        config = AgentConfig(samples=k, greedy=greedy, samples_by_kind=by_kind if k > 1 else {})
         return pool.get(AgentOptions(model=model, adapter=adapter, search="corpus",
-                                     corpus=str(assets.corpus),
-                                     config=AgentConfig(samples=k, greedy=greedy)))
+                                     corpus=str(assets.corpus), config=config))
 
     cfg = ImproveConfig(
         name="pocket-benchmark", base_model=str(assets.model_dir), question_set=qset,
         iterations=args.iterations, grow_questions=args.grow_questions,
-        eval_questions=args.dev, samples=args.samples, eval_runs=args.eval_runs,
+        eval_questions=args.dev, samples=args.samples, samples_by_kind=by_kind,
+        eval_runs=args.eval_runs,
         concurrency=args.concurrency, judge="rules", workdir=args.workdir,
         train={"epochs": args.epochs, "learning_rate": args.lr, "lora_r": args.lora_r,
                "lora_alpha": args.lora_r, "per_device_batch": 32, "grad_accum": 1,
@@ -102,7 +107,7 @@ def main(argv=None) -> dict:
               "versions": _versions(), "command": " ".join(sys.argv),
               "dev_questions": args.dev, "test_questions": len(test_qs),
               "eval_runs": args.eval_runs, "grow_questions": args.grow_questions,
-              "samples": args.samples, "wall_s": round(time.perf_counter() - t0, 1),
+              "samples": args.samples, "samples_by_kind": by_kind, "wall_s": round(time.perf_counter() - t0, 1),
               "iterations": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1))

@@ -102,3 +102,24 @@ def _a_question(tmp_path) -> str:
     from agent.pocket.assets import pocket_question_rows
 
     return next(r["question"] for r in pocket_question_rows() if r["split"] == "test")
+
+
+def test_samples_for_one_step_kind(tmp_path):
+    # The ranker needs alternatives where the policy is rarely right (summaries): K there only.
+    p = cli(tmp_path, "collect", "--world", "pocket", "--split", "dev", "--limit", "2",
+            "--samples", "1", "--samples-for", "summarize=3", "--max-searches", "2")
+    assert p.returncode == 0, p.stderr
+    store = open_store(tmp_path)
+    steps = [s for t in store.trajectories() for s in store.trajectory(t.id).steps]
+    counts = {(s.kind, len(s.samples)) for s in steps}
+    assert ("summarize", 3) in counts, counts
+    assert all(n == 3 for kind, n in counts if kind == "summarize")
+    assert all(n == 1 for kind, n in counts if kind != "summarize")
+    [run] = store.runs()
+    assert run.config["agent"]["samples_by_kind"] == {"summarize": 3}
+
+
+def test_samples_for_rejects_an_unknown_kind(tmp_path):
+    p = cli(tmp_path, "collect", "--world", "pocket", "--samples-for", "sumarize=3")
+    assert p.returncode != 0
+    assert p.stderr.strip().splitlines()[-1].startswith("error: --samples-for wants KIND=K")

@@ -66,6 +66,7 @@ class ImproveConfig:
     eval_questions: Optional[int] = None
     per_question: int = 1  # trajectories per question in Grow (the paper's 2nd gen used 4)
     samples: int = 4  # K alternatives per step for the ranker to choose from
+    samples_by_kind: dict = field(default_factory=dict)  # K for some kinds, e.g. {"summarize": 8}
     eval_runs: int = 1  # evaluation runs per question (mean ± std over runs)
     concurrency: int = 8
     judge: str = "rules"  # "rules" or an LLM spec (local dir, openai:NAME, replay:PATH)
@@ -75,7 +76,10 @@ class ImproveConfig:
     train: dict = field(default_factory=dict)  # TrainConfig overrides
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if not d["samples_by_kind"]:  # keeps the names and configs of earlier runs unchanged
+            del d["samples_by_kind"]
+        return d
 
 
 @dataclass
