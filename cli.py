@@ -559,6 +559,13 @@ def improve(iterations: int = typer.Option(3, "--iterations", "-n"),
     if not base.model:
         fail("no model: pass --model PATH or --world pocket")
     by_kind = samples_by_kind(samples_for)
+    if by_kind and samples < 2:  # grow is told apart from evaluation by K > 1
+        fail("--samples-for applies to grow, which needs --samples 2 or more")
+    if load_in_4bit:  # before any run is written, also when --workers load the models
+        import torch
+
+        if not torch.cuda.is_available():
+            fail("--4bit needs a CUDA GPU (bitsandbytes 4-bit); none is visible")
     load_questions = plan_questions(store, questions, world, None, None)
     # One copy of each model on the card at a time (two with a teacher); freed before training.
     from agent.setup import PolicyPool
@@ -589,7 +596,9 @@ def improve(iterations: int = typer.Option(3, "--iterations", "-n"),
         check_workers(store, options(base.model, None, 1), workers)
         if teacher:
             check_workers(store, options(teacher, None, samples), workers)
-    make_judge(judge)
+    checked = make_judge(judge)  # loads now so a bad --judge fails early; ranking loads its own
+    if hasattr(checked, "close"):
+        checked.close()
     set_name, _ = load_questions()
     train_cfg = {"epochs": epochs, "learning_rate": lr}
     if load_in_4bit:  # QLoRA: the adapter trains on a 4-bit base, as the rollouts run it

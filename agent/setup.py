@@ -117,16 +117,19 @@ class PolicyPool:
     def __init__(self, store, build=None, max_models: int = 1):
         self.store, self.max_models = store, max(1, max_models)
         self._build = build or build_agent  # (opts, store) -> Agent; the CLI's adds one-line errors
-        self._llms: dict = {}  # (model, adapter, 4-bit) -> (llm, search), most recent last
-        self._agents: dict = {}  # (model, adapter, 4-bit, samples, greedy) -> Agent
+        self._llms: dict = {}  # model key -> (llm, search), most recent last
+        self._agents: dict = {}  # model key + agent config -> Agent
 
     def get(self, opts: AgentOptions):
         from agent.graph import Agent
 
+        import json
+
         opts = opts.resolved()
-        model_key = (opts.model, opts.adapter, opts.load_in_4bit)
-        key = (*model_key, opts.config.samples, opts.config.greedy,
-               tuple(sorted(opts.config.samples_by_kind.items())))
+        # Everything the loaded backend and search depend on; the agent adds its whole config.
+        model_key = (opts.model, opts.adapter, opts.load_in_4bit, opts.search, opts.corpus,
+                     opts.record, opts.replay)
+        key = (*model_key, json.dumps(opts.config.to_dict(), sort_keys=True))
         if key in self._agents and model_key in self._llms:
             self._llms[model_key] = self._llms.pop(model_key)  # mark as most recently used
             return self._agents[key]
@@ -148,7 +151,7 @@ class PolicyPool:
         while len(self._llms) > keep:
             model_key = next(iter(self._llms))
             llm, _ = self._llms.pop(model_key)
-            for key in [k for k in self._agents if k[:3] == model_key]:
+            for key in [k for k in self._agents if k[:-1] == model_key]:
                 del self._agents[key]
             close = getattr(llm, "close", None)
             if close is not None:

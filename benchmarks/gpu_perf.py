@@ -327,12 +327,13 @@ def part_backend(size: Size, model_dir: Path, args, part: str) -> list[dict]:
             reset_peak()
             # Best of two timed runs: on the H100 the first full-length run at a new shape
             # once took 3.4x longer than the same 32 rows as 8 x K=4 right after it.
-            dt, ntok = min(_run_concurrently(backend, batch(size.new)) for _ in range(2))
+            runs = 2
+            dt, ntok = min(_run_concurrently(backend, batch(size.new)) for _ in range(runs))
             name = f"rollout: HFBackend{' 4-bit' if four_bit else ''} [{opts.label()}], {label}"
             rows = conc * k
             base_rows = min(size.concurrency, key=lambda c: abs(c - rows))
             out.append(dict(name=name, tokens_per_s=ntok / dt, peak_gib=peak_gib(), wall_s=dt,
-                            tokens=ntok, rows=rows, generate_calls=backend.generate_calls - calls0,
+                            tokens=ntok, rows=rows, generate_calls=(backend.generate_calls - calls0) // runs,
                             engine=opts.label(), prompt=size.prompt, new=size.new,
                             baseline=f"anchor: hf generate dynamic cache, batch {base_rows}"))
     finally:

@@ -67,6 +67,10 @@ def main(argv=None) -> dict:
     pool = PolicyPool(store)
 
     by_kind = {kind: int(k) for kind, _, k in (x.partition("=") for x in args.samples_for)}
+    from agent.steps import STEP_KINDS
+
+    if set(by_kind) - set(STEP_KINDS) or (by_kind and args.samples < 2):
+        raise SystemExit(f"--samples-for wants KIND=K, KIND in {STEP_KINDS}, with --samples >= 2")
 
     def policy(model, adapter, k, greedy=True):
         config = AgentConfig(samples=k, greedy=greedy, samples_by_kind=by_kind if k > 1 else {})

@@ -222,3 +222,11 @@ def test_improve_in_4bit_without_a_gpu_writes_nothing(world, tmp_path):
     _assert_one_error_line(r, "4-bit")
     counts = table_counts(fresh)
     assert counts.get("questions", 0) == 0 and counts.get("runs", 0) == 0
+
+
+def test_improve_samples_for_without_grow_samples_writes_nothing(world, tmp_path):
+    fresh = tmp_path / "fresh.db"
+    r = run_cli(["--db", str(fresh), "improve", "--world", "pocket", "--samples", "1",
+                 "--samples-for", "summarize=8", "--iterations", "1"], world["env"])
+    _assert_one_error_line(r, "--samples-for applies to grow")
+    assert table_counts(fresh).get("runs", 0) == 0

@@ -45,6 +45,10 @@ def test_sampling_settings_share_one_loaded_model(models):
     assert greedy is not sampled and greedy.llm is sampled.llm
     assert sampled.config.samples == 4 and greedy.config.samples == 1
     assert pool.get(_opts(a, corpus)) is greedy  # asked again: the same agent
+    wider = _opts(a, corpus)
+    wider.config.top_k = 5  # any other agent setting: its own agent, the same model
+    assert pool.get(wider).config.top_k == 5 and pool.get(wider).llm is greedy.llm
+    assert build.loads == [a]
     pool.release()
 
 

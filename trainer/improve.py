@@ -180,7 +180,13 @@ class Improver:
 
         if self.state("rank", it):
             return
-        counts = rank_run(self.store, grow_run.id, self.make_judge(self.cfg.judge), self.cfg.judge)
+        judge = self.make_judge(self.cfg.judge)
+        try:
+            counts = rank_run(self.store, grow_run.id, judge, self.cfg.judge)
+        finally:  # a local judge model must not stay on the card through training
+            close = getattr(judge, "close", None)
+            if close is not None:
+                close()
         self.log(f"iteration {it}: ranked {counts}")
         self.mark(it, "rank")
 

@@ -201,7 +201,9 @@ def _setup_unsloth(cfg: TrainConfig):
     try:
         model, tok = FastLanguageModel.from_pretrained(
             model_name=cfg.base_model, max_seq_length=cfg.max_length,
-            dtype=torch.bfloat16 if cfg.resolved_bf16(True) else torch.float16,
+            # Full fine-tuning keeps fp32 master weights here too (see weights_dtype).
+            dtype=(torch.float32 if cfg.method == "full"
+                   else torch.bfloat16 if cfg.resolved_bf16(True) else torch.float16),
             load_in_4bit=cfg.load_in_4bit, full_finetuning=cfg.method == "full")
     except (OSError, ValueError, RuntimeError) as e:
         raise _load_error(cfg.base_model, e) from None
