@@ -160,16 +160,12 @@ WORKERS = typer.Option(1, "--workers", help="Worker processes sharing the run th
 
 def samples_by_kind(specs: Optional[list[str]]) -> dict:
     """`--samples-for summarize=8 --samples-for answer=4` → {"summarize": 8, "answer": 4}."""
-    from agent.steps import STEP_KINDS
+    from agent.state import parse_samples_by_kind
 
-    out = {}
-    for spec in specs or []:
-        kind, _, k = spec.partition("=")
-        if kind not in STEP_KINDS or not k.isdigit() or int(k) < 1:
-            fail(f"--samples-for wants KIND=K with KIND one of {', '.join(STEP_KINDS)} "
-                 f"and K >= 1, not {spec!r}")
-        out[kind] = int(k)
-    return out
+    try:
+        return parse_samples_by_kind(specs)
+    except ValueError as e:
+        fail(str(e))
 
 
 def agent_options(model, adapter, search, corpus, record, replay, world, samples, max_searches,

@@ -6,6 +6,7 @@ resolved in one place.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -122,8 +123,6 @@ class PolicyPool:
 
     def get(self, opts: AgentOptions):
         from agent.graph import Agent
-
-        import json
 
         opts = opts.resolved()
         # Everything the loaded backend and search depend on; the agent adds its whole config.

@@ -32,6 +32,20 @@ class AgentConfig:
         return d
 
 
+def parse_samples_by_kind(specs) -> dict:
+    """["summarize=8", "answer=4"] → {"summarize": 8, "answer": 4}; ValueError on a bad one."""
+    from agent.steps import STEP_KINDS
+
+    out = {}
+    for spec in specs or []:
+        kind, _, k = spec.partition("=")
+        if kind not in STEP_KINDS or not k.isdigit() or int(k) < 1:
+            raise ValueError(f"--samples-for wants KIND=K with KIND one of {', '.join(STEP_KINDS)} "
+                             f"and K >= 1, not {spec!r}")
+        out[kind] = int(k)
+    return out
+
+
 class AgentState(TypedDict, total=False):
     question: str
     trajectory_id: Optional[int]

@@ -52,25 +52,24 @@ def parse_args(argv=None):
 def main(argv=None) -> dict:
     args = parse_args(argv)
     from agent.pocket.assets import ensure_pocket_questions, pocket_assets
-    from agent.setup import AgentOptions
-    from agent.state import AgentConfig
+    from agent.setup import AgentOptions, PolicyPool
+    from agent.state import AgentConfig, parse_samples_by_kind
     from reward.evaluate import evaluate
     from store.api import Store
     from trainer.improve import ImproveConfig, Improver
+
+    try:  # checked before the store is opened: a bad option writes nothing
+        by_kind = parse_samples_by_kind(args.samples_for)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
+    if by_kind and args.samples < 2:  # grow is told apart from evaluation by K > 1
+        raise SystemExit("error: --samples-for applies to grow, which needs --samples 2 or more")
 
     t0 = time.perf_counter()
     store = Store(args.db)
     assets = pocket_assets()
     qset = ensure_pocket_questions(store)
-    from agent.setup import PolicyPool
-
     pool = PolicyPool(store)
-
-    by_kind = {kind: int(k) for kind, _, k in (x.partition("=") for x in args.samples_for)}
-    from agent.steps import STEP_KINDS
-
-    if set(by_kind) - set(STEP_KINDS) or (by_kind and args.samples < 2):
-        raise SystemExit(f"--samples-for wants KIND=K, KIND in {STEP_KINDS}, with --samples >= 2")
 
     def policy(model, adapter, k, greedy=True):
         config = AgentConfig(samples=k, greedy=greedy, samples_by_kind=by_kind if k > 1 else {})

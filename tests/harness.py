@@ -264,3 +264,27 @@ def finished_keys(db, run_name: str) -> list[tuple]:
     return query(db, """SELECT t.question_id, t.sample_index FROM trajectories t
         JOIN runs r ON r.id = t.run_id
         WHERE r.name = :name AND t.status IN ('finished', 'failed')""", name=run_name)
+
+
+def all_at_once(call: Callable, items: list) -> list:
+    """`call(item)` for every item, each from its own thread, all released at the same instant
+    (so a batching backend sees them together); results in item order, errors re-raised."""
+    import threading
+
+    results, errors = [None] * len(items), []
+    barrier = threading.Barrier(len(items))
+
+    def run(i):
+        barrier.wait()
+        try:
+            results[i] = call(items[i])
+        except Exception as e:  # surfaced below
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(items))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    return results

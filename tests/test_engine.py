@@ -7,13 +7,13 @@ from __future__ import annotations
 import math
 import os
 import shutil
-import threading
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from agent.llm.base import GenRequest, LLMError  # noqa: E402
+from tests.harness import all_at_once  # noqa: E402
 from tests.openai_server import build_lively_model  # noqa: E402
 
 PROMPTS = [
@@ -47,23 +47,7 @@ def plain(model_dir):
 
 
 def _concurrently(backend, requests):
-    results, errors = [None] * len(requests), []
-    barrier = threading.Barrier(len(requests))
-
-    def run(i):
-        barrier.wait()
-        try:
-            results[i] = backend.generate_detailed(requests[i])
-        except Exception as e:  # surfaced below
-            errors.append(e)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(requests))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors
-    return results
+    return all_at_once(backend.generate_detailed, requests)
 
 
 def _greedy_requests():

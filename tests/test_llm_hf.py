@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import threading
 
 import pytest
 
@@ -14,6 +13,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from agent.llm.base import GenRequest, LLMError  # noqa: E402
 from agent.steps import Sample  # noqa: E402
+from tests.harness import all_at_once  # noqa: E402
 from tests.openai_server import build_lively_model  # noqa: E402
 
 PROMPTS = [
@@ -50,24 +50,7 @@ def single(model_dir):
 
 
 def _concurrently(backend, requests):
-    """Submit all requests from separate threads released at the same instant."""
-    results, errors = [None] * len(requests), []
-    barrier = threading.Barrier(len(requests))
-
-    def run(i):
-        barrier.wait()
-        try:
-            results[i] = backend.generate(requests[i])
-        except Exception as e:  # surfaced below
-            errors.append(e)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(requests))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors, errors
-    return results
+    return all_at_once(backend.generate, requests)
 
 
 def test_concurrent_requests_share_generate_calls_and_match_unbatched(batched, single):
