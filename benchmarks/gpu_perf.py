@@ -84,17 +84,19 @@ PARTS = {
     "backend-static-compile": "HFBackend, static cache + torch.compile",
     "backend-share-prefix": "HFBackend, one prefill per distinct prompt",
     "backend-continuous": "HFBackend, transformers continuous batching",
+    "backend-graph": "HFBackend, the project's CUDA-graph decode loop",
     "train-project-hf": "trainer/sft.py train(), transformers + PEFT path",
     "train-raw-hf": "raw HF + PEFT LoRA loop",
     "train-project-unsloth": "trainer/sft.py train(), unsloth path",
     "train-raw-unsloth": "raw unsloth LoRA loop",
     "backend-4bit": "HFBackend on bitsandbytes 4-bit weights",
+    "backend-4bit-graph": "HFBackend on 4-bit weights, CUDA-graph decode loop",
     "train-project-qlora": "trainer/sft.py train() with load_in_4bit",
     "train-raw-qlora": "raw QLoRA loop (unsloth when it imports, else HF + PEFT)",
 }
 ENGINES = {"backend-plain": "plain", "backend-static-compile": "static+compile",
            "backend-share-prefix": "share-prefix", "backend-continuous": "continuous",
-           "backend-4bit": "plain"}
+           "backend-graph": "graph", "backend-4bit": "plain", "backend-4bit-graph": "graph"}
 
 
 # --- shared helpers -------------------------------------------------------------------------
@@ -298,7 +300,7 @@ def part_backend(size: Size, model_dir: Path, args, part: str) -> list[dict]:
     from agent.llm.hf import HFBackend
 
     cuda = _cuda()
-    four_bit = part == "backend-4bit"
+    four_bit = part.startswith("backend-4bit")
     if four_bit and not (cuda and has_module("bitsandbytes")):
         raise Skip("4-bit needs CUDA and bitsandbytes")
     spec = ENGINES[part]
@@ -334,11 +336,17 @@ def part_backend(size: Size, model_dir: Path, args, part: str) -> list[dict]:
             base_rows = min(size.concurrency, key=lambda c: abs(c - rows))
             out.append(dict(name=name, tokens_per_s=ntok / dt, peak_gib=peak_gib(), wall_s=dt,
                             tokens=ntok, rows=rows, generate_calls=(backend.generate_calls - calls0) // runs,
-                            engine=opts.label(), prompt=size.prompt, new=size.new,
+                            engine=opts.label(), prompt=size.prompt, new=size.new, **_engine_stats(backend),
                             baseline=f"anchor: hf generate dynamic cache, batch {base_rows}"))
     finally:
         backend.close()
     return out
+
+
+def _engine_stats(backend) -> dict:
+    """For the graph engine: how many decode steps were captured, and why any capture failed."""
+    g = getattr(backend, "_graph", None)
+    return {} if g is None else {"graph_captures": g.captures, "capture_failures": g.capture_failures[:3]}
 
 
 # --- training ---------------------------------------------------------------------------------
@@ -563,7 +571,7 @@ def targets(rows: list[dict]) -> list[str]:
     def check(label, value, ok):
         out.append(f"- {label}: " + ("not measured" if value is None else f"{value} → {'MET' if ok else 'MISSED'}"))
 
-    for eng in ("plain", "static+compile", "share-prefix", "continuous"):
+    for eng in ("plain", "static+compile", "share-prefix", "continuous", "graph"):
         for c, goal in ((32, 2800), (1, 100)):
             r = get.get(f"rollout: HFBackend [{eng}], {c} concurrent")
             v = r and r["tokens_per_s"]

@@ -218,3 +218,70 @@ def test_continuous_samples_at_paper_temperature_with_raw_logprobs(model_dir, pl
         assert 1 <= c.n_tokens == len(lp) <= 10
         assert all(x <= 0 and math.isfinite(x) for x in lp)
         assert math.isclose(c.logprob, sum(lp), abs_tol=1e-6)
+
+
+# --- the graph engine (agent/llm/graph_engine.py) -----------------------------------------
+# On a CPU it runs its decode loop eagerly: the same prefill, cache bookkeeping, masks and
+# sampling that the CUDA graph replays on a GPU.
+
+
+def test_graph_engine_matches_the_plain_path(model_dir, plain):
+    requests = _greedy_requests()
+    with _backend(model_dir, engine="graph") as b:
+        got = _concurrently(b, requests)
+        assert b.generate_calls < len(requests)  # batched
+        assert got[0][0].options["engine"] == "graph"
+        shapes = list(b._graph.slots)
+    assert all(rows & (rows - 1) == 0 and length % 256 == 0 for rows, length in shapes)
+    _assert_same_greedy(plain, got, requests)
+
+
+def test_graph_engine_stops_at_stop_strings_and_reuses_its_shapes(model_dir, plain):
+    from agent.llm.engine import EngineOptions
+
+    free = GenRequest(PROMPTS[2], max_new_tokens=40)
+    ref = plain.generate(free).completions[0].text
+    stop = ref[len(ref) // 2: len(ref) // 2 + 2]  # a string the free run is known to reach
+    assert stop.strip()
+    req = GenRequest(PROMPTS[2], max_new_tokens=40, stop=[stop])
+    with _backend(model_dir, engine=EngineOptions(kind="graph", check_every=2), wait=0.0) as b:
+        got = b.generate(req)
+        again = b.generate(req)
+        assert len(b._graph.slots) == 1  # the second call reused the first one's cache
+    want = plain.generate(req).completions[0]
+    assert got.completions[0].text == want.text == again.completions[0].text
+    assert got.completions[0].n_tokens == want.n_tokens
+    assert stop not in got.completions[0].text
+
+
+def test_graph_engine_samples_k_rows_from_one_prefill_with_raw_logprobs(model_dir):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from agent.llm.engine import EngineOptions, rescore
+    from agent.llm.graph_engine import GraphEngine
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    prompt = tok(PROMPTS[1], add_special_tokens=False)["input_ids"]
+    rows = [prompt] * 4 + [prompt[:6]]
+    engine = GraphEngine(model, EngineOptions(kind="graph"), [tok.eos_token_id], tok.pad_token_id)
+    torch.manual_seed(0)
+    new, lps = engine.run(rows, [12] * 5, do_sample=True, temperature=0.5)
+    assert len({tuple(n) for n in new[:4]}) > 1  # the K samples differ
+    assert list(engine.slots) == [(8, 256)]  # five rows ride in the 8-row shape
+    again = rescore(model, rows, new, tok.pad_token_id)
+    for toks, lp, re in zip(new, lps, again):
+        end = toks.index(tok.eos_token_id) + 1 if tok.eos_token_id in toks else len(toks)
+        assert all(math.isclose(x, y, abs_tol=1e-4) for x, y in zip(lp[:end], re[:end]))
+
+
+def test_graph_engine_refuses_bad_options():
+    from agent.llm.engine import EngineOptions
+
+    assert EngineOptions.parse("graph").kind == "graph"
+    for bad in ("graph+static", "graph+share-prefix"):
+        with pytest.raises(ValueError):
+            EngineOptions.parse(bad)
+    with pytest.raises(ValueError):
+        EngineOptions(kind="graph", check_every=0)

@@ -36,6 +36,10 @@ the plain path (tests/test_engine.py checks it on a tiny model):
   runs). Stop strings are applied after the fact (the text is the same; decoding does not
   end early at a stop string). Anchor: ~290 tok/s at 32 requests in 5.17, so it pays only
   when request arrivals are ragged; measure before choosing it.
+- `kind="graph"` — the project's own decode loop (agent/llm/graph_engine.py): a persistent
+  static cache per (rows, length) shape, the decode step captured once as a CUDA graph,
+  sampling on the device, one prefill per distinct prompt, a host sync only every
+  `check_every` steps. The fast path on a GPU; eager (same loop, no replay) on a CPU.
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-KINDS = ("generate", "continuous")
+KINDS = ("generate", "continuous", "graph")
 CACHES = ("dynamic", "static")
 
 
@@ -64,6 +68,9 @@ class EngineOptions:
     cb_max_batch_tokens: int | None = None  # continuous: tokens per forward (None = auto)
     cb_memory_fraction: float | None = None  # continuous: share of free GPU memory for the cache
     seed: int | None = None  # continuous: sampling seed (None = random)
+    cuda_graphs: bool = True  # graph: capture the decode step as a CUDA graph (CUDA only)
+    check_every: int = 8  # graph: decode steps between host-side stop checks
+    max_shapes: int = 4  # graph: (rows, cache length) shapes kept, each with its cache and graph
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -77,6 +84,11 @@ class EngineOptions:
         if self.kind == "continuous" and (self.cache != "dynamic" or self.share_prefix or self.compile):
             raise ValueError("the continuous engine has its own paged cache: leave cache, compile "
                              "and share_prefix at their defaults")
+        if self.kind == "graph" and (self.cache != "dynamic" or self.share_prefix or self.compile):
+            raise ValueError("the graph engine brings its own static cache and shares prefills "
+                             "itself: leave cache, compile and share_prefix at their defaults")
+        if self.check_every < 1 or self.max_shapes < 1:
+            raise ValueError("check_every and max_shapes must be >= 1")
         if self.cache_len_step < 1 or self.cb_block_size < 4:
             raise ValueError("cache_len_step must be >= 1 and cb_block_size >= 4")
 
@@ -87,7 +99,7 @@ class EngineOptions:
 
     @classmethod
     def parse(cls, spec: str | None) -> "EngineOptions":
-        """From a short spec: 'plain', 'static', 'static+compile', 'share-prefix', 'continuous'.
+        """From a short spec: 'plain', 'static', 'static+compile', 'share-prefix', 'continuous', 'graph'.
 
         Parts join with '+'; an unknown part is a ValueError naming it.
         """
@@ -103,14 +115,16 @@ class EngineOptions:
                 kw["share_prefix"] = True
             elif part in ("continuous", "cb"):
                 kw["kind"] = "continuous"
+            elif part in ("graph", "cuda-graph", "cudagraph"):
+                kw["kind"] = "graph"
             else:
                 raise ValueError(f"unknown engine option {part!r} (use plain, static, compile, "
-                                 "share-prefix, continuous, joined with '+')")
+                                 "share-prefix, continuous, graph, joined with '+')")
         return cls(**kw)
 
     def label(self) -> str:
-        if self.kind == "continuous":
-            return "continuous"
+        if self.kind in ("continuous", "graph"):
+            return self.kind
         parts = ([] if self.cache == "dynamic" else [self.cache]) + (
             ["compile"] if self.compile else []) + (["share-prefix"] if self.share_prefix else [])
         return "+".join(parts) or "plain"

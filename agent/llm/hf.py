@@ -113,6 +113,7 @@ class HFBackend:
         pad = self.tokenizer.pad_token_id
         self._pad_id = pad if pad is not None else sorted(self._eos_ids)[0]
         self._engine, self._continuous, self._pool, self.engine_label = self._make_engine(engine)
+        self._graph = self._engine if getattr(self._engine, "is_row_engine", False) else None
         self._queue: queue.Queue = queue.Queue()
         self._closed = False
         self._worker = threading.Thread(target=self._work, name=f"hf-batcher:{self.name}",
@@ -149,6 +150,8 @@ class HFBackend:
             self._pool.shutdown(wait=True)
         if self._continuous is not None:
             self._continuous.close()
+        if self._graph is not None:
+            self._graph.close()
 
     def __enter__(self) -> "HFBackend":
         return self
@@ -242,6 +245,12 @@ class HFBackend:
             samples = [self._finish_row(new[r], lps[r], row_max[r], row_stop[r])
                        for r in range(len(row_ids))]
             return samples, [len(ids) for ids in prompt_ids], len(row_ids)
+        if self._graph is not None:
+            new, lps = self._graph.run(row_ids, row_max, do_sample, temperature,
+                                       done_check=self._stop_check(row_stop))
+            samples = [self._finish_row(new[r], lps[r], row_max[r], row_stop[r])
+                       for r in range(len(row_ids))]
+            return samples, [len(ids) for ids in prompt_ids], len(row_ids)
         width = max(len(ids) for ids in row_ids)
         # Left padding: every row's last prompt token sits in the same column, so the
         # new tokens line up; the attention mask hides the pads.
@@ -282,6 +291,17 @@ class HFBackend:
                    for r in range(len(row_ids))]
         return samples, [len(ids) for ids in prompt_ids], len(row_ids)
 
+    def _stop_check(self, row_stop: list[tuple[str, ...]]):
+        """For the graph engine: has row r's text so far reached one of its stop strings?"""
+        def done(r: int, tokens: list[int]) -> bool:
+            stops = row_stop[r]
+            if not stops:
+                return False
+            text = self._decode(tokens)
+            return any(s in text for s in stops)
+
+        return done
+
     def _make_engine(self, engine):
         """(generate engine, continuous engine, thread pool, label); all None on the plain path."""
         if engine is None:
@@ -300,6 +320,13 @@ class HFBackend:
             cb = ContinuousEngine(self.model, opts, sorted(self._eos_ids), self._pad_id)
             pool = ThreadPoolExecutor(max_workers=max(4, self.max_batch), thread_name_prefix="hf-cb")
             return None, cb, pool, opts.label()
+        if opts.kind == "graph":
+            from agent.llm.graph_engine import GraphEngine
+
+            try:
+                return GraphEngine(self.model, opts, sorted(self._eos_ids), self._pad_id), None, None, opts.label()
+            except ValueError as e:
+                raise LLMError(str(e)) from None
         return GenerateEngine(opts), None, None, opts.label()
 
     def _finish_row(self, tokens: list[int], lps: list[float], max_new: int,

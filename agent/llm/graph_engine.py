@@ -1,0 +1,282 @@
+"""The "graph" rollout engine: our own decode loop on a static KV cache, replayed as a CUDA graph.
+
+Why not `model.generate`: on a GPU an 8B model's decode step is ~5 ms of weight reads, but
+`generate` spends far longer than that in Python between steps (logits processors,
+stopping criteria, a host sync every step), and its static-cache compile path recompiles
+per shape. This loop keeps a step to: one CUDA-graph replay of the model's forward, a few
+sampling kernels, and no host sync except a stop check every `check_every` steps.
+
+How one batch of rows runs:
+1. Rows (K rows per request of K samples) are left-padded to a common width W. Distinct
+   prompts are prefilled once (the K samples of a step share one prefill) into a small
+   temporary cache, then copied into the row slots of a persistent `StaticCache` whose
+   batch is the row count rounded up to a power of two and whose length is W + new
+   tokens rounded up to `cache_len_step`: a handful of shapes serve every batch.
+2. For each such shape the decode step (embed → 32 layers → logits for one token per row)
+   is captured once as a CUDA graph whose inputs are fixed buffers: this step's token,
+   its position, and a key-validity mask over the cache. We build that mask ourselves as a
+   4D tensor, which transformers passes straight to attention, so no mask logic (and no
+   data-dependent branch) runs inside the graph.
+3. Sampling is Gumbel-style on the device (argmax of p / Exp(1) noise, the same
+   distribution as multinomial sampling) or argmax when greedy; the raw (temperature-1)
+   log-probability of each chosen token is kept, as every engine promises.
+
+On a CPU (tests) or when capture fails (some quantized kernels cannot be captured) the
+same loop runs eagerly: identical arithmetic, no replay. Greedy output equals the plain
+path's token for token (tests/test_engine.py).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+
+def _bucket(n: int) -> int:
+    """Rows rounded up to a power of two: few graph shapes, little padding waste."""
+    b = 1
+    while b < n:
+        b *= 2
+    return b
+
+
+@dataclass
+class _Slot:
+    """A persistent cache and (on CUDA) the captured decode step for one (rows, length) shape."""
+
+    rows: int
+    length: int
+    cache: Any
+    token: Any  # [rows, 1] the token fed this step
+    position: Any  # [rows, 1] its position id
+    valid: Any  # [rows, length] which cache columns each row may attend to
+    column: Any  # [1] the cache column this step writes
+    mask: Any  # the 4D view of `valid` handed to the model
+    graph: Any = None
+    logits: Any = None  # the graph's output buffer (or the last eager output)
+    stats: dict = field(default_factory=dict)
+
+
+class GraphEngine:
+    """Batched decoding for `HFBackend(engine="graph")`; one caller thread at a time."""
+
+    is_row_engine = True  # HFBackend hands it token rows, not a generate() call
+
+    def __init__(self, model, options, eos_ids: Sequence[int], pad_id: int):
+        import torch
+
+        self.model = model
+        self.options = options
+        self.eos_ids = sorted(int(i) for i in eos_ids)
+        self.pad_id = int(pad_id)
+        self.device = next(model.parameters()).device
+        self.use_graphs = self.device.type == "cuda" and options.cuda_graphs
+        self.slots: OrderedDict[tuple[int, int], _Slot] = OrderedDict()
+        self.captures = 0
+        self.capture_failures: list[str] = []
+        self._pool = torch.cuda.graph_pool_handle() if self.use_graphs else None
+        attn = getattr(model.config, "_attn_implementation", "sdpa") or "sdpa"
+        if attn not in ("sdpa", "eager"):
+            raise ValueError(f"the graph engine needs sdpa or eager attention, not {attn!r}")
+        self._float_mask = attn == "eager"  # eager attention adds the mask; sdpa takes booleans
+        # Embeddings are never quantized, so this is the compute dtype in 4-bit models too.
+        self.dtype = model.get_input_embeddings().weight.dtype
+
+    # --- public -----------------------------------------------------------------------
+
+    def run(self, rows: Sequence[Sequence[int]], row_max: Sequence[int], do_sample: bool,
+            temperature: float, done_check: Callable[[int, list[int]], bool] | None = None
+            ) -> tuple[list[list[int]], list[list[float]]]:
+        """(new tokens, raw log-probabilities) per row, each list `max(row_max)` long or less.
+
+        `done_check(row, tokens_so_far)` says whether a row may stop early (a stop string);
+        EOS and `row_max` are checked here. Tokens after a row's end are junk the caller cuts.
+        """
+        import torch
+
+        n, new = len(rows), max(int(m) for m in row_max)
+        width = max(len(r) for r in rows)
+        slot = self._slot(_bucket(n), width + new)
+        with torch.inference_mode():
+            first = self._prefill(slot, rows, width)
+            return self._decode(slot, first, n, width, new, list(row_max), do_sample,
+                                float(temperature), done_check)
+
+    def close(self) -> None:
+        self.slots.clear()
+
+    # --- shapes -----------------------------------------------------------------------
+
+    def _slot(self, rows: int, need: int) -> _Slot:
+        step = self.options.cache_len_step
+        length = ((need + step - 1) // step) * step
+        # Any cached slot at least this big serves: a longer cache only adds masked columns.
+        for key in list(self.slots):
+            if key[0] == rows and key[1] >= length:
+                self.slots.move_to_end(key)
+                return self.slots[key]
+        while len(self.slots) >= self.options.max_shapes:
+            self.slots.popitem(last=False)  # frees that cache and graph
+        slot = self._new_slot(rows, length)
+        self.slots[(rows, length)] = slot
+        return slot
+
+    def _new_slot(self, rows: int, length: int) -> _Slot:
+        import torch
+        from transformers import StaticCache
+
+        dev = self.device
+        cache = StaticCache(config=self.model.config, max_cache_len=length)
+        valid = torch.zeros(rows, length, dtype=torch.bool, device=dev)
+        slot = _Slot(rows=rows, length=length, cache=cache,
+                     token=torch.full((rows, 1), self.pad_id, dtype=torch.long, device=dev),
+                     position=torch.zeros(rows, 1, dtype=torch.long, device=dev),
+                     valid=valid, column=torch.zeros(1, dtype=torch.long, device=dev),
+                     mask=None)
+        slot.mask = self._mask_view(valid)
+        # Initialise the cache tensors (StaticCache allocates them on first write) by one
+        # eager step; the prefill of every batch overwrites what it wrote.
+        with torch.inference_mode():
+            valid[:, 0] = True
+            slot.logits = self._step(slot)
+            if self.use_graphs:
+                self._capture(slot)
+        return slot
+
+    def _mask_view(self, valid):
+        import torch
+
+        if not self._float_mask:
+            return valid[:, None, None, :]
+        # Eager attention adds the mask: a persistent float buffer refreshed from `valid`.
+        return torch.zeros(valid.shape[0], 1, 1, valid.shape[1], dtype=self.dtype,
+                           device=valid.device)
+
+    def _refresh_mask(self, slot: _Slot) -> None:
+        if self._float_mask:
+            import torch
+
+            slot.mask.copy_(torch.where(slot.valid, 0.0, torch.finfo(slot.mask.dtype).min)[:, None, None, :])
+
+    def _set_cache_length(self, slot: _Slot, n: int) -> None:
+        for layer in slot.cache.layers:
+            layer.cumulative_length.fill_(n)
+
+    def _step(self, slot: _Slot):
+        """One decode step on the slot's fixed buffers: what the graph captures."""
+        self._refresh_mask(slot)
+        out = self.model(input_ids=slot.token, position_ids=slot.position, attention_mask=slot.mask,
+                         past_key_values=slot.cache, use_cache=True)
+        return out.logits[:, -1, :]
+
+    def _capture(self, slot: _Slot) -> None:
+        import torch
+
+        try:
+            stream = torch.cuda.Stream()
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream):
+                for _ in range(2):  # warm-up: cuBLAS handles, lazy allocations
+                    self._set_cache_length(slot, 0)
+                    self._step(slot)
+            torch.cuda.current_stream().wait_stream(stream)
+            self._set_cache_length(slot, 0)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=self._pool):
+                logits = self._step(slot)
+            slot.graph, slot.logits = graph, logits
+            self.captures += 1
+        except Exception as e:  # e.g. a quantized kernel that syncs: fall back to eager steps
+            torch.cuda.synchronize()
+            self.capture_failures.append(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+            self.use_graphs = False
+            slot.graph = None
+
+    # --- prefill and decode ---------------------------------------------------------------
+
+    def _prefill(self, slot: _Slot, rows: Sequence[Sequence[int]], width: int):
+        """Write every row's prompt into the slot's cache; the first new token's raw logits per row."""
+        import torch
+        from transformers import StaticCache
+
+        from agent.llm.engine import left_pad, positions, unique_rows
+
+        distinct, index = unique_rows(rows)
+        ids, attn = left_pad(distinct, self.pad_id)
+        ids, attn = ids.to(self.device), attn.to(self.device)
+        tmp = StaticCache(config=self.model.config, max_cache_len=width)
+        keys = attn.bool()
+        cols = torch.arange(width, device=self.device)
+        causal = cols[None, :] <= cols[:, None]  # [query, key]
+        allowed = (causal[None] & keys[:, None, :]) | torch.eye(width, dtype=torch.bool, device=self.device)[None]
+        mask = allowed[:, None]  # pad queries attend to themselves only: finite, never read
+        if self._float_mask:
+            mask = torch.where(mask, 0.0, torch.finfo(self.dtype).min).to(self.dtype)
+        out = self.model(input_ids=ids, position_ids=positions(attn), attention_mask=mask,
+                         past_key_values=tmp, use_cache=True, logits_to_keep=1)
+        pick = torch.tensor(index + [index[0]] * (slot.rows - len(index)), device=self.device)
+        for big, small in zip(slot.cache.layers, tmp.layers):
+            big.keys[:, :, :width].copy_(small.keys.index_select(0, pick))
+            big.values[:, :, :width].copy_(small.values.index_select(0, pick))
+        self._set_cache_length(slot, width)
+        slot.valid.zero_()
+        slot.valid[:, :width] = keys.index_select(0, pick)
+        slot.position.copy_(attn.sum(-1, keepdim=True).index_select(0, pick))  # next position = length
+        return out.logits[:, -1, :].index_select(0, pick)
+
+    def _decode(self, slot: _Slot, logits, n: int, width: int, new: int, row_max: list[int],
+                do_sample: bool, temperature: float, done_check) -> tuple[list[list[int]], list[list[float]]]:
+        import torch
+
+        tokens = torch.empty(slot.rows, new, dtype=torch.long, device=self.device)
+        logps = torch.empty(slot.rows, new, dtype=torch.float32, device=self.device)
+        eos = torch.tensor(self.eos_ids, device=self.device)
+        check_every = max(1, self.options.check_every)
+        steps = 0
+        for t in range(new):
+            chosen = self._choose(logits, do_sample, temperature)
+            tokens[:, t] = chosen
+            logps[:, t] = torch.log_softmax(logits.float(), dim=-1).gather(1, chosen[:, None])[:, 0]
+            steps = t + 1
+            if steps == new or (steps % check_every == 0 and self._all_done(
+                    tokens[:n, :steps], eos, row_max, done_check)):
+                break
+            # Feed the chosen token: it lands in cache column width + t.
+            slot.token.copy_(chosen[:, None])
+            slot.column.fill_(width + t)
+            slot.valid.index_fill_(1, slot.column, True)
+            if slot.graph is not None:
+                slot.graph.replay()
+                logits = slot.logits
+            else:
+                logits = self._step(slot)
+            slot.position.add_(1)
+        return tokens[:n, :steps].tolist(), logps[:n, :steps].tolist()
+
+    @staticmethod
+    def _choose(logits, do_sample: bool, temperature: float):
+        import torch
+
+        if not do_sample:
+            return logits.argmax(-1)
+        probs = torch.softmax(logits.float() / temperature, dim=-1)
+        # argmax p / E with E ~ Exp(1) draws exactly from p, without a host sync.
+        return (probs / torch.empty_like(probs).exponential_()).argmax(-1)
+
+    def _all_done(self, tokens, eos, row_max: list[int], done_check) -> bool:
+        """One host copy: has every row hit EOS, its own limit, or a stop string?"""
+        import torch
+
+        hit = torch.isin(tokens, eos).any(-1).tolist()
+        steps = tokens.shape[1]
+        host = None
+        for r, m in enumerate(row_max):
+            if hit[r] or steps >= m:
+                continue
+            if done_check is None:
+                return False
+            host = host if host is not None else tokens.tolist()
+            if not done_check(r, host[r]):
+                return False
+        return True
