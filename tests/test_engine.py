@@ -232,6 +232,7 @@ def test_graph_engine_matches_the_plain_path(model_dir, plain):
         assert b.generate_calls < len(requests)  # batched
         assert got[0][0].options["engine"] == "graph"
         shapes = list(b._graph.slots)
+        assert b.model.config._attn_implementation == "restreact_sdpa"  # the GQA decode path ran
     assert all(rows & (rows - 1) == 0 and length % 256 == 0 for rows, length in shapes)
     _assert_same_greedy(plain, got, requests)
 
@@ -285,3 +286,25 @@ def test_graph_engine_refuses_bad_options():
             EngineOptions.parse(bad)
     with pytest.raises(ValueError):
         EngineOptions(kind="graph", check_every=0)
+
+
+def test_gqa_decode_attention_equals_sdpa_with_repeated_heads():
+    import torch
+    from torch import nn
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    from agent.llm.graph_engine import gqa_decode_attention
+
+    torch.manual_seed(0)
+    module = nn.Module().eval()
+    module.num_key_value_groups, module.is_causal = 4, True
+    q = torch.randn(3, 8, 1, 16)
+    k, v = torch.randn(3, 2, 10, 16), torch.randn(3, 2, 10, 16)
+    mask = torch.rand(3, 1, 1, 10) > 0.3
+    mask[:, :, :, 0] = True
+    want, _ = sdpa_attention_forward(module, q, k, v, mask, scaling=0.25)
+    got, _ = gqa_decode_attention(module, q, k, v, mask, scaling=0.25)
+    assert got.shape == want.shape == (3, 1, 8, 16)
+    assert torch.allclose(got, want, atol=1e-5)
+    everything = torch.ones_like(mask)
+    assert not torch.allclose(got, gqa_decode_attention(module, q, k, v, everything, scaling=0.25)[0])  # the mask is used

@@ -70,6 +70,7 @@ class EngineOptions:
     seed: int | None = None  # continuous: sampling seed (None = random)
     cuda_graphs: bool = True  # graph: capture the decode step as a CUDA graph (CUDA only)
     check_every: int = 8  # graph: decode steps between host-side stop checks
+    gqa_decode: bool = True  # graph: decode attention reads K/V once per group (graph_engine.py)
     max_shapes: int = 4  # graph: (rows, cache length) shapes kept, each with its cache and graph
 
     def __post_init__(self) -> None:

@@ -28,9 +28,56 @@ path's token for token (tests/test_engine.py).
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
+
+
+ATTENTION_NAME = "restreact_sdpa"
+_register_lock = threading.Lock()
+
+
+def gqa_decode_attention(module, query, key, value, attention_mask, dropout: float = 0.0,
+                         scaling: float | None = None, **kwargs):
+    """Attention for one new token per row without repeating K/V across query groups.
+
+    transformers' SDPA path repeats the 8 K/V heads of Llama-3 to all 32 query heads
+    whenever a mask is given (PyTorch's fused GQA needs mask=None), so every decode step
+    writes and re-reads 4x the KV cache: at 32 rows x 768 columns that is most of a step's
+    memory traffic. Here the query heads are grouped under their K/V head instead, and two
+    batched matmuls read each cached K and V once. Prefill, training, and anything else
+    with more than one query token go to the standard SDPA function unchanged.
+    """
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    if query.shape[2] != 1 or module.training:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
+                                      scaling=scaling, **kwargs)
+    import torch
+
+    b, h, _, d = query.shape
+    kvh, length = key.shape[1], key.shape[2]
+    q = query.reshape(b, kvh, h // kvh, d)  # heads are ordered kv-head-major, as repeat_kv assumes
+    scores = torch.matmul(q, key.transpose(-1, -2)).float() * (scaling if scaling is not None else d ** -0.5)
+    if attention_mask is not None:
+        m = attention_mask[:, :, :, :length]  # [rows, 1, 1, length] broadcasts over kv heads and groups
+        scores = scores.masked_fill(~m, float("-inf")) if m.dtype == torch.bool else scores + m
+    probs = torch.softmax(scores, dim=-1).to(value.dtype)
+    out = torch.matmul(probs, value)  # [rows, kv heads, groups, head dim]
+    return out.reshape(b, h, 1, d).transpose(1, 2).contiguous(), None
+
+
+def use_gqa_decode_attention(model) -> None:
+    """Point an SDPA model at `gqa_decode_attention` (same masks; identical off the decode path)."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+
+    with _register_lock:
+        AttentionInterface.register(ATTENTION_NAME, gqa_decode_attention)
+        ALL_MASK_ATTENTION_FUNCTIONS.register(ATTENTION_NAME, sdpa_mask)
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base.set_attn_implementation(ATTENTION_NAME)
 
 
 def _bucket(n: int) -> int:
@@ -77,7 +124,10 @@ class GraphEngine:
         self.capture_failures: list[str] = []
         self._pool = torch.cuda.graph_pool_handle() if self.use_graphs else None
         attn = getattr(model.config, "_attn_implementation", "sdpa") or "sdpa"
-        if attn not in ("sdpa", "eager"):
+        if attn == "sdpa" and options.gqa_decode:
+            use_gqa_decode_attention(model)
+            attn = ATTENTION_NAME
+        if attn not in ("sdpa", "eager", ATTENTION_NAME):
             raise ValueError(f"the graph engine needs sdpa or eager attention, not {attn!r}")
         self._float_mask = attn == "eager"  # eager attention adds the mask; sdpa takes booleans
         # Embeddings are never quantized, so this is the compute dtype in 4-bit models too.
