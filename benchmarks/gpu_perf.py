@@ -346,7 +346,8 @@ def part_backend(size: Size, model_dir: Path, args, part: str) -> list[dict]:
 def _engine_stats(backend) -> dict:
     """For the graph engine: how many decode steps were captured, and why any capture failed."""
     g = getattr(backend, "_graph", None)
-    return {} if g is None else {"graph_captures": g.captures, "capture_failures": g.capture_failures[:3]}
+    return {} if g is None else {"graph_captures": g.captures, "capture_failures": g.capture_failures[:3],
+                                 "engine_timings": {k: round(v, 4) for k, v in g.timings.items()}}
 
 
 # --- training ---------------------------------------------------------------------------------
@@ -528,11 +529,11 @@ def child(args) -> int:
 
 
 def merge(out: Path, new: list[dict]) -> list[dict]:
-    """Merge by name (a rerun replaces), then fill each baseline's tokens/s from the same card."""
+    """Merge by (name, card) (a rerun replaces), then fill each baseline's tokens/s from the same card."""
     old = json.loads(out.read_text()) if out.is_file() else []
-    by = {r["name"]: r for r in old}
+    by = {(r["name"], r.get("card")): r for r in old}  # figures from other cards stay
     for r in new:
-        by[r["name"]] = r
+        by[(r["name"], r.get("card"))] = r
     rows = list(by.values())
     index = {(r["name"], r.get("card")): r for r in rows}
     for r in rows:
@@ -565,6 +566,9 @@ def targets(rows: list[dict]) -> list[str]:
     full = [r for r in rows if r.get("size") == "full" and not r.get("card", "").startswith("cpu")]
     if not full:
         return ["targets: not applicable (no full-size GPU measurement in this file)"]
+    cards = sorted({r["card"] for r in full})
+    if len(cards) > 1:  # one verdict list per card: figures from different cards never mix
+        return [line for c in cards for line in [f"{c}:"] + targets([r for r in full if r["card"] == c])]
     get = {r["name"]: r for r in full}
     out = []
 

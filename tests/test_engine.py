@@ -41,7 +41,7 @@ def _backend(model_dir, engine=None, max_batch=32, wait=0.3):
 
 @pytest.fixture(scope="module")
 def plain(model_dir):
-    b = _backend(model_dir, max_batch=1, wait=0.0)
+    b = _backend(model_dir, engine="plain", max_batch=1, wait=0.0)  # explicit: 'auto' is graph on CUDA
     yield b
     b.close()
 

@@ -29,6 +29,7 @@ path's token for token (tests/test_engine.py).
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -121,6 +122,8 @@ class GraphEngine:
         self.use_graphs = self.device.type == "cuda" and options.cuda_graphs
         self.slots: OrderedDict[tuple[int, int], _Slot] = OrderedDict()
         self.captures = 0
+        # Where the time goes (seconds, summed over calls): prefill vs the decode loop.
+        self.timings = {"prefill_s": 0.0, "decode_s": 0.0, "decode_steps": 0, "capture_s": 0.0}
         self.capture_failures: list[str] = []
         self._pool = torch.cuda.graph_pool_handle() if self.use_graphs else None
         attn = getattr(model.config, "_attn_implementation", "sdpa") or "sdpa"
@@ -147,11 +150,27 @@ class GraphEngine:
 
         n, new = len(rows), max(int(m) for m in row_max)
         width = max(len(r) for r in rows)
+        t0 = time.perf_counter()
         slot = self._slot(_bucket(n), width + new)
+        t1 = time.perf_counter()
         with torch.inference_mode():
             first = self._prefill(slot, rows, width)
-            return self._decode(slot, first, n, width, new, list(row_max), do_sample,
-                                float(temperature), done_check)
+            self._sync()  # one per batch: lets the timings split prefill from decode
+            t2 = time.perf_counter()
+            out = self._decode(slot, first, n, width, new, list(row_max), do_sample,
+                               float(temperature), done_check)
+        t3 = time.perf_counter()
+        self.timings["capture_s"] += t1 - t0
+        self.timings["prefill_s"] += t2 - t1
+        self.timings["decode_s"] += t3 - t2
+        self.timings["decode_steps"] += len(out[0][0]) if out[0] else 0
+        return out
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            import torch
+
+            torch.cuda.synchronize(self.device)
 
     def close(self) -> None:
         self.slots.clear()

@@ -60,6 +60,18 @@ def effective_sampling(request: GenRequest) -> tuple[bool, float]:
     return False, 0.0
 
 
+def default_engine(device: str) -> str | None:
+    """The rollout engine when none is passed: $RESTREACT_ENGINE, else 'auto'.
+
+    'auto' is the CUDA-graph decode loop on a GPU (agent/llm/graph_engine.py; 2-4x the plain
+    path's tokens/s there, docs/BENCHMARKS.md) and the plain generate path elsewhere.
+    """
+    spec = os.environ.get("RESTREACT_ENGINE", "auto").strip().lower() or "auto"
+    if spec == "auto":
+        return "graph" if str(device).startswith("cuda") else None
+    return spec
+
+
 def _one_line(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     return f"{type(err).__name__}: {text[0] if text else ''}".strip()
@@ -112,6 +124,8 @@ class HFBackend:
         self._eos_ids = _eos_ids(self.tokenizer, self.model)
         pad = self.tokenizer.pad_token_id
         self._pad_id = pad if pad is not None else sorted(self._eos_ids)[0]
+        if engine is None:
+            engine = default_engine(self.device)
         self._engine, self._continuous, self._pool, self.engine_label = self._make_engine(engine)
         self._graph = self._engine if getattr(self._engine, "is_row_engine", False) else None
         self._queue: queue.Queue = queue.Queue()
