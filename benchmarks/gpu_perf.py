@@ -330,17 +330,36 @@ def part_backend(size: Size, model_dir: Path, args, part: str) -> list[dict]:
             # Best of two timed runs: on the H100 the first full-length run at a new shape
             # once took 3.4x longer than the same 32 rows as 8 x K=4 right after it.
             runs = 2
-            dt, ntok = min(_run_concurrently(backend, batch(size.new)) for _ in range(runs))
+            before = _timings(backend)
+            timed = [_run_concurrently(backend, batch(size.new)) for _ in range(runs)]
+            dt, ntok = min(timed)
+            split = _split(before, _timings(backend), runs, sum(n for _, n in timed))
             name = f"rollout: HFBackend{' 4-bit' if four_bit else ''} [{opts.label()}], {label}"
             rows = conc * k
             base_rows = min(size.concurrency, key=lambda c: abs(c - rows))
             out.append(dict(name=name, tokens_per_s=ntok / dt, peak_gib=peak_gib(), wall_s=dt,
                             tokens=ntok, rows=rows, generate_calls=(backend.generate_calls - calls0) // runs,
                             engine=opts.label(), prompt=size.prompt, new=size.new, **_engine_stats(backend),
+                            **split,
                             baseline=f"anchor: hf generate dynamic cache, batch {base_rows}"))
     finally:
         backend.close()
     return out
+
+
+def _timings(backend) -> dict | None:
+    g = getattr(backend, "_graph", None)
+    return None if g is None else dict(g.timings)
+
+
+def _split(before: dict | None, after: dict | None, runs: int, tokens: int) -> dict:
+    """Graph engine: the timed runs' prefill and decode seconds, and decode-phase tokens/s
+    (new tokens over decode time alone: the figure the bandwidth bound is stated for)."""
+    if before is None or after is None:
+        return {}
+    decode, prefill = after["decode_s"] - before["decode_s"], after["prefill_s"] - before["prefill_s"]
+    return {"prefill_s_per_run": round(prefill / runs, 4), "decode_s_per_run": round(decode / runs, 4),
+            "decode_phase_tokens_per_s": round(tokens / decode, 1) if decode > 0 else None}
 
 
 def _engine_stats(backend) -> dict:
