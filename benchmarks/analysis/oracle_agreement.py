@@ -5,7 +5,12 @@ that iteration's grow run, asks the scripted reader at error rate 0 for the righ
 compares it (thoughts ignored) with each sample, the ranker's best, and the kept examples.
 Decide steps under-count: the reader picks one of several equally good query variants.
 
-    python benchmarks/analysis/oracle_agreement.py DB EXAMPLES.jsonl GROW_RUN_NAME
+    python benchmarks/analysis/oracle_agreement.py DB EXAMPLES.jsonl GROW_RUN_NAME [VERSION]
+
+EXAMPLES "-" keeps what the build stage would (best not marked bad), so a run ranked twice
+(say rules-v1 and rules-v2) can be compared without training; VERSION then picks the
+rankings. The last column is the rule's false alarms: samples equal to the reader's that
+the judge marked bad.
 """
 import collections
 import json
@@ -20,18 +25,20 @@ from agent.llm.base import GenRequest
 from agent.parsing import parse_action
 
 db_path, examples_path, grow_run = sys.argv[1:4]
+version = sys.argv[4] if len(sys.argv) > 4 else None
 db = sqlite3.connect(db_path)
 oracle = ScriptedPolicy(pocket_assets().world_dir, error_rate=0.0, seed=0)
-kept = {json.loads(l)['step_id'] for l in open(examples_path)}
+kept = None if examples_path == "-" else {json.loads(l)['step_id'] for l in open(examples_path)}
 run = db.execute("select id from runs where name=?", (grow_run,)).fetchone()[0]
 rows = db.execute("""select s.id, s.kind, s.prompt, r.best_index, r.bad from steps s join trajectories t on t.id=s.trajectory_id
-  join rankings r on r.step_id=s.id where t.run_id=?""", (run,)).fetchall()
+  join rankings r on r.step_id=s.id where t.run_id=? and coalesce(?, r.prompt_version)=r.prompt_version""",
+  (run, version)).fetchall()
 def key(kind, text):
     a, _ = parse_action(kind, text)
     if a is None: return None
     d = {k: v for k, v in vars(a).items() if k != 'thoughts'} if hasattr(a, '__dict__') else a
     return (type(a).__name__, json.dumps(d, sort_keys=True, default=str))
-stats = collections.defaultdict(lambda: [0, 0, 0, 0, 0])  # any-sample-agrees, best agrees, kept, kept agrees, steps
+stats = collections.defaultdict(lambda: [0] * 7)  # any agrees, best agrees, kept, kept agrees, steps, right, right bad
 for sid, kind, prompt, best, bad in rows:
     try:
         want = key(kind, oracle.generate(GenRequest(prompt=prompt)).completions[0].text)
@@ -41,9 +48,13 @@ for sid, kind, prompt, best, bad in rows:
     agree = {i: key(kind, t) == want for i, t in samples.items()}
     st = stats[kind]; st[4] += 1
     st[0] += any(agree.values())
+    bad = set(json.loads(bad or "[]"))
+    st[5] += sum(agree.values()); st[6] += sum(ok for i, ok in agree.items() if i in bad)
     if best is not None: st[1] += agree.get(best, False)
-    if sid in kept:
+    if (sid in kept) if kept is not None else (best is not None and best not in bad):
         st[2] += 1; st[3] += agree.get(best, False)
-print("kind: steps | some sample = oracle | ranker's best = oracle | kept | kept = oracle")
-for k, (anyok, bestok, nk, keptok, n) in sorted(stats.items()):
-    print(f"{k}: {n} | {anyok/n:.0%} | {bestok/n:.0%} | {nk} | {keptok/max(nk,1):.0%}")
+print("kind: steps | some sample = oracle | ranker's best = oracle | kept | kept = oracle"
+      " | samples = oracle marked bad")
+for k, (anyok, bestok, nk, keptok, n, right, right_bad) in sorted(stats.items()):
+    print(f"{k}: {n} | {anyok/n:.0%} | {bestok/n:.0%} | {nk} | {keptok/max(nk,1):.0%} ({keptok})"
+          f" | {right_bad}/{right}")
