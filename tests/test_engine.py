@@ -308,3 +308,16 @@ def test_gqa_decode_attention_equals_sdpa_with_repeated_heads():
     assert torch.allclose(got, want, atol=1e-5)
     everything = torch.ones_like(mask)
     assert not torch.allclose(got, gqa_decode_attention(module, q, k, v, everything, scaling=0.25)[0])  # the mask is used
+
+
+def test_default_engine_follows_the_environment(model_dir, monkeypatch):
+    from agent.llm.hf import default_engine
+
+    monkeypatch.delenv("RESTREACT_ENGINE", raising=False)
+    assert (default_engine("cpu"), default_engine("cuda:0")) == (None, "graph")
+    monkeypatch.setenv("RESTREACT_ENGINE", "graph")
+    with _backend(model_dir, wait=0.0) as b:
+        assert b.engine_label == "graph" and b._graph is not None
+    monkeypatch.setenv("RESTREACT_ENGINE", "warp-drive")
+    with pytest.raises(LLMError, match="warp-drive"):
+        _backend(model_dir, wait=0.0)

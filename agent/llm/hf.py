@@ -124,9 +124,17 @@ class HFBackend:
         self._eos_ids = _eos_ids(self.tokenizer, self.model)
         pad = self.tokenizer.pad_token_id
         self._pad_id = pad if pad is not None else sorted(self._eos_ids)[0]
-        if engine is None:
+        auto = engine is None
+        if auto:
             engine = default_engine(self.device)
-        self._engine, self._continuous, self._pool, self.engine_label = self._make_engine(engine)
+        try:
+            self._engine, self._continuous, self._pool, self.engine_label = self._make_engine(engine)
+        except LLMError:
+            if not auto or engine != "graph":
+                raise
+            # 'auto' chose the graph engine and this model cannot use it (its attention
+            # implementation, say): the plain path serves it instead.
+            self._engine, self._continuous, self._pool, self.engine_label = self._make_engine(None)
         self._graph = self._engine if getattr(self._engine, "is_row_engine", False) else None
         self._queue: queue.Queue = queue.Queue()
         self._closed = False
