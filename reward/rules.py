@@ -14,8 +14,11 @@ these holds:
   keep-filter from 52% to 88% precision here (STACK.md); a Terminate before any summary.
 - summarize: selects no link; selects or cites a link that is not in the results;
   the summary cites no [link_id=N]; the selected snippets never mention the query's
-  entities; the summary names an entity (capitalised word or number) that is in neither
-  the selected results (title or snippet) nor the question.
+  entities; a sentence names an entity (capitalised word or number) that is in neither
+  the link(s) it cites (title or snippet) nor the question — a sentence without a
+  citation goes with the nearest cited one, the previous first; a sentence repeats an
+  entity more often than any one sentence of the question or of each cited link (title
+  included) does, which is how a miscopy such as "Besvudal is a city in Besvudal" reads.
 - answer: cites no [link_id=N]; cites a link that no earlier summary selected; names an
   entity found neither in the earlier summaries nor in the question.
 - grounding: passes (Check_Answer(passed=True)) an answer naming an entity the summaries
@@ -34,6 +37,7 @@ import ast
 import json
 import math
 import re
+from collections import Counter
 from dataclasses import dataclass, field, fields
 
 from agent.parsing import parse_action
@@ -49,7 +53,9 @@ from agent.steps import (
 )
 from reward.verdicts import RankingVerdict, failed
 
-RULES_VERSION = "rules-v1"
+# Part of every stored ranking's key: a ranking made by an older rubric is never reused as
+# this one's (rules-v2: summaries are checked per citation, and entity counts).
+RULES_VERSION = "rules-v2"
 
 # Capitalised function words that start sentences and queries; not entities.
 STOPWORDS = frozenset("""
@@ -79,6 +85,7 @@ class PromptState:
     remaining: int | None = None
     query: str | None = None
     results: dict[int, str] = field(default_factory=dict)  # link_id -> title + snippet
+    titles: dict[int, str] = field(default_factory=dict)  # link_id -> title alone
     answer: str | None = None  # the answer under check (relevance, grounding)
 
     def summaries(self) -> list[SelectLink]:
@@ -146,7 +153,9 @@ def _add_result(state: PromptState, text: str) -> None:
     try:
         node = ast.parse(text, mode="eval").body
         kw = {k.arg: ast.literal_eval(k.value) for k in node.keywords}
-        state.results[int(kw["link_id"])] = f"{kw.get('title', '')} {kw.get('snippet', '')}"
+        link_id, title = int(kw["link_id"]), str(kw.get("title", ""))
+        state.results[link_id] = f"{title} {kw.get('snippet', '')}"
+        state.titles[link_id] = title
     except (SyntaxError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
         pass  # a line we cannot read is simply not evidence
 
@@ -163,17 +172,27 @@ def _words(text: str) -> set[str]:
     return {_norm_token(t) for t in _TOKEN.findall(_CITATION.sub(" ", text or ""))}
 
 
-def entities(text: str) -> list[str]:
-    """Capitalised non-function words and numbers, in order, citations removed."""
-    out = []
+def _entity_words(text: str):
+    """Each occurrence of an entity: a capitalised non-function word or a number."""
     for tok in _TOKEN.findall(_CITATION.sub(" ", text or "")):
         norm = _norm_token(tok)
-        if not norm or norm in STOPWORDS:
-            continue
-        if tok[0].isdigit() or tok[0].isupper():
-            if norm not in out:
-                out.append(norm)
-    return out
+        if norm and norm not in STOPWORDS and (tok[0].isdigit() or tok[0].isupper()):
+            yield norm
+
+
+def entities(text: str) -> list[str]:
+    """Capitalised non-function words and numbers, in order, citations removed."""
+    return list(dict.fromkeys(_entity_words(text)))
+
+
+def entity_counts(text: str) -> Counter:
+    """How often each entity occurs as one ("Born in Tarsk, she was born" counts born once)."""
+    return Counter(_entity_words(text))
+
+
+def word_counts(text: str) -> Counter:
+    """How often each word occurs in `text`, any case (evidence may lower-case a name)."""
+    return Counter(_norm_token(t) for t in _TOKEN.findall(_CITATION.sub(" ", text or "")))
 
 
 def unsupported(text: str, *evidence: str) -> list[str]:
@@ -237,9 +256,74 @@ def _summarize(a: Action, st: PromptState) -> list[str]:
         wanted = entities(st.query or "")
         if wanted and not (set(wanted) & set().union(*(_words(t) for t in selected))):
             why.append("selected results never mention the query's entities")
-        new = unsupported(a.summary, st.question, *selected)
+    return why + _miscopies(a.summary, st)
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?;])\s+")
+
+
+def cited_sentences(summary: str) -> list[tuple[str, list[int]]]:
+    """Each sentence (or ;-clause) of a summary with the links it rests on.
+
+    Summaries cite at the start ("According to [link_id=2], ...") or the end, and a
+    follow-up sentence often cites nothing though it still reads the same link; so a
+    sentence without a citation takes the previous cited sentence's links, or the next
+    one's when none comes before.
+    """
+    parts = [p for p in _SENTENCE_END.split(summary or "") if p.strip()]
+    links = [citations(p) for p in parts]
+    for i in range(len(links)):  # forward: a follow-up sentence keeps its source
+        if not links[i] and i and links[i - 1]:
+            links[i] = links[i - 1]
+    for i in reversed(range(len(links) - 1)):  # backward: a citation trailing the sentence
+        if not links[i]:
+            links[i] = links[i + 1]
+    return list(zip(parts, links))
+
+
+def _most_in_a_sentence(text: str, *more: str) -> Counter:
+    """Per word, the most times any one sentence of the texts says it (any case)."""
+    counts = Counter()
+    for part in (p for t in (text, *more) for p in _SENTENCE_END.split(t or "")):
+        counts |= word_counts(part)
+    return counts
+
+
+def _link_counts(link_id: int, st: PromptState) -> Counter:
+    """What one result can back a sentence's repeats with: the most any single sentence of
+    it says a word, its title counting as one. Not the page's total: a page on Besvudal
+    names Besvudal in its title and in several sentences, and adding them up would pass
+    "Besvudal is a city in Besvudal", a fact no sentence of the page states."""
+    title = st.titles.get(link_id, "")
+    return _most_in_a_sentence(title, st.results.get(link_id, "").removeprefix(title))
+
+
+def _miscopies(summary: str, st: PromptState) -> list[str]:
+    """A sentence naming what its own cited links do not say, or saying it more often.
+
+    Checked per sentence against the links that sentence cites, not the union of all
+    selected results: a fact copied from the wrong result, or a name pasted into the wrong
+    slot, passes a union check because every word is somewhere on the page. The question
+    backs a word too (a summary may restate what is asked), but its count is not added to
+    the snippets': with "In which country is Besvudal?" a sum would pass the miscopy above.
+    A word a sentence repeats must be repeated by one sentence of its source, not merely
+    occur as often across the page; several cited links do add up ("X [1] ... X [2]").
+    """
+    why = []
+    for sentence, links in cited_sentences(summary):
+        known = [i for i in links if i in st.results]
+        if not known:
+            continue  # no citation anywhere, or only missing links: reported already
+        source = f"link{'s' * (len(known) > 1)} {', '.join(map(str, known))}"
+        new = unsupported(sentence, st.question, *(st.results[i] for i in known))
         if new:
-            why.append(f"summary names {', '.join(new)}, not in the selected results")
+            why.append(f"summary names {', '.join(new)}, not in its cited {source}")
+        cited = sum((_link_counts(i, st) for i in known), Counter())
+        asked = _most_in_a_sentence(st.question)
+        over = [f"{w} ({k} times)" for w, k in entity_counts(sentence).items()
+                if w not in new and k > max(cited[w], asked[w])]
+        if over:
+            why.append(f"summary names {', '.join(over)}, more often than its cited {source}")
     return why
 
 
@@ -338,6 +422,7 @@ def judge_step(kind: str, prompt: str, samples, context: dict | None = None) -> 
         if key not in {f.name for f in fields(PromptState)}:
             raise ValueError(f"unknown context key {key!r}")
         if key == "results":
+            st.titles = {r.link_id: r.title for r in value}
             value = {r.link_id: f"{r.title} {r.snippet}" for r in value}
         setattr(st, key, value)
     candidate = kind == "decide" and _has_candidate(st)

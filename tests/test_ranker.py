@@ -204,3 +204,28 @@ def test_rank_request_shows_the_step_verbatim_and_asks_greedily():
     assert split_rank_prompt(req.prompt) == (step.prompt, [s.text for s in step.samples])
     assert "*** Model Can See:\n" + step.prompt in req.prompt
     assert "*** Model Output #3\n" + step.samples[2].text in req.prompt
+
+
+def test_improve_reranks_earlier_grow_runs_after_a_rules_version_change(store, tmp_path):
+    """Rankings are keyed by version and the build reads only the current one: after a
+    rubric change, a resumed improve must rank the earlier grow runs again, not train on
+    the new run alone."""
+    from trainer.improve import ImproveConfig, Improver
+
+    judges = []
+    cfg = ImproveConfig(name="imp", base_model="tiny", question_set="none", workdir=str(tmp_path))
+    imp = Improver(store, cfg, make_agent=None, make_judge=judges.append, log=lambda m: None)
+    first = build_run(store, "imp:grow:1")
+    for st in store.steps_of_run(first, status="finished", min_samples=2):  # an older rubric's
+        store.add_ranking(st.id, "rules", "rules-v0", status="ok", best_index=0, order=[0, 1])
+    imp.mark(1, "rank")  # marked done before the stage recorded its version
+    second = store.get_run(build_run(store, "imp:grow:2"))
+
+    imp.rank(2, second)
+    ranked = store.ranked_step_ids("rules", RULES_VERSION)
+    for run_id in (first, second.id):
+        assert {st.id for st in store.steps_of_run(run_id, status="finished", min_samples=2)} <= ranked
+    built = {ex.step_id for ex in imp.build(2)[0]}
+    assert built & {st.id for st in store.steps_of_run(first)}, "iteration 1's steps left out"
+    imp.rank(2, second)  # marked under this version: nothing to do, no judge loaded
+    assert len(judges) == 1

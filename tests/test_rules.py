@@ -195,6 +195,59 @@ def test_summary_selecting_results_that_never_mention_the_query_is_bad():
     assert "never mention" in one_bad("summarize", prompt, render_action(off), render_action(good))
 
 
+
+# A pocket-world lookup: each result is one short article, titled with its subject (which
+# the article names again, in more than one sentence).
+CITY = [
+    SearchResult(1, "Besvudal", "https://pocket.example/besvudal",
+                 "Besvudal is a city in Varnland. Some 40 thousand people live in Besvudal."),
+    SearchResult(2, "Varnland", "https://pocket.example/varnland",
+                 "Varnland is a country whose capital is Tolmar."),
+]
+CITY_RIGHT = SelectLink("According to [link_id=1], Besvudal is a city in Varnland.",
+                        "Link 1 is the article on Besvudal.", (1,))
+
+
+@pytest.mark.parametrize("question", [
+    "In which country is Besvudal?",  # the question, title and article name it too:
+    # none of them says it twice in one sentence, and their counts are not added up
+    "In which country was the founder of Tozik Systems born?",  # a bridge entity
+])
+def test_summary_miscopying_a_name_into_the_wrong_slot_is_bad(question):
+    prompt = render_summarize(question, [Search("Besvudal country", "t")], "Besvudal country", CITY)
+    miscopy = SelectLink("According to [link_id=1], Besvudal is a city in Besvudal.",
+                         "Link 1 is the article on Besvudal.", (1,))
+    why = one_bad("summarize", prompt, render_action(miscopy), render_action(CITY_RIGHT))
+    assert "besvudal (2 times), more often than its cited link 1" in why
+
+
+def test_summary_naming_what_only_another_selected_link_says_is_bad():
+    prompt = render_summarize("What is the capital of the country Besvudal lies in?",
+                              [Search("Besvudal country", "t")], "Besvudal country", CITY)
+    union_only = SelectLink("According to [link_id=1], Besvudal is a city in Varnland, "
+                            "whose capital is Tolmar.", "t", (1, 2))
+    each_cited = SelectLink("According to [link_id=1], Besvudal is a city in Varnland. "
+                            "According to [link_id=2], the capital of Varnland is Tolmar.", "t", (1, 2))
+    why = one_bad("summarize", prompt, render_action(union_only), render_action(each_cited))
+    assert "tolmar, not in its cited link 1" in why
+
+
+def test_summary_sentence_without_citation_reads_the_nearest_cited_link():
+    # The reader's own form: one sentence per fact, the citation only in the first (or
+    # trailing the sentence).
+    prompt = render_summarize("Where is Besvudal, and how big is it?", [], "Besvudal", CITY)
+    follow_up = SelectLink("According to [link_id=1], Besvudal is a city in Varnland. "
+                           "Some 40 thousand people live in Besvudal.", "t", (1,))
+    trailing = SelectLink("Besvudal is a city in Varnland. [link_id=1]", "t", (1,))
+    v = judge_step("summarize", prompt, [render_action(follow_up), render_action(trailing)])
+    assert v.ok and v.bad == [], v.explanation
+    # ... but a follow-up sentence does not escape the check
+    wrong = SelectLink("According to [link_id=1], Besvudal is a city in Varnland. "
+                       "Some 50 thousand people live in Besvudal.", "t", (1,))
+    assert "50, not in its cited link 1" in one_bad("summarize", prompt, render_action(wrong),
+                                                    render_action(follow_up))
+
+
 # --- answer and the self-checks --------------------------------------------------------------
 
 ANSWER = render_answer(Q, [S1, L1, S2, L2])

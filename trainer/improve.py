@@ -175,29 +175,41 @@ class Improver:
         return (pool[start:] + pool[:start])[:n]
 
     def rank(self, it: int, grow_run) -> None:
-        _kill_point("rank", it)
-        from reward.ranker import rank_run
+        """Rank every grow run the build will read, under the judge's current version.
 
-        if self.state("rank", it):
+        The build takes only rankings of that version, so a rubric change between runs
+        (rules-v1 → rules-v2) must re-rank the earlier iterations' grow runs too, or their
+        steps would silently drop out of training. rank_run skips what is already done.
+        """
+        _kill_point("rank", it)
+        from reward.ranker import prompt_version, rank_run
+
+        version = prompt_version(self.cfg.judge)
+        if self._state().get(f"it{it}", {}).get("rank") == {"version": version}:
             return
         judge = self.make_judge(self.cfg.judge)
         try:
-            counts = rank_run(self.store, grow_run.id, judge, self.cfg.judge)
+            for j in self._built_from(it):
+                run = grow_run if j == it else self.store.get_run(f"{self.cfg.name}:grow:{j}")
+                counts = rank_run(self.store, run.id, judge, self.cfg.judge)
+                self.log(f"iteration {it}: ranked grow run {j} ({version}): {counts}")
         finally:  # a local judge model must not stay on the card through training
             close = getattr(judge, "close", None)
             if close is not None:
                 close()
-        self.log(f"iteration {it}: ranked {counts}")
-        self.mark(it, "rank")
+        self.mark(it, "rank", version=version)
+
+    def _built_from(self, it: int) -> range:
+        """The iterations whose grow runs iteration `it` trains on."""
+        return range(1, it + 1) if self.cfg.keep_data else range(it, it + 1)
 
     def build(self, it: int) -> tuple[list, list[int]]:
         _kill_point("build", it)
         from reward.ranker import prompt_version
         from trainer.examples import examples_from_steps
 
-        its = range(1, it + 1) if self.cfg.keep_data else [it]
         examples = []
-        for j in its:
+        for j in self._built_from(it):
             grow_run = self.store.get_run(f"{self.cfg.name}:grow:{j}")
             steps = self.store.steps_of_run(grow_run.id, status="finished", min_samples=1)
             examples += examples_from_steps(steps, self.cfg.judge, prompt_version(self.cfg.judge))
