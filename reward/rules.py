@@ -310,6 +310,7 @@ def _miscopies(summary: str, st: PromptState) -> list[str]:
     occur as often across the page; several cited links do add up ("X [1] ... X [2]").
     """
     why = []
+    asked = _most_in_a_sentence(st.question)
     for sentence, links in cited_sentences(summary):
         known = [i for i in links if i in st.results]
         if not known:
@@ -319,7 +320,6 @@ def _miscopies(summary: str, st: PromptState) -> list[str]:
         if new:
             why.append(f"summary names {', '.join(new)}, not in its cited {source}")
         cited = sum((_link_counts(i, st) for i in known), Counter())
-        asked = _most_in_a_sentence(st.question)
         over = [f"{w} ({k} times)" for w, k in entity_counts(sentence).items()
                 if w not in new and k > max(cited[w], asked[w])]
         if over:

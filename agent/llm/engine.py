@@ -281,6 +281,8 @@ class ContinuousEngine:
     finished results back to each caller.
     """
 
+    kind = "continuous"
+
     def __init__(self, model, options: EngineOptions, eos_ids: Sequence[int], pad_id: int,
                  vocab_size: int | None = None):
         self.options = options
@@ -340,8 +342,13 @@ class ContinuousEngine:
             event.set()
 
     def run(self, rows: Sequence[Sequence[int]], row_max: Sequence[int], do_sample: bool,
-            temperature: float, timeout_s: float | None = None) -> tuple[list[list[int]], list[list[float]]]:
-        """(new tokens, raw log-probabilities) per row; tokens end at EOS (included) or row_max."""
+            temperature: float, timeout_s: float | None = None, done_check=None
+            ) -> tuple[list[list[int]], list[list[float]]]:
+        """(new tokens, raw log-probabilities) per row; tokens end at EOS (included) or row_max.
+
+        `done_check` (stop strings) is not used: the manager cannot end a request early on
+        text, so the caller cuts at stop strings afterwards.
+        """
         with self._lock:
             if self._closed:
                 raise RuntimeError("continuous engine is closed")

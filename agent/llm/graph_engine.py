@@ -31,7 +31,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 
@@ -103,13 +103,12 @@ class _Slot:
     mask: Any  # the 4D view of `valid` handed to the model
     graph: Any = None
     logits: Any = None  # the graph's output buffer (or the last eager output)
-    stats: dict = field(default_factory=dict)
 
 
 class GraphEngine:
     """Batched decoding for `HFBackend(engine="graph")`; one caller thread at a time."""
 
-    is_row_engine = True  # HFBackend hands it token rows, not a generate() call
+    kind = "graph"  # HFBackend hands it token rows, not a generate() call
 
     def __init__(self, model, options, eos_ids: Sequence[int], pad_id: int):
         import torch

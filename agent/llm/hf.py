@@ -128,19 +128,28 @@ class HFBackend:
         if auto:
             engine = default_engine(self.device)
         try:
-            self._engine, self._continuous, self._pool, self.engine_label = self._make_engine(engine)
+            self._engine, self._rows, self._pool, self.engine_label = self._make_engine(engine)
         except LLMError:
             if not auto or engine != "graph":
                 raise
             # 'auto' chose the graph engine and this model cannot use it (its attention
             # implementation, say): the plain path serves it instead.
-            self._engine, self._continuous, self._pool, self.engine_label = self._make_engine(None)
-        self._graph = self._engine if getattr(self._engine, "is_row_engine", False) else None
+            self._engine, self._rows, self._pool, self.engine_label = self._make_engine(None)
         self._queue: queue.Queue = queue.Queue()
         self._closed = False
         self._worker = threading.Thread(target=self._work, name=f"hf-batcher:{self.name}",
                                         daemon=True)
         self._worker.start()
+
+    @property
+    def _continuous(self):
+        """The continuous-batching engine, when that is the rows engine."""
+        return self._rows if getattr(self._rows, "kind", None) == "continuous" else None
+
+    @property
+    def _graph(self):
+        """The CUDA-graph engine, when that is the rows engine."""
+        return self._rows if getattr(self._rows, "kind", None) == "graph" else None
 
     # --- public ---------------------------------------------------------------
 
@@ -170,10 +179,8 @@ class HFBackend:
         self._worker.join(timeout=60)
         if self._pool is not None:
             self._pool.shutdown(wait=True)
-        if self._continuous is not None:
-            self._continuous.close()
-        if self._graph is not None:
-            self._graph.close()
+        if self._rows is not None:
+            self._rows.close()
 
     def __enter__(self) -> "HFBackend":
         return self
@@ -262,14 +269,9 @@ class HFBackend:
                 row_ids.append(ids)
                 row_max.append(p.request.max_new_tokens)
                 row_stop.append(tuple(s for s in p.request.stop if s))
-        if self._continuous is not None:
-            new, lps = self._continuous.run(row_ids, row_max, do_sample, temperature)
-            samples = [self._finish_row(new[r], lps[r], row_max[r], row_stop[r])
-                       for r in range(len(row_ids))]
-            return samples, [len(ids) for ids in prompt_ids], len(row_ids)
-        if self._graph is not None:
-            new, lps = self._graph.run(row_ids, row_max, do_sample, temperature,
-                                       done_check=self._stop_check(row_stop))
+        if self._rows is not None:  # an engine that takes token rows (continuous, graph)
+            new, lps = self._rows.run(row_ids, row_max, do_sample, temperature,
+                                      done_check=self._stop_check(row_stop))
             samples = [self._finish_row(new[r], lps[r], row_max[r], row_stop[r])
                        for r in range(len(row_ids))]
             return samples, [len(ids) for ids in prompt_ids], len(row_ids)
@@ -325,7 +327,7 @@ class HFBackend:
         return done
 
     def _make_engine(self, engine):
-        """(generate engine, continuous engine, thread pool, label); all None on the plain path."""
+        """(generate engine, rows engine, thread pool, label); all None on the plain path."""
         if engine is None:
             return None, None, None, None
         from agent.llm.engine import ContinuousEngine, EngineOptions, GenerateEngine
@@ -346,7 +348,7 @@ class HFBackend:
             from agent.llm.graph_engine import GraphEngine
 
             try:
-                return GraphEngine(self.model, opts, sorted(self._eos_ids), self._pad_id), None, None, opts.label()
+                return None, GraphEngine(self.model, opts, sorted(self._eos_ids), self._pad_id), None, opts.label()
             except ValueError as e:
                 raise LLMError(str(e)) from None
         return GenerateEngine(opts), None, None, opts.label()
