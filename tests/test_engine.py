@@ -281,7 +281,8 @@ def test_graph_engine_refuses_bad_options():
     from agent.llm.engine import EngineOptions
 
     assert EngineOptions.parse("graph").kind == "graph"
-    for bad in ("graph+static", "graph+share-prefix"):
+    assert EngineOptions.parse("graph+unfused").label() == "graph+unfused"
+    for bad in ("graph+static", "graph+share-prefix", "unfused"):
         with pytest.raises(ValueError):
             EngineOptions.parse(bad)
     with pytest.raises(ValueError):
@@ -308,6 +309,80 @@ def test_gqa_decode_attention_equals_sdpa_with_repeated_heads():
     assert torch.allclose(got, want, atol=1e-5)
     everything = torch.ones_like(mask)
     assert not torch.allclose(got, gqa_decode_attention(module, q, k, v, everything, scaling=0.25)[0])  # the mask is used
+
+
+def _fused_vs_forward(model, compile: bool, rows: int = 4, width: int = 5, length: int = 16):
+    """Largest |logit difference| between the fused step and the model's own forward."""
+    import torch
+    from transformers import StaticCache
+
+    from agent.llm.fused_decode import FusedLlamaStep
+
+    step = FusedLlamaStep(model, compile=compile)
+    vocab, dev = model.config.vocab_size, next(model.parameters()).device
+    ids, tok = torch.randint(0, vocab, (rows, width)).to(dev), torch.randint(0, vocab, (rows, 1)).to(dev)
+    cache = StaticCache(config=model.config, max_cache_len=length)
+    valid = torch.zeros(rows, length, dtype=torch.bool, device=dev)
+    valid[:, :width + 1] = True
+    position, column = torch.full((rows, 1), width, device=dev), torch.tensor([width], device=dev)
+    with torch.inference_mode():
+        model(input_ids=ids, past_key_values=cache, use_cache=True)  # the prompt's K/V
+        got = step(tok, position, valid, column, cache)
+        want = model(input_ids=torch.cat([ids, tok], 1)).logits[:, -1]
+    assert got.shape == want.shape
+    return (got - want).abs().max().item(), want.abs().max().item()
+
+
+@pytest.mark.parametrize("compile", [False, True], ids=["eager", "torch.compile"])
+def test_fused_decode_step_equals_the_model_forward(model_dir, compile):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    if torch.cuda.is_available():  # on a GPU, inductor's Triton kernels are what runs
+        model = model.cuda()
+    diff, scale = _fused_vs_forward(model, compile)
+    assert scale > 1.0 and diff < 1e-4 * scale
+
+
+def test_fused_decode_step_runs_lora_adapters_and_refuses_other_architectures(model_dir):
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
+
+    from agent.llm.fused_decode import FusedLlamaStep, supports
+
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    lora = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj", "down_proj"],
+                                           init_lora_weights=False)).eval()
+    diff, scale = _fused_vs_forward(lora, compile=False)
+    assert diff < 1e-4 * scale
+    with torch.no_grad():  # the adapter really changes the output, so the match above is not vacuous
+        ids = torch.tensor([[1, 2, 3]])
+        with lora.disable_adapter():
+            plain = lora(input_ids=ids).logits
+        assert not torch.allclose(plain, lora(input_ids=ids).logits, atol=1e-3)
+    gpt2 = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=50))
+    assert "gpt2" in supports(gpt2)
+    with pytest.raises(ValueError, match="cannot run this model"):
+        FusedLlamaStep(gpt2, compile=False)
+
+
+def test_graph_engine_uses_the_fused_step_unless_told_not_to(model_dir, plain):
+    from agent.llm.engine import EngineOptions
+
+    requests = _greedy_requests()[:3]
+    with _backend(model_dir, engine=EngineOptions(kind="graph", fused_decode=False), wait=0.0) as b:
+        assert b._graph.fused is None
+        unfused = [b.generate_detailed(r) for r in requests]
+    with _backend(model_dir, engine="graph", wait=0.0) as b:
+        import torch
+
+        # Compiled on a GPU; on a CPU the same pieces run eagerly.
+        assert b._graph.fused is not None and b._graph.fused.compiled == torch.cuda.is_available()
+    _assert_same_greedy(plain, unfused, requests)
 
 
 def test_default_engine_follows_the_environment(model_dir, monkeypatch):

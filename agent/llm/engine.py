@@ -72,6 +72,8 @@ class EngineOptions:
     check_every: int = 8  # graph: decode steps between host-side stop checks
     gqa_decode: bool = True  # graph: decode attention reads K/V once per group (graph_engine.py)
     max_shapes: int = 4  # graph: (rows, cache length) shapes kept, each with its cache and graph
+    fused_decode: bool = True  # graph: Llama decode step with its element-wise work fused (fused_decode.py)
+    compile_fused: bool = True  # graph: torch.compile those fused pieces (GPU only; eager on a CPU)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -88,6 +90,8 @@ class EngineOptions:
         if self.kind == "graph" and (self.cache != "dynamic" or self.share_prefix or self.compile):
             raise ValueError("the graph engine brings its own static cache and shares prefills "
                              "itself: leave cache, compile and share_prefix at their defaults")
+        if not self.fused_decode and self.kind != "graph":
+            raise ValueError("'unfused' is an option of the graph engine")
         if self.check_every < 1 or self.max_shapes < 1:
             raise ValueError("check_every and max_shapes must be >= 1")
         if self.cache_len_step < 1 or self.cb_block_size < 4:
@@ -100,7 +104,8 @@ class EngineOptions:
 
     @classmethod
     def parse(cls, spec: str | None) -> "EngineOptions":
-        """From a short spec: 'plain', 'static', 'static+compile', 'share-prefix', 'continuous', 'graph'.
+        """From a short spec: 'plain', 'static', 'static+compile', 'share-prefix', 'continuous',
+        'graph', 'graph+unfused'.
 
         Parts join with '+'; an unknown part is a ValueError naming it.
         """
@@ -118,13 +123,17 @@ class EngineOptions:
                 kw["kind"] = "continuous"
             elif part in ("graph", "cuda-graph", "cudagraph"):
                 kw["kind"] = "graph"
+            elif part == "unfused":  # graph engine with transformers' own decode step
+                kw["fused_decode"] = False
             else:
                 raise ValueError(f"unknown engine option {part!r} (use plain, static, compile, "
-                                 "share-prefix, continuous, graph, joined with '+')")
+                                 "share-prefix, continuous, graph, unfused, joined with '+')")
         return cls(**kw)
 
     def label(self) -> str:
-        if self.kind in ("continuous", "graph"):
+        if self.kind == "graph":
+            return "graph" if self.fused_decode else "graph+unfused"
+        if self.kind == "continuous":
             return self.kind
         parts = ([] if self.cache == "dynamic" else [self.cache]) + (
             ["compile"] if self.compile else []) + (["share-prefix"] if self.share_prefix else [])

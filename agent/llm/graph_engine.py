@@ -132,8 +132,18 @@ class GraphEngine:
         if attn not in ("sdpa", "eager", ATTENTION_NAME):
             raise ValueError(f"the graph engine needs sdpa or eager attention, not {attn!r}")
         self._float_mask = attn == "eager"  # eager attention adds the mask; sdpa takes booleans
+        self.fused = self._fused_step(model, options)
         # Embeddings are never quantized, so this is the compute dtype in 4-bit models too.
         self.dtype = model.get_input_embeddings().weight.dtype
+
+    def _fused_step(self, model, options):
+        """The fused Llama decode step (fused_decode.py) when asked for and the model allows it."""
+        from agent.llm.fused_decode import FusedLlamaStep, supports
+
+        if not options.fused_decode or supports(model) is not None:
+            return None
+        # torch.compile fuses only on a GPU; on a CPU the same functions run eagerly.
+        return FusedLlamaStep(model, compile=self.use_graphs and options.compile_fused)
 
     # --- public -----------------------------------------------------------------------
 
@@ -207,7 +217,7 @@ class GraphEngine:
         # eager step; the prefill of every batch overwrites what it wrote.
         with torch.inference_mode():
             valid[:, 0] = True
-            slot.logits = self._step(slot)
+            slot.logits = self._model_step(slot)
             if self.use_graphs:
                 self._capture(slot)
         return slot
@@ -233,6 +243,12 @@ class GraphEngine:
 
     def _step(self, slot: _Slot):
         """One decode step on the slot's fixed buffers: what the graph captures."""
+        if self.fused is not None:
+            return self.fused(slot.token, slot.position, slot.valid, slot.column, slot.cache)
+        return self._model_step(slot)
+
+    def _model_step(self, slot: _Slot):
+        """The step through the model's own forward (it also allocates a fresh StaticCache)."""
         self._refresh_mask(slot)
         out = self.model(input_ids=slot.token, position_ids=slot.position, attention_mask=slot.mask,
                          past_key_values=slot.cache, use_cache=True)

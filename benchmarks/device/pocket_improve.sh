@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One device call (H100): the pocket learning benchmark, resumable across calls.
+# One device call (H100/H200): the pocket learning benchmark, resumable across calls.
 # State (the SQLite store and the adapters) lives in runs/bench; it is packed into $OUT at the
 # end, even when the time limit cut the run, and a call that unpacks it again resumes.
 # Two processes share the card: the loop (grow, rank, train, dev eval) and the test scoring of
@@ -23,6 +23,18 @@ while kill -0 $LOOP 2>/dev/null && [ $((END - SECONDS)) -gt 30 ]; do  # score wh
   echo "test pass rc=$?" >> "$OUT/test.log"; sleep 10
 done
 wait $LOOP; echo "loop rc=$?" >> "$OUT/loop.log"
-sqlite3 runs/bench/pocket_improve.db "PRAGMA wal_checkpoint(TRUNCATE);" 2>/dev/null
+# Where the time went (LLM calls per purpose), then drop the call log: it is most of the
+# file, and the trajectories, steps and rankings that resuming needs stay.
+python3 - > "$OUT/llm_calls.txt" <<'PY'
+import sqlite3
+db = sqlite3.connect("runs/bench/pocket_improve.db")
+print("purpose calls mean_s completion_tokens")
+for row in db.execute("select purpose, count(*), round(avg(duration_s), 3), sum(completion_tokens) "
+                      "from llm_calls group by purpose order by 2 desc"):
+    print(*row)
+print("engines", db.execute("select distinct json_extract(options, '$.engine') from llm_calls").fetchall())
+db.execute("delete from llm_calls"); db.commit()
+db.execute("PRAGMA wal_checkpoint(TRUNCATE)"); db.execute("VACUUM")
+PY
 tar czf "$OUT/bench_state.tgz" -C runs bench
 grep -h -E "^iteration|^\{|rc=" "$OUT/loop.log" "$OUT/test.log" | cut -c1-300 | tail -30
