@@ -371,6 +371,8 @@ def collect_workers(store, opts, run, items, workers: int, concurrency: int) -> 
 
 # --- loop: rank, train, eval, improve, report --------------------------------------------
 
+MAX_BATCH_TOKENS = typer.Option(0, "--max-batch-tokens", min=0, help="Cap on padded tokens (rows x longest row) per training forward pass, which sets peak memory; rows of similar length are batched together. 0 = off.")
+
 
 def make_judge(spec: str):
     """'rules' → None (the rule judge needs no model); anything else is an LLM spec."""
@@ -415,7 +417,7 @@ def train(run: Optional[str] = typer.Option(None, "--run", help="Train on the ra
           name: Optional[str] = typer.Option(None, "--name", help="Model version name (default: the output dir)."),
           epochs: float = typer.Option(1.0, "--epochs"), lr: float = typer.Option(2e-4, "--lr"),
           full: bool = typer.Option(False, "--full", help="Full fine-tuning instead of LoRA."),
-          load_in_4bit: bool = FOURBIT,
+          load_in_4bit: bool = FOURBIT, max_batch_tokens: int = MAX_BATCH_TOKENS,
           processes: int = typer.Option(1, "--processes", help="Train on this many GPUs (processes, DDP under accelerate launch); the global batch grows with them.")):
     """Fine-tune a LoRA adapter (or the full model) and record it as a model version."""
     from agent.live import console
@@ -441,7 +443,8 @@ def train(run: Optional[str] = typer.Option(None, "--run", help="Train on the ra
         except (ValueError, OSError) as e:
             fail(str(e))
     cfg = TrainConfig(base_model=model, output_dir=out, method="full" if full else "lora",
-                      epochs=epochs, learning_rate=lr, load_in_4bit=load_in_4bit)
+                      epochs=epochs, learning_rate=lr, load_in_4bit=load_in_4bit,
+                      max_batch_tokens=max_batch_tokens)
     try:
         if processes != 1:  # one process per GPU; the main one saves, this one registers
             from trainer.distributed import launch_train
@@ -533,6 +536,7 @@ def improve(iterations: int = typer.Option(3, "--iterations", "-n"),
             concurrency: int = typer.Option(8, "--concurrency", "-c"),
             max_searches: int = MAX_SEARCHES, top_k: int = TOP_K,
             epochs: float = typer.Option(1.0, "--epochs"), lr: float = typer.Option(2e-4, "--lr"),
+            max_batch_tokens: int = MAX_BATCH_TOKENS,
             workdir: str = typer.Option("runs", "--workdir", help="Where adapters and example files go."),
             workers: int = WORKERS,
             train_processes: int = typer.Option(1, "--train-processes", help="Train on this many GPUs (processes, DDP under accelerate launch); the global batch grows with them."),
@@ -599,6 +603,8 @@ def improve(iterations: int = typer.Option(3, "--iterations", "-n"),
     train_cfg = {"epochs": epochs, "learning_rate": lr}
     if load_in_4bit:  # QLoRA: the adapter trains on a 4-bit base, as the rollouts run it
         train_cfg["load_in_4bit"] = True
+    if max_batch_tokens:  # only when set: the run's name hashes its config, earlier runs keep theirs
+        train_cfg["max_batch_tokens"] = max_batch_tokens
     cfg = ImproveConfig(name="", base_model=base.model, question_set=set_name,
                         iterations=iterations, eval_split=eval_split, grow_questions=grow_questions,
                         eval_questions=eval_questions, per_question=per_question, samples=samples,

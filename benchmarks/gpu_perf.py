@@ -6,7 +6,8 @@ What it measures (DESIGN.md §5 has the anchors, issue 6 the targets):
             `generate` (dynamic cache) and static-cache compiled `generate` run in this run;
   training  trainer tokens/s and peak memory on step-shaped examples (prompt ~500 tokens,
             completion ~40, lengths varying) through trainer/sft.py `train()`, beside a raw
-            HF + PEFT loop and a raw unsloth loop on the same examples and batches;
+            HF + PEFT loop and a raw unsloth loop on the same examples and batches: at most
+            16 rows and 8,192 padded tokens a batch (max_batch_tokens; the anchor's 4 x 2,048);
   4-bit     HFBackend rollouts with bitsandbytes 4-bit weights, and QLoRA training.
 
 The model is the Llama-3-8B architecture with random bf16 weights (throughput does not
@@ -42,6 +43,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+TRAIN_SEED = 3407  # the project's TrainConfig seed; the raw loops plan their batches with it too
+TRAIN_MAX_LENGTH = 1024
 
 
 @dataclass(frozen=True)
@@ -62,7 +65,8 @@ class Size:
     train_examples: int
     train_prompt: tuple[int, int]  # prompt length range (tokens)
     train_completion: tuple[int, int]
-    train_batch: int
+    train_batch: int  # most rows per forward pass
+    train_batch_tokens: int  # most padded tokens (rows x longest) per forward pass
     train_steps: int  # measured optimizer steps
     train_warmup: int  # steps run before timing starts
 
@@ -70,11 +74,11 @@ class Size:
 FULL = Size(hidden=4096, intermediate=14336, layers=32, heads=32, kv_heads=8, vocab=128256,
             prompt=512, new=128, concurrency=(1, 8, 32), k=4, k_requests=8,
             train_examples=512, train_prompt=(350, 650), train_completion=(20, 60),
-            train_batch=16, train_steps=10, train_warmup=2)
+            train_batch=16, train_batch_tokens=8192, train_steps=10, train_warmup=2)
 TINY = Size(hidden=64, intermediate=128, layers=2, heads=4, kv_heads=2, vocab=512,
             prompt=24, new=8, concurrency=(1, 2, 4), k=2, k_requests=2,
             train_examples=24, train_prompt=(12, 30), train_completion=(3, 8),
-            train_batch=4, train_steps=3, train_warmup=1)
+            train_batch=4, train_batch_tokens=96, train_steps=3, train_warmup=1)
 
 # part name -> (function name, short description)
 PARTS = {
@@ -84,7 +88,8 @@ PARTS = {
     "backend-static-compile": "HFBackend, static cache + torch.compile",
     "backend-share-prefix": "HFBackend, one prefill per distinct prompt",
     "backend-continuous": "HFBackend, transformers continuous batching",
-    "backend-graph": "HFBackend, the project's CUDA-graph decode loop",
+    "backend-graph": "HFBackend, the project's CUDA-graph decode loop (fused Llama step)",
+    "backend-graph-unfused": "HFBackend, CUDA-graph decode loop over transformers' own step",
     "train-project-hf": "trainer/sft.py train(), transformers + PEFT path",
     "train-raw-hf": "raw HF + PEFT LoRA loop",
     "train-project-unsloth": "trainer/sft.py train(), unsloth path",
@@ -96,7 +101,8 @@ PARTS = {
 }
 ENGINES = {"backend-plain": "plain", "backend-static-compile": "static+compile",
            "backend-share-prefix": "share-prefix", "backend-continuous": "continuous",
-           "backend-graph": "graph", "backend-4bit": "plain", "backend-4bit-graph": "graph"}
+           "backend-graph": "graph", "backend-graph-unfused": "graph+unfused",
+           "backend-4bit": "plain", "backend-4bit-graph": "graph"}
 
 
 # --- shared helpers -------------------------------------------------------------------------
@@ -365,8 +371,11 @@ def _split(before: dict | None, after: dict | None, runs: int, tokens: int) -> d
 def _engine_stats(backend) -> dict:
     """For the graph engine: how many decode steps were captured, and why any capture failed."""
     g = getattr(backend, "_graph", None)
-    return {} if g is None else {"graph_captures": g.captures, "capture_failures": g.capture_failures[:3],
-                                 "engine_timings": {k: round(v, 4) for k, v in g.timings.items()}}
+    if g is None:
+        return {}
+    return {"graph_captures": g.captures, "capture_failures": g.capture_failures[:3],
+            "fused_step": None if g.fused is None else ("compiled" if g.fused.compiled else "eager"),
+            "engine_timings": {k: round(v, 4) for k, v in g.timings.items()}}
 
 
 # --- training ---------------------------------------------------------------------------------
@@ -403,8 +412,9 @@ def part_train_project(size: Size, model_dir: Path, args, part: str) -> list[dic
     steps = size.train_steps + size.train_warmup
     with tempfile.TemporaryDirectory(prefix="gpu-perf-train-") as tmp:
         cfg = TrainConfig(base_model=str(model_dir), output_dir=str(Path(tmp) / "out"),
-                          per_device_batch=size.train_batch, grad_accum=1, max_steps=steps,
-                          warmup_steps=0, optim="adamw_torch", max_length=1024, logging_steps=1,
+                          per_device_batch=size.train_batch, max_batch_tokens=size.train_batch_tokens,
+                          seed=TRAIN_SEED, grad_accum=1, max_steps=steps,
+                          warmup_steps=0, optim="adamw_torch", max_length=TRAIN_MAX_LENGTH, logging_steps=1,
                           use_unsloth=unsloth or ("auto" if qlora else False), load_in_4bit=qlora,
                           cpu=not cuda)
         result = train(step_examples(size), cfg, on_log=on_log)
@@ -419,43 +429,77 @@ def part_train_project(size: Size, model_dir: Path, args, part: str) -> list[dic
     label = "QLoRA " if qlora else ""
     base = ("train: raw QLoRA loop" if qlora else
             "train: raw unsloth loop" if unsloth else "train: raw HF + PEFT loop")
+    # Evidence that the trainer ran the raw loops' batches: its token count and widest batch.
+    from transformers import AutoTokenizer
+
+    plan = _plan(_rows(AutoTokenizer.from_pretrained(model_dir, local_files_only=True), size), size, steps)
+    same = (m["tokens"] == sum(len(r["input_ids"]) for b in plan for r in b)
+            and m.get("max_padded_tokens") == max(_padded(b) for b in plan))
     return [dict(name=f"train: project train() {label}[{m.get('backend')}]", tokens_per_s=tps,
                  peak_gib=m.get("peak_gib"), timing=how, steps=m["steps"], tokens=m["tokens"],
-                 runtime_s=m["runtime_s"], batch=size.train_batch, baseline=base)]
+                 runtime_s=m["runtime_s"], batch=size.train_batch, **_batch_fields(size, plan),
+                 max_padded_tokens=m.get("max_padded_tokens"), batches_match_plan=same, baseline=base)]
 
 
-def _batches(tok, examples, size: Size, rng: random.Random):
-    """Length-grouped batches (as the project's group_by_length does), right-padded, labels on
-    the completion only; shuffled batch order."""
-    import torch
-
+def _rows(tok, size: Size) -> list[dict]:
+    """The examples tokenized as the project's build_dataset does (input_ids, completion_mask)."""
     from trainer.examples import tokenize_example
 
-    rows = sorted((tokenize_example(tok, e, 1024) for e in examples), key=lambda r: len(r["input_ids"]))
-    chunks = [rows[i:i + size.train_batch] for i in range(0, len(rows), size.train_batch)]
-    rng.shuffle(chunks)
+    return [tokenize_example(tok, e, TRAIN_MAX_LENGTH) for e in step_examples(size)]
+
+
+def _plan(rows: list[dict], size: Size, steps: int) -> list[list[dict]]:
+    """The first `steps` batches (grad_accum 1) that train() takes with max_batch_tokens:
+    the same planning function, seed and per-epoch reshuffle as its sampler."""
+    from trainer.batching import token_budget_batches
+
+    lengths = [len(r["input_ids"]) for r in rows]
+    out: list[list[dict]] = []
+    epoch = 0
+    while len(out) < steps:
+        out += [[rows[i] for i in b] for b in token_budget_batches(
+            lengths, size.train_batch_tokens, size.train_batch, seed=TRAIN_SEED, epoch=epoch)]
+        epoch += 1
+    return out[:steps]
+
+
+def _padded(batch: list[dict]) -> int:
+    return len(batch) * max(len(r["input_ids"]) for r in batch)
+
+
+def _batch_fields(size: Size, plan: list[list[dict]]) -> dict:
+    return dict(batch_tokens=size.train_batch_tokens, batch_rows=[len(b) for b in plan],
+                batch_padded_tokens=[_padded(b) for b in plan])
+
+
+def _batches(tok, size: Size, steps: int):
+    """The project's batches (`_plan`), right-padded, labels on the completion only."""
+    import torch
+
     pad = tok.pad_token_id
-    for chunk in chunks:
+    plan = _plan(_rows(tok, size), size, steps)
+    out = []
+    for chunk in plan:
         width = max(len(r["input_ids"]) for r in chunk)
         ids = torch.tensor([r["input_ids"] + [pad] * (width - len(r["input_ids"])) for r in chunk])
         att = torch.tensor([[1] * len(r["input_ids"]) + [0] * (width - len(r["input_ids"])) for r in chunk])
         lab = torch.tensor([[t if m else -100 for t, m in zip(r["input_ids"], r["completion_mask"])]
                             + [-100] * (width - len(r["input_ids"])) for r in chunk])
-        yield ids, att, lab, int(att.sum())
+        out.append((ids, att, lab, int(att.sum())))
+    return out, plan
 
 
-def _raw_loop(model, tok, size: Size) -> tuple[float, float | None, str]:
+def _raw_loop(model, tok, size: Size) -> tuple[float, float | None, str, list]:
     import torch
 
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=2e-4)
     device = next(model.parameters()).device
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cpu")
-    batches = list(_batches(tok, step_examples(size), size, random.Random(3)))
+    batches, plan = _batches(tok, size, size.train_steps + size.train_warmup)
     model.train()
     timed_tokens, timed_s = 0, 0.0
-    for step in range(size.train_steps + size.train_warmup):
-        ids, att, lab, n = batches[step % len(batches)]
+    for step, (ids, att, lab, n) in enumerate(batches):
         sync()
         t = time.perf_counter()
         with autocast:
@@ -467,11 +511,12 @@ def _raw_loop(model, tok, size: Size) -> tuple[float, float | None, str]:
         if step >= size.train_warmup:
             timed_tokens += n
             timed_s += time.perf_counter() - t
-    return timed_tokens / timed_s, peak_gib(), f"steps {size.train_warmup + 1}-{size.train_steps + size.train_warmup}"
+    return (timed_tokens / timed_s, peak_gib(), f"steps {size.train_warmup + 1}-{size.train_steps + size.train_warmup}",
+            plan)
 
 
 def part_train_raw(size: Size, model_dir: Path, args, part: str) -> list[dict]:
-    """The baselines: a bare loop over the same length-grouped batches."""
+    """The baselines: a bare loop over the project's token-budget batches (`_plan`)."""
     cuda = _cuda()
     qlora = part == "train-raw-qlora"
     use_unsloth = part == "train-raw-unsloth" or (qlora and has_module("unsloth"))
@@ -485,7 +530,7 @@ def part_train_raw(size: Size, model_dir: Path, args, part: str) -> list[dict]:
         import torch
         from unsloth import FastLanguageModel
 
-        model, tok = FastLanguageModel.from_pretrained(str(model_dir), max_seq_length=1024, dtype=torch.bfloat16,
+        model, tok = FastLanguageModel.from_pretrained(str(model_dir), max_seq_length=TRAIN_MAX_LENGTH, dtype=torch.bfloat16,
                                                        load_in_4bit=qlora, local_files_only=True)
         model = FastLanguageModel.get_peft_model(model, r=16, lora_alpha=16, lora_dropout=0,
                                                  target_modules=LORA_TARGETS, bias="none",
@@ -504,10 +549,10 @@ def part_train_raw(size: Size, model_dir: Path, args, part: str) -> list[dict]:
         model = get_peft_model(model, LoraConfig(r=16, lora_alpha=16, lora_dropout=0.0,
                                                  target_modules=LORA_TARGETS, task_type="CAUSAL_LM"))
         what = "HF + PEFT"
-    tps, peak, how = _raw_loop(model, tok, size)
+    tps, peak, how, plan = _raw_loop(model, tok, size)
     name = f"train: raw {'QLoRA' if qlora else what} loop"
     return [dict(name=name, tokens_per_s=tps, peak_gib=peak, timing=how, batch=size.train_batch,
-                 loop=what, baseline=None)]
+                 **_batch_fields(size, plan), loop=what, baseline=None)]
 
 
 # --- the driver -----------------------------------------------------------------------------

@@ -157,6 +157,50 @@ def test_same_seed_same_run(base, examples, tmp_path):
         (Path(b.output_dir) / "adapter_model.safetensors").read_bytes()
 
 
+# --- token-budget batches ------------------------------------------------------------------
+
+
+def test_max_batch_tokens_caps_every_batch_the_trainer_consumes(base, tok, examples, tmp_path, monkeypatch):
+    import math
+
+    import trainer.sft as sft
+    from trainer.batching import token_budget_batches
+
+    seen: list[list[tuple]] = []  # each training forward pass: its rows' unpadded token ids
+    shapes: list[tuple] = []
+    plain = sft._trainer_class
+
+    def recording():
+        class Recording(plain()):
+            def compute_loss(self, model, inputs, **kw):
+                ids, mask = inputs["input_ids"], inputs["attention_mask"].bool()
+                shapes.append(tuple(ids.shape))
+                seen.append([tuple(ids[r][mask[r]].tolist()) for r in range(len(ids))])
+                return super().compute_loss(model, inputs, **kw)
+        return Recording
+
+    monkeypatch.setattr(sft, "_trainer_class", recording)
+    cfg = config(base, tmp_path / "out", max_steps=-1, epochs=2, per_device_batch=8, grad_accum=2)
+    rows = [tuple(r) for r in build_dataset(tok, examples, cfg)["input_ids"]]
+    lengths = [len(r) for r in rows]
+    budget = 3 * min(lengths)  # tight: one or two rows a batch here, some alone
+    cfg.max_batch_tokens = budget
+    res = train(examples, cfg)
+
+    plan = token_budget_batches(lengths, budget, 8, seed=cfg.seed)
+    assert 1 < len(plan) < len(rows) and any(len(b) > 1 for b in plan)
+    assert all(r * w <= budget or r == 1 for r, w in shapes)
+    assert res.metrics["max_padded_tokens"] == max(r * w for r, w in shapes)
+    # Two epochs: every example exactly once in each, in the planned batches.
+    assert len(seen) == 2 * len(plan)
+    for epoch in (seen[:len(plan)], seen[len(plan):]):
+        assert sorted(s for b in epoch for s in b) == sorted(rows)
+        assert sorted(sorted(b) for b in epoch) == sorted(sorted(rows[i] for i in b) for b in plan)
+    # The steps the schedule planned from the batch count: grad accumulation of 2 per step.
+    assert res.metrics["steps"] == 2 * math.ceil(len(plan) / 2)
+    assert res.metrics["tokens"] == 2 * sum(lengths)
+
+
 # --- full fine-tuning ----------------------------------------------------------------------
 
 

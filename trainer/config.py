@@ -44,6 +44,10 @@ class TrainConfig:
     max_steps: int = _f(-1, "Stop after this many optimizer steps; -1 = run the epochs.")
     per_device_batch: int = _f(2, "Sequences per forward pass.")
     grad_accum: int = _f(4, "Forward passes accumulated per optimizer step.")
+    max_batch_tokens: int = _f(
+        0, "Cap on padded tokens (rows x longest row) per forward pass, which sets peak activation "
+        "memory: batches then group rows of similar length (in place of group_by_length), up to "
+        "per_device_batch rows within the cap; an example longer than the cap trains alone. 0 = off.")
     optim: str = _f("auto", "Optimizer name for transformers; 'auto' = adamw_8bit on CUDA with bitsandbytes, "
                    "else adamw_torch.")
     seed: int = _f(3407, "Seed for LoRA init, data order and dropout: same seed, same run.")
@@ -77,6 +81,8 @@ class TrainConfig:
             raise ValueError(f"use_unsloth must be 'auto', True or False, not {self.use_unsloth!r}")
         if self.bf16 not in ("auto", True, False):
             raise ValueError(f"bf16 must be 'auto', True or False, not {self.bf16!r}")
+        if self.max_batch_tokens < 0:
+            raise ValueError(f"max_batch_tokens must be 0 (off) or positive, not {self.max_batch_tokens}")
         if self.max_length < 2:
             raise ValueError(f"max_length must be at least 2, not {self.max_length}")
 

@@ -41,7 +41,7 @@ class TrainError(RuntimeError):
 class TrainResult:
     output_dir: str  # the LoRA adapter (adapter=True) or the whole model (adapter=False)
     adapter: bool
-    metrics: dict  # train_loss, steps, tokens, tokens_per_s, runtime_s, peak_gib, loss_curve, examples, backend
+    metrics: dict  # train_loss, steps, tokens, tokens_per_s, runtime_s, peak_gib, max_padded_tokens, loss_curve, examples, backend
     config: dict = field(default_factory=dict)  # the resolved TrainConfig
     model: Any = field(default=None, repr=False, compare=False)  # in memory, only with keep_model
 
@@ -257,7 +257,8 @@ def sft_config(cfg: TrainConfig, cuda: bool, output_dir: str, unsloth: bool = Fa
 
 
 def _trainer_class():
-    """SFTTrainer, with a plain-PyTorch loss where TRL's fused Triton loss cannot run.
+    """SFTTrainer, with a plain-PyTorch loss where TRL's fused Triton loss cannot run, and
+    token-budget batches when `max_batch_tokens` is set.
 
     TRL 1.15 computes the training loss with a Triton kernel (`fused_lm_head=True`) and has
     no fallback: on a CPU, or without triton, it fails with "'NoneType' object has no
@@ -268,7 +269,41 @@ def _trainer_class():
     from trl.trainer import utils as trl_utils
 
     class RestreactSFTTrainer(SFTTrainer):
+        max_batch_tokens = 0  # set by make_trainer from TrainConfig
+        max_padded_tokens = 0  # the most tokens, padding included, of one forward pass so far
+
+        def get_train_dataloader(self):
+            """With a budget: transformers' `_get_dataloader`, with our batch sampler in place
+            of batch_size + sampler (its only batch_sampler route is its own rebalancer)."""
+            if self.max_batch_tokens <= 0:
+                return super().get_train_dataloader()
+            from functools import partial
+
+            import datasets
+            from torch.utils.data import DataLoader
+            from transformers.trainer_utils import seed_worker
+
+            from trainer.batching import TokenBudgetBatchSampler
+
+            a, dataset, collator = self.args, self.train_dataset, self.data_collator
+            # Lengths after TRL's preparation (truncated; packed rows when packing).
+            lengths = [len(x) for x in dataset["input_ids"]]
+            if isinstance(dataset, datasets.Dataset):
+                dataset = self._remove_unused_columns(dataset, description="Training")
+            else:
+                collator = self._get_collator_with_removed_columns(collator, description="Training")
+            sampler = TokenBudgetBatchSampler(lengths, self.max_batch_tokens, a.per_device_train_batch_size,
+                                              seed=a.data_seed if a.data_seed is not None else a.seed)
+            loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collator,
+                                num_workers=a.dataloader_num_workers, pin_memory=a.dataloader_pin_memory,
+                                worker_init_fn=partial(seed_worker, num_workers=a.dataloader_num_workers,
+                                                       rank=a.process_index))
+            # prepare: device placement, and under DDP whole batches dealt out to the ranks.
+            return self.accelerator.prepare(loader)
+
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if model.training:  # reported in the metrics, so a run shows its budget held
+                self.max_padded_tokens = max(self.max_padded_tokens, inputs["input_ids"].numel())
             device = inputs["input_ids"].device.type
             if trl_utils._ChunkedLogProbFunction is not None and device in ("cuda", "xpu"):
                 return super().compute_loss(model, inputs, return_outputs=return_outputs,
@@ -296,6 +331,7 @@ def make_trainer(model, tok, dataset, cfg: TrainConfig, cuda: bool, peft_config,
             datasets.enable_progress_bars()
     from transformers.trainer_callback import PrinterCallback
 
+    trainer.max_batch_tokens = cfg.max_batch_tokens
     trainer.remove_callback(PrinterCallback)  # logs go to on_log, not stdout
     trainer.add_callback(_log_callback(on_log))
     if cfg.time_limit_s > 0:
@@ -366,6 +402,7 @@ def _metrics(trainer, train_loss: float, runtime: float, cuda: bool, n_examples:
         "tokens_per_s": tokens / runtime if runtime > 0 else 0.0,
         "runtime_s": runtime,
         "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
+        "max_padded_tokens": int(getattr(trainer, "max_padded_tokens", 0)),  # max rows x width
         "loss_curve": list(cb.losses),
     }
 
