@@ -84,6 +84,7 @@ TINY = Size(hidden=64, intermediate=128, layers=2, heads=4, kv_heads=2, vocab=51
 PARTS = {
     "save": "write the random model and tokenizer",
     "anchor-gen": "plain HF generate, dynamic cache and static-cache compiled",
+    "anchor-unsloth-gen": "unsloth FastLanguageModel.for_inference generate",
     "backend-plain": "HFBackend, default engine",
     "backend-static-compile": "HFBackend, static cache + torch.compile",
     "backend-share-prefix": "HFBackend, one prefill per distinct prompt",
@@ -264,6 +265,38 @@ def part_anchor_gen(size: Size, model_dir: Path, args) -> list[dict]:
                 dt = time.perf_counter() - t
             out.append(dict(name=f"anchor: hf generate {label}, batch {bs}", tokens_per_s=bs * size.new / dt,
                             peak_gib=peak_gib(), wall_s=dt, rows=bs, prompt=size.prompt, new=size.new))
+    return out
+
+
+def part_anchor_unsloth_gen(size: Size, model_dir: Path) -> list[dict]:
+    """The third rollout anchor (DESIGN §5: 724 tok/s at 32 on an H100): unsloth's inference
+    mode and its generate, greedy, at each batch size, as the anchor script runs it."""
+    if not (_cuda() and has_module("unsloth") and has_module("bitsandbytes")):
+        raise Skip("the unsloth anchor needs CUDA, unsloth and bitsandbytes")
+    import unsloth  # noqa: F401  (before transformers)
+    import torch
+    from unsloth import FastLanguageModel
+
+    model, _ = FastLanguageModel.from_pretrained(str(model_dir), max_seq_length=size.prompt + size.new + 64,
+                                                 dtype=torch.bfloat16, load_in_4bit=False,
+                                                 local_files_only=True)
+    FastLanguageModel.for_inference(model)
+    out = []
+    for bs in size.concurrency:
+        ids = torch.randint(1, size.vocab - 3, (bs, size.prompt), device="cuda")
+        kw = dict(attention_mask=torch.ones_like(ids), max_new_tokens=size.new, min_new_tokens=size.new,
+                  do_sample=False, pad_token_id=size.vocab - 1, eos_token_id=size.vocab - 2)
+        reset_peak()
+        with torch.inference_mode():
+            model.generate(ids, **{**kw, "max_new_tokens": 8, "min_new_tokens": 8})
+            sync()
+            t = time.perf_counter()
+            model.generate(ids, **kw)
+            sync()
+            dt = time.perf_counter() - t
+        out.append(dict(name=f"anchor: unsloth for_inference generate, batch {bs}",
+                        tokens_per_s=bs * size.new / dt, peak_gib=peak_gib(), wall_s=dt, rows=bs,
+                        prompt=size.prompt, new=size.new))
     return out
 
 
@@ -566,6 +599,8 @@ def run_part(part: str, size: Size, model_dir: Path, args) -> list[dict]:
         raise Skip(f"no model in {model_dir}: run the 'save' part first")
     if part == "anchor-gen":
         return part_anchor_gen(size, model_dir, args)
+    if part == "anchor-unsloth-gen":
+        return part_anchor_unsloth_gen(size, model_dir)
     if part.startswith("backend-"):
         return part_backend(size, model_dir, args, part)
     if part.startswith("train-project-"):

@@ -23,6 +23,10 @@ while kill -0 $LOOP 2>/dev/null && [ $((END - SECONDS)) -gt 30 ]; do  # score wh
   echo "test pass rc=$?" >> "$OUT/test.log"; sleep 10
 done
 wait $LOOP; echo "loop rc=$?" >> "$OUT/loop.log"
+# The pass that scores the iteration the loop finished last (the loop above stops with it).
+timeout $((END - SECONDS > 20 ? END - SECONDS : 20)) python3 benchmarks/pocket_improve.py "${ARGS[@]}" \
+    --stage test --out "$OUT/pocket_improve.json" --plot "$OUT/pocket_improve.png" >> "$OUT/test.log" 2>&1
+echo "final test pass rc=$?" >> "$OUT/test.log"
 # Where the time went (LLM calls per purpose), then drop the call log: it is most of the
 # file, and the trajectories, steps and rankings that resuming needs stay.
 python3 - > "$OUT/llm_calls.txt" <<'PY'
