@@ -544,8 +544,8 @@ def _raw_loop(model, tok, size: Size) -> tuple[float, float | None, str, list]:
         if step >= size.train_warmup:
             timed_tokens += n
             timed_s += time.perf_counter() - t
-    return (timed_tokens / timed_s, peak_gib(), f"steps {size.train_warmup + 1}-{size.train_steps + size.train_warmup}",
-            plan)
+    steps = f"steps {size.train_warmup + 1}-{size.train_steps + size.train_warmup}"
+    return timed_tokens / timed_s, peak_gib(), steps, plan
 
 
 def part_train_raw(size: Size, model_dir: Path, args, part: str) -> list[dict]:
@@ -563,7 +563,8 @@ def part_train_raw(size: Size, model_dir: Path, args, part: str) -> list[dict]:
         import torch
         from unsloth import FastLanguageModel
 
-        model, tok = FastLanguageModel.from_pretrained(str(model_dir), max_seq_length=TRAIN_MAX_LENGTH, dtype=torch.bfloat16,
+        model, tok = FastLanguageModel.from_pretrained(str(model_dir), max_seq_length=TRAIN_MAX_LENGTH,
+                                                       dtype=torch.bfloat16,
                                                        load_in_4bit=qlora, local_files_only=True)
         model = FastLanguageModel.get_peft_model(model, r=16, lora_alpha=16, lora_dropout=0,
                                                  target_modules=LORA_TARGETS, bias="none",

@@ -311,8 +311,12 @@ def test_gqa_decode_attention_equals_sdpa_with_repeated_heads():
     assert not torch.allclose(got, gqa_decode_attention(module, q, k, v, everything, scaling=0.25)[0])  # the mask is used
 
 
-def _fused_vs_forward(model, compile: bool, rows: int = 4, width: int = 5, length: int = 16):
-    """Largest |logit difference| between the fused step and the model's own forward."""
+def _fused_vs_forward(model, compile: bool, lengths=(5, 2, 5, 1), length: int = 16):
+    """Largest |logit difference| between the fused step and the model's own forward.
+
+    Rows are left-padded as the graph engine lays them out: prompts of different lengths end
+    at one column, so rows differ in position and leading cache columns hold junk to mask.
+    """
     import torch
     from transformers import StaticCache
 
@@ -320,15 +324,24 @@ def _fused_vs_forward(model, compile: bool, rows: int = 4, width: int = 5, lengt
 
     step = FusedLlamaStep(model, compile=compile)
     vocab, dev = model.config.vocab_size, next(model.parameters()).device
-    ids, tok = torch.randint(0, vocab, (rows, width)).to(dev), torch.randint(0, vocab, (rows, 1)).to(dev)
+    rows, width = len(lengths), max(lengths)
+    prompts = [torch.randint(0, vocab, (1, n), device=dev) for n in lengths]
+    tok = torch.randint(0, vocab, (rows, 1), device=dev)
     cache = StaticCache(config=model.config, max_cache_len=length)
     valid = torch.zeros(rows, length, dtype=torch.bool, device=dev)
-    valid[:, :width + 1] = True
-    position, column = torch.full((rows, 1), width, device=dev), torch.tensor([width], device=dev)
     with torch.inference_mode():
-        model(input_ids=ids, past_key_values=cache, use_cache=True)  # the prompt's K/V
-        got = step(tok, position, valid, column, cache)
-        want = model(input_ids=torch.cat([ids, tok], 1)).logits[:, -1]
+        model(input_ids=tok, past_key_values=cache, use_cache=True)  # allocates; junk in column 0
+        for r, ids in enumerate(prompts):  # each prompt's K/V, right-aligned at `width`
+            one = StaticCache(config=model.config, max_cache_len=ids.shape[1])
+            model(input_ids=ids, past_key_values=one, use_cache=True)
+            for big, small in zip(cache.layers, one.layers):
+                big.keys[r, :, width - ids.shape[1]:width] = small.keys[0]
+                big.values[r, :, width - ids.shape[1]:width] = small.values[0]
+            valid[r, width - ids.shape[1]:width + 1] = True
+        position = torch.tensor([[n] for n in lengths], device=dev)
+        got = step(tok, position, valid, torch.tensor([width], device=dev), cache)
+        want = torch.cat([model(input_ids=torch.cat([ids, tok[r:r + 1]], 1)).logits[:, -1]
+                          for r, ids in enumerate(prompts)])
     assert got.shape == want.shape
     return (got - want).abs().max().item(), want.abs().max().item()
 

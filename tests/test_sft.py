@@ -193,9 +193,11 @@ def test_max_batch_tokens_caps_every_batch_the_trainer_consumes(base, tok, examp
     assert res.metrics["max_padded_tokens"] == max(r * w for r, w in shapes)
     # Two epochs: every example exactly once in each, in the planned batches.
     assert len(seen) == 2 * len(plan)
-    for epoch in (seen[:len(plan)], seen[len(plan):]):
+    for e, epoch in enumerate((seen[:len(plan)], seen[len(plan):])):
         assert sorted(s for b in epoch for s in b) == sorted(rows)
-        assert sorted(sorted(b) for b in epoch) == sorted(sorted(rows[i] for i in b) for b in plan)
+        # In the planned order of that epoch: the Trainer's set_epoch reached the sampler.
+        want = token_budget_batches(lengths, budget, 8, seed=cfg.seed, epoch=e)
+        assert [sorted(b) for b in epoch] == [sorted(rows[i] for i in b) for b in want]
     # The steps the schedule planned from the batch count: grad accumulation of 2 per step.
     assert res.metrics["steps"] == 2 * math.ceil(len(plan) / 2)
     assert res.metrics["tokens"] == 2 * sum(lengths)

@@ -41,7 +41,9 @@ class TrainError(RuntimeError):
 class TrainResult:
     output_dir: str  # the LoRA adapter (adapter=True) or the whole model (adapter=False)
     adapter: bool
-    metrics: dict  # train_loss, steps, tokens, tokens_per_s, runtime_s, peak_gib, max_padded_tokens, loss_curve, examples, backend
+    # train_loss, steps, tokens, tokens_per_s, runtime_s, peak_gib, max_padded_tokens,
+    # loss_curve, examples, backend
+    metrics: dict
     config: dict = field(default_factory=dict)  # the resolved TrainConfig
     model: Any = field(default=None, repr=False, compare=False)  # in memory, only with keep_model
 
@@ -273,33 +275,9 @@ def _trainer_class():
         max_padded_tokens = 0  # the most tokens, padding included, of one forward pass so far
 
         def get_train_dataloader(self):
-            """With a budget: transformers' `_get_dataloader`, with our batch sampler in place
-            of batch_size + sampler (its only batch_sampler route is its own rebalancer)."""
             if self.max_batch_tokens <= 0:
                 return super().get_train_dataloader()
-            from functools import partial
-
-            import datasets
-            from torch.utils.data import DataLoader
-            from transformers.trainer_utils import seed_worker
-
-            from trainer.batching import TokenBudgetBatchSampler
-
-            a, dataset, collator = self.args, self.train_dataset, self.data_collator
-            # Lengths after TRL's preparation (truncated; packed rows when packing).
-            lengths = [len(x) for x in dataset["input_ids"]]
-            if isinstance(dataset, datasets.Dataset):
-                dataset = self._remove_unused_columns(dataset, description="Training")
-            else:
-                collator = self._get_collator_with_removed_columns(collator, description="Training")
-            sampler = TokenBudgetBatchSampler(lengths, self.max_batch_tokens, a.per_device_train_batch_size,
-                                              seed=a.data_seed if a.data_seed is not None else a.seed)
-            loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collator,
-                                num_workers=a.dataloader_num_workers, pin_memory=a.dataloader_pin_memory,
-                                worker_init_fn=partial(seed_worker, num_workers=a.dataloader_num_workers,
-                                                       rank=a.process_index))
-            # prepare: device placement, and under DDP whole batches dealt out to the ranks.
-            return self.accelerator.prepare(loader)
+            return _budget_dataloader(self)
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             if model.training:  # reported in the metrics, so a run shows its budget held
@@ -313,6 +291,36 @@ def _trainer_class():
                                         num_items_in_batch=num_items_in_batch)
 
     return RestreactSFTTrainer
+
+
+def _budget_dataloader(trainer):
+    """transformers' `_get_dataloader` with our token-budget batch sampler in place of
+    batch_size + sampler: its only batch_sampler route is its own rebalancer."""
+    from functools import partial
+
+    import datasets
+    from torch.utils.data import DataLoader
+    from transformers.trainer_utils import seed_worker
+
+    from trainer.batching import TokenBudgetBatchSampler
+
+    a, dataset, collator = trainer.args, trainer.train_dataset, trainer.data_collator
+    lengths = [len(x) for x in dataset["input_ids"]]  # after TRL's preparation: truncated, packed
+    if isinstance(dataset, datasets.Dataset):
+        dataset = trainer._remove_unused_columns(dataset, description="Training")
+    else:
+        collator = trainer._get_collator_with_removed_columns(collator, description="Training")
+    sampler = TokenBudgetBatchSampler(lengths, trainer.max_batch_tokens, a.per_device_train_batch_size,
+                                      seed=a.data_seed if a.data_seed is not None else a.seed)
+    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collator,
+                        num_workers=a.dataloader_num_workers, pin_memory=a.dataloader_pin_memory,
+                        persistent_workers=a.dataloader_persistent_workers,
+                        multiprocessing_context=a.dataloader_multiprocessing_context,
+                        prefetch_factor=a.dataloader_prefetch_factor,
+                        worker_init_fn=partial(seed_worker, num_workers=a.dataloader_num_workers,
+                                               rank=a.process_index))
+    # prepare: device placement, and under DDP whole batches dealt out to the ranks.
+    return trainer.accelerator.prepare(loader)
 
 
 def make_trainer(model, tok, dataset, cfg: TrainConfig, cuda: bool, peft_config, output_dir: str,

@@ -8,9 +8,11 @@ model's own Linear modules for every matrix product (so LoRA adapters and 4-bit 
 work unchanged) and runs the work between them as five small functions that
 `torch.compile` fuses into one kernel each on a GPU: ~16 kernels a layer instead of ~45.
 
-The arithmetic follows transformers' Llama (same casts, same order), so on a CPU, where the
-functions run eagerly, the logits equal the model's own forward; `emulate_precision_casts`
-keeps the compiled versions rounding where eager rounds.
+The norms, rotary and MLP follow transformers' Llama cast for cast. The attention is the
+graph engine's GQA decode attention (scores scaled in fp32, as `gqa_decode_attention` does),
+so on a CPU, where the pieces run eagerly, the logits equal the model's own forward within
+fp32 rounding (tests/test_engine.py). `emulate_precision_casts` makes the compiled pieces
+round to bf16 where the eager ones do.
 
 It writes the new token's K/V straight into a `StaticCache`'s tensors at `column` and reads
 the whole cache under a key-validity mask, so it never touches the cache's own length
@@ -19,13 +21,18 @@ counter (the graph engine's prefill sets that).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable
+from types import SimpleNamespace
+from typing import Any
+
+
+def base_model(model):
+    """The transformers model under a PEFT wrapper (or the model itself)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 def supports(model) -> str | None:
     """None when `model` can take the fused step, else why not (one line)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = base_model(model)
     cfg = getattr(base, "config", None)
     if getattr(cfg, "model_type", None) != "llama":
         return f"model type {getattr(cfg, 'model_type', None)!r} is not llama"
@@ -83,35 +90,29 @@ def silu_mul(gate, up):
     return torch.nn.functional.silu(gate) * up
 
 
-@dataclass
-class _Ops:
-    rms_norm: Callable
-    add_rms_norm: Callable
-    rotary: Callable
-    masked_softmax: Callable
-    silu_mul: Callable
+PIECES = (rms_norm, add_rms_norm, rotary, masked_softmax, silu_mul)
 
 
-def _ops(compile: bool) -> _Ops:
-    plain = _Ops(rms_norm, add_rms_norm, rotary, masked_softmax, silu_mul)
-    if not compile:
-        return plain
+def _ops(compiled: bool) -> SimpleNamespace:
+    """The pieces by name: as they are, or each behind torch.compile."""
+    if not compiled:
+        return SimpleNamespace(**{f.__name__: f for f in PIECES})
     import torch
 
-    # emulate_precision_casts: round to bf16 where eager rounds, so greedy tokens stay the same.
-    wrap = lambda f: torch.compile(f, dynamic=None, fullgraph=True,  # noqa: E731
-                                   options={"emulate_precision_casts": True})
-    return _Ops(*(wrap(f) for f in (rms_norm, add_rms_norm, rotary, masked_softmax, silu_mul)))
+    # emulate_precision_casts: round to bf16 where eager rounds, so the two stay close.
+    return SimpleNamespace(**{f.__name__: torch.compile(f, dynamic=None, fullgraph=True,
+                                                         options={"emulate_precision_casts": True})
+                              for f in PIECES})
 
 
 class FusedLlamaStep:
     """`step(token, position, valid, column, cache)` → logits [rows, vocab] for one new token per row."""
 
-    def __init__(self, model, compile: bool):
+    def __init__(self, model, compile: bool):  # noqa: A002 (torch.compile's word)
         why = supports(model)
         if why:
             raise ValueError(f"the fused decode step cannot run this model: {why}")
-        self.lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+        self.lm = base_model(model)
         self.ops = _ops(compile)
         self.compiled = compile
         cfg = self.lm.config

@@ -77,8 +77,9 @@ def use_gqa_decode_attention(model) -> None:
     with _register_lock:
         AttentionInterface.register(ATTENTION_NAME, gqa_decode_attention)
         ALL_MASK_ATTENTION_FUNCTIONS.register(ATTENTION_NAME, sdpa_mask)
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    base.set_attn_implementation(ATTENTION_NAME)
+    from agent.llm.fused_decode import base_model
+
+    base_model(model).set_attn_implementation(ATTENTION_NAME)
 
 
 def _bucket(n: int) -> int:
@@ -140,7 +141,7 @@ class GraphEngine:
         """The fused Llama decode step (fused_decode.py) when asked for and the model allows it."""
         from agent.llm.fused_decode import FusedLlamaStep, supports
 
-        if not options.fused_decode or supports(model) is not None:
+        if not options.fused_decode or supports(model) is not None:  # e.g. not a Llama
             return None
         # torch.compile fuses only on a GPU; on a CPU the same functions run eagerly.
         return FusedLlamaStep(model, compile=self.use_graphs and options.compile_fused)
@@ -248,7 +249,8 @@ class GraphEngine:
         return self._model_step(slot)
 
     def _model_step(self, slot: _Slot):
-        """The step through the model's own forward (it also allocates a fresh StaticCache)."""
+        """The step through the model's own forward. A new slot runs it once: its first write
+        is what allocates the StaticCache's K/V tensors, which the fused step writes into."""
         self._refresh_mask(slot)
         out = self.model(input_ids=slot.token, position_ids=slot.position, attention_mask=slot.mask,
                          past_key_values=slot.cache, use_cache=True)
@@ -271,11 +273,24 @@ class GraphEngine:
                 logits = self._step(slot)
             slot.graph, slot.logits = graph, logits
             self.captures += 1
-        except Exception as e:  # e.g. a quantized kernel that syncs: fall back to eager steps
+        except Exception as e:
             torch.cuda.synchronize()
             self.capture_failures.append(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
-            self.use_graphs = False
             slot.graph = None
+            if self._compile_failed(e):  # torch.compile, not the capture: keep graphs, fuse eagerly
+                from agent.llm.fused_decode import FusedLlamaStep
+
+                self.fused = FusedLlamaStep(self.model, compile=False)
+                self._capture(slot)
+            else:  # e.g. a quantized kernel that syncs: eager steps from now on
+                self.use_graphs = False
+
+    def _compile_failed(self, e: Exception) -> bool:
+        """Did the compiled fused pieces fail (no Triton, an Inductor error, the recompile limit)?"""
+        import torch
+
+        return (self.fused is not None and self.fused.compiled
+                and isinstance(e, torch._dynamo.exc.TorchDynamoException))
 
     # --- prefill and decode ---------------------------------------------------------------
 
