@@ -1,4 +1,4 @@
-"""Where is the self-improvement loop's headroom capped? Two read-only views of a store.
+"""Where is the self-improvement loop's headroom capped? Three read-only views of a store.
 
 `eval RUN`: an eval run with several sampled runs per question (`cli.py eval --runs K`).
 Prints pass@1 (mean over runs), pass@K (any run exactly right), majority vote (the most
@@ -18,7 +18,10 @@ For answer steps it also says whether the kept sample's answer is itself right.
 trajectory (1st, 2nd, 3rd+ summary), held against the error-free scripted reader as
 oracle_agreement.py does (thoughts ignored; also with numbers masked, since the model
 miscopies years far more than names): some sample right, the rollout's choice right,
-kept, kept and right. Shows whether copying fails more on later hops.
+kept, kept and right. Steps where no result is about the entity the plan needs (the
+search missed: the reader would write an empty summary) are counted apart, not scored.
+Shows whether copying fails more on later hops; `rel:` rows split the readable steps by
+the relation the reader's summary states (agent.pocket.policy.SAY).
 
     python benchmarks/analysis/headroom.py DB eval EVAL_RUN [GREEDY_EVAL_RUN]
     python benchmarks/analysis/headroom.py DB grow GROW_RUN [VERSION]   # VERSION: rules-v2
@@ -128,9 +131,16 @@ elif mode == "reading":
     from agent.llm.base import GenRequest
     from agent.parsing import parse_action
     from agent.pocket.assets import pocket_assets
-    from agent.pocket.policy import ScriptedPolicy
+    from agent.pocket.policy import SAY, ScriptedPolicy
     from reward.ranker import RULES_JUDGE, prompt_version
     from trainer.examples import examples_from_steps
+
+    SAID = sorted(((len(re.sub(r"\{\w+\}", "", t)), g, re.compile(re.sub(r"\\\{\w+\\\}", "[^.]+", re.escape(t))))
+                   for g, t in SAY.items()), reverse=True)  # most literal text first
+
+    def relation(summary):  # the reader's first sentence names what the lookup reads
+        first = summary.split("], ", 1)[-1].split(". ")[0].rstrip(".") + "."
+        return next((g for _, g, rx in SAID if rx.fullmatch(first)), "?")
 
     def key(text, loose=False):  # as oracle_agreement.py; loose: numbers (years) masked
         a, _ = parse_action("summarize", text)
@@ -144,7 +154,7 @@ elif mode == "reading":
     steps = store.steps_of_run(run.id, status="finished", min_samples=1)
     kept = {ex.step_id: ex.completion for ex in
             examples_from_steps(steps, RULES_JUDGE, extra or prompt_version(RULES_JUDGE))}
-    seen = collections.Counter()
+    seen, missed = collections.Counter(), collections.Counter()
     # per (position, strict|loose): steps, any right, chosen right, kept, kept right
     c = collections.defaultdict(lambda: [0] * 5)
     for st in steps:  # ordered by id, so by position within each trajectory
@@ -155,18 +165,22 @@ elif mode == "reading":
             want_text = oracle.generate(GenRequest(prompt=st.prompt)).completions[0].text
         except ValueError:
             continue
+        if 'summary=""' in want_text:  # no result is about the entity: the search missed
+            missed[str(min(seen[st.trajectory_id], 3))] += 1; missed["all"] += 1
+            continue
         for loose in (False, True):
             want = key(want_text, loose)
             ok = {s.idx: key(s.text, loose) == want for s in st.samples}
             text_ok = {s.text: ok[s.idx] for s in st.samples}
-            for pos in (str(min(seen[st.trajectory_id], 3)), "all"):
+            rel = relation(parse_action("summarize", want_text)[0].summary)
+            for pos in (str(min(seen[st.trajectory_id], 3)), "all", f"rel:{rel}"):
                 v = c[(pos, "years masked" if loose else "strict")]
                 v[0] += 1; v[1] += any(ok.values()); v[2] += ok.get(st.chosen_index, False)
                 if st.id in kept:
                     v[3] += 1; v[4] += text_ok.get(kept[st.id], False)
-    print("summary # (3 = 3rd or later) | match | steps | some sample = oracle | chosen = oracle"
-          " | kept | kept = oracle")
+    print("summary # (3 = 3rd or later) | match | readable steps | some sample = oracle"
+          " | chosen = oracle | kept | kept = oracle | steps whose results miss the entity")
     for (pos, m), (n, a, ch, k, kr) in sorted(c.items()):
-        print(f"{pos} | {m} | {n} | {pct(a, n)} | {pct(ch, n)} | {k} | {pct(kr, k)}")
+        print(f"{pos} | {m} | {n} | {pct(a, n)} | {pct(ch, n)} | {k} | {pct(kr, k)} | {missed.get(pos, '')}")
 else:
     sys.exit(__doc__)
