@@ -710,13 +710,15 @@ def pocket_pretrain(out: str = typer.Option("data/pocket/model", "--out"),
                     time_limit: float = typer.Option(0, "--time-limit", help="Stop training after this many seconds (still saves)."),
                     lr: float = typer.Option(2e-3, "--lr"),
                     init_from: str = typer.Option("", "--init-from", help="Continue training this pocket model (keeps its tokenizer)."),
+                    split_digits: bool = typer.Option(False, "--split-digits", help="New tokenizer: one token per digit, so years are copied digit by digit (ignored with --init-from)."),
                     seed: int = typer.Option(0, "--seed", help="Picks the seed worlds: a new seed gives worlds never trained on.")):
     """Warm-start the pocket model from scratch (a GPU makes this minutes instead of hours)."""
     from trainer.pocket import PocketConfig, pretrain
 
     cfg = PocketConfig(worlds=worlds, epochs=epochs, error_rate=error_rate,
                        questions_per_world=questions_per_world, batch=batch, workers=workers,
-                       time_limit_s=time_limit, learning_rate=lr, init_from=init_from, seed=seed)
+                       time_limit_s=time_limit, learning_rate=lr, init_from=init_from, seed=seed,
+                       split_digits=split_digits)
     metrics = pretrain(cfg, Path(out), log=typer.echo)
     typer.echo(json.dumps({k: v for k, v in metrics.items() if k != "config"}, default=str))
 

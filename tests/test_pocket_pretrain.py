@@ -59,3 +59,17 @@ def test_full_fine_tuning_keeps_fp32_weights_on_a_gpu():
     assert weights_dtype(full, cuda=True) == "float32"
     assert weights_dtype(lora, cuda=True) == "bfloat16"
     assert weights_dtype(lora, cuda=False) == "float32"
+
+
+def test_split_digits_gives_one_token_per_digit(tmp_path):
+    from trainer.pocket import train_tokenizer
+
+    texts = [f"Acme was founded in {1900 + i % 50}. It is based in Leromar." for i in range(400)]
+    whole = train_tokenizer(texts, 400, tmp_path / "whole")
+    split = train_tokenizer(texts, 400, tmp_path / "split", split_digits=True)
+    year = " founded in 1923."
+    pieces = [split.decode([i]) for i in split(year, add_special_tokens=False)["input_ids"]]
+    assert ["1", "9", "2", "3"] == [p for p in pieces if p.strip().isdigit()]
+    assert split.decode(split(year, add_special_tokens=False)["input_ids"]) == year
+    # Without it a frequent year is one token: the model must learn to copy each year apart.
+    assert any(whole.decode([i]).strip() == "1923" for i in whole(year, add_special_tokens=False)["input_ids"])

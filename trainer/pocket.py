@@ -43,6 +43,10 @@ class PocketConfig:
     questions_per_world: int = 20
     error_rate: float = 0.3  # the seed policy's mistake rate: keeps the warm start imperfect
     vocab_size: int = 6000
+    # One token per digit, so a year is copied digit by digit. With whole-number tokens the
+    # shipped model (trained without this) writes its most frequent year, "2020", for most
+    # years it should copy (benchmarks/analysis/headroom.py). Not yet measured in the loop.
+    split_digits: bool = False
     hidden: int = 256
     layers: int = 6
     heads: int = 8
@@ -115,12 +119,14 @@ def seed_data(cfg: PocketConfig) -> tuple[list[dict], list[str]]:
 # --- 2. tokenizer ---------------------------------------------------------------------
 
 
-def train_tokenizer(texts: list[str], vocab_size: int, out: Path):
+def train_tokenizer(texts: list[str], vocab_size: int, out: Path, split_digits: bool = False):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.pre_tokenizer = byte_level if not split_digits else pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), byte_level])
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
@@ -179,7 +185,7 @@ def pretrain(cfg: PocketConfig, out: Path, log=print) -> dict:
         else:
             tok_texts = docs[:50_000] + [s["prompt"] + s["completion"]
                                          for s in rng.sample(steps, min(20_000, len(steps)))]
-            tok = train_tokenizer(tok_texts, cfg.vocab_size, Path(tmp))
+            tok = train_tokenizer(tok_texts, cfg.vocab_size, Path(tmp), cfg.split_digits)
             base = str(init_model(tok, cfg, Path(tmp)))
         examples = [Example(None, render(tok, s["prompt"]), s["completion"]) for s in steps]
         n_docs = int(len(examples) * cfg.doc_fraction)
