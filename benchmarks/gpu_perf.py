@@ -251,21 +251,32 @@ def part_anchor_gen(size: Size, model_dir: Path, args) -> list[dict]:
                       pad_token_id=size.vocab - 1, eos_token_id=size.vocab - 2)
             if static:
                 kw["cache_implementation"] = "static"
-            reset_peak()
-            with torch.inference_mode():
-                if static:  # as the anchor script: two full runs compile and record CUDA graphs
-                    for _ in range(2):
-                        model.generate(ids, **kw)
-                else:
-                    model.generate(ids, **{**kw, "max_new_tokens": 8, "min_new_tokens": 8})
-                sync()
-                t = time.perf_counter()
-                model.generate(ids, **kw)
-                sync()
-                dt = time.perf_counter() - t
-            out.append(dict(name=f"anchor: hf generate {label}, batch {bs}", tokens_per_s=bs * size.new / dt,
-                            peak_gib=peak_gib(), wall_s=dt, rows=bs, prompt=size.prompt, new=size.new))
+            # As the anchor script: two full runs compile and record the static cache's graphs.
+            dt = _time_generate(model, ids, kw, full_warmups=2 if static else 0)
+            out.append(_anchor_row(f"anchor: hf generate {label}, batch {bs}", bs, size, dt))
     return out
+
+
+def _time_generate(model, ids, kw: dict, full_warmups: int = 0) -> float:
+    """Seconds of one timed generate, after `full_warmups` full runs (or one short run)."""
+    import torch
+
+    reset_peak()
+    with torch.inference_mode():
+        for _ in range(full_warmups):
+            model.generate(ids, **kw)
+        if not full_warmups:
+            model.generate(ids, **{**kw, "max_new_tokens": 8, "min_new_tokens": 8})
+        sync()
+        t = time.perf_counter()
+        model.generate(ids, **kw)
+        sync()
+        return time.perf_counter() - t
+
+
+def _anchor_row(name: str, rows: int, size: Size, dt: float) -> dict:
+    return dict(name=name, tokens_per_s=rows * size.new / dt, peak_gib=peak_gib(), wall_s=dt, rows=rows,
+                prompt=size.prompt, new=size.new)
 
 
 def part_anchor_unsloth_gen(size: Size, model_dir: Path) -> list[dict]:
@@ -286,17 +297,8 @@ def part_anchor_unsloth_gen(size: Size, model_dir: Path) -> list[dict]:
         ids = torch.randint(1, size.vocab - 3, (bs, size.prompt), device="cuda")
         kw = dict(attention_mask=torch.ones_like(ids), max_new_tokens=size.new, min_new_tokens=size.new,
                   do_sample=False, pad_token_id=size.vocab - 1, eos_token_id=size.vocab - 2)
-        reset_peak()
-        with torch.inference_mode():
-            model.generate(ids, **{**kw, "max_new_tokens": 8, "min_new_tokens": 8})
-            sync()
-            t = time.perf_counter()
-            model.generate(ids, **kw)
-            sync()
-            dt = time.perf_counter() - t
-        out.append(dict(name=f"anchor: unsloth for_inference generate, batch {bs}",
-                        tokens_per_s=bs * size.new / dt, peak_gib=peak_gib(), wall_s=dt, rows=bs,
-                        prompt=size.prompt, new=size.new))
+        dt = _time_generate(model, ids, kw)
+        out.append(_anchor_row(f"anchor: unsloth for_inference generate, batch {bs}", bs, size, dt))
     return out
 
 

@@ -1,0 +1,29 @@
+"""benchmarks/gpu_perf.py on its tiny CPU size: the trainer parts run, and the project's
+train() and the raw baseline loop really train on the same token-budget batches (the
+comparison in docs/BENCHMARKS.md §5a rests on that)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_tiny_trainer_parts_train_on_the_same_planned_batches(tmp_path):
+    out = tmp_path / "perf.json"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "benchmarks/gpu_perf.py", "--tiny", "--parts", "save,train-project-hf,train-raw-hf",
+           "--model-dir", str(tmp_path / "model"), "--out", str(out), "--part-timeout", "240"]
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = {r["part"]: r for r in json.loads(out.read_text())}
+    project, raw = rows["train-project-hf"], rows["train-raw-hf"]
+    assert project["tokens_per_s"] > 0 and raw["tokens_per_s"] > 0
+    assert project["batches_match_plan"] is True
+    assert project["batch_rows"] == raw["batch_rows"] and len(set(raw["batch_rows"])) > 1  # varied rows
+    assert all(t <= raw["batch_tokens"] for t in raw["batch_padded_tokens"])
+    assert project["baseline"] == raw["name"] and project["baseline_tokens_per_s"] == raw["tokens_per_s"]
