@@ -244,7 +244,8 @@ def part_anchor_gen(size: Size, model_dir: Path, args) -> list[dict]:
     model, _ = load_model(model_dir)
     cuda = _cuda()
     out = []
-    for label, static in (("dynamic cache", False), ("static cache compiled" if cuda else "static cache", True)):
+    static_label = "static cache compiled" if cuda else "static cache"
+    for label, static in (("dynamic cache", False), (static_label, True)):
         for bs in size.concurrency:
             ids = torch.randint(1, size.vocab - 3, (bs, size.prompt), device=model.device)
             kw = dict(max_new_tokens=size.new, min_new_tokens=size.new, do_sample=False,

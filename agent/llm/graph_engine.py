@@ -139,12 +139,14 @@ class GraphEngine:
 
     def _fused_step(self, model, options):
         """The fused Llama decode step (fused_decode.py) when asked for and the model allows it."""
-        from agent.llm.fused_decode import FusedLlamaStep, supports
+        from agent.llm.fused_decode import FusedLlamaStep
 
-        if not options.fused_decode or supports(model) is not None:  # e.g. not a Llama
+        if not options.fused_decode:
             return None
-        # torch.compile fuses only on a GPU; on a CPU the same functions run eagerly.
-        return FusedLlamaStep(model, compile=self.use_graphs and options.compile_fused)
+        try:  # torch.compile fuses only on a GPU; on a CPU the same functions run eagerly
+            return FusedLlamaStep(model, compile=self.use_graphs and options.compile_fused)
+        except ValueError:  # not a Llama layout: transformers' own step serves it
+            return None
 
     # --- public -----------------------------------------------------------------------
 
@@ -308,7 +310,8 @@ class GraphEngine:
         keys = attn.bool()
         cols = torch.arange(width, device=self.device)
         causal = cols[None, :] <= cols[:, None]  # [query, key]
-        allowed = (causal[None] & keys[:, None, :]) | torch.eye(width, dtype=torch.bool, device=self.device)[None]
+        itself = torch.eye(width, dtype=torch.bool, device=self.device)
+        allowed = (causal[None] & keys[:, None, :]) | itself[None]
         mask = allowed[:, None]  # pad queries attend to themselves only: finite, never read
         if self._float_mask:
             mask = torch.where(mask, 0.0, torch.finfo(self.dtype).min).to(self.dtype)

@@ -348,7 +348,8 @@ class HFBackend:
             from agent.llm.graph_engine import GraphEngine
 
             try:
-                return None, GraphEngine(self.model, opts, sorted(self._eos_ids), self._pad_id), None, opts.label()
+                graph = GraphEngine(self.model, opts, sorted(self._eos_ids), self._pad_id)
+                return None, graph, None, opts.label()
             except ValueError as e:
                 raise LLMError(str(e)) from None
         return GenerateEngine(opts), None, None, opts.label()
