@@ -8,7 +8,8 @@ import pytest
 
 from agent.steps import Sample, Search, Step
 from store.api import Store
-from trainer.examples import Example, alpaca_prompt, examples_from_steps, load_alpaca, tokenize_example
+from trainer.examples import (Example, alpaca_prompt, examples_from_steps, load_alpaca, tokenize_example,
+                              tokenize_examples)
 
 JUDGE, V1 = "rule", "v1"
 
@@ -201,3 +202,13 @@ def test_too_long_examples_lose_the_left_of_the_prompt_not_the_completion(tiny_t
     assert sum(cut["completion_mask"]) == n_c
     tiny = tokenize_example(tiny_tok, Example(1, prompt, completion), 3)
     assert tiny["completion_mask"] == [1, 1, 1]
+
+
+@pytest.mark.parametrize("max_length", [3, 30, 10_000])
+def test_batched_tokenization_gives_the_rows_of_one_call_per_example(tiny_tok, max_length):
+    examples = [Example(i, "The quick brown fox jumps. " * i, f'Answer(thoughts="{i}", answer="x")')
+                for i in range(7)]
+    examples.append(Example(7, "x", "Terminate" + tiny_tok.eos_token))  # EOS already there
+    want = [tokenize_example(tiny_tok, ex, max_length) for ex in examples]
+    assert tokenize_examples(tiny_tok, examples, max_length, chunk=3) == want  # chunks join up
+

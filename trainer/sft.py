@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from trainer.config import TrainConfig
-from trainer.examples import Example, tokenize_example
+from trainer.examples import Example, tokenize_examples
 
 MARKER = "restreact_train.json"  # written into every output dir: config, metrics, lineage
 
@@ -228,7 +228,7 @@ def build_dataset(tok, examples: Sequence[Example], cfg: TrainConfig):
 
     if tok.pad_token is None:  # TRL pads with it; Llama-3 ships none
         tok.pad_token = tok.eos_token
-    rows = [tokenize_example(tok, ex, cfg.max_length) for ex in examples]
+    rows = tokenize_examples(tok, examples, cfg.max_length)
     if cfg.loss == "full":
         rows = [{"input_ids": r["input_ids"]} for r in rows]
     return Dataset.from_list(rows)
