@@ -282,6 +282,9 @@ def test_graph_engine_refuses_bad_options():
 
     assert EngineOptions.parse("graph").kind == "graph"
     assert EngineOptions.parse("graph+unfused").label() == "graph+unfused"
+    assert EngineOptions.parse("graph+unpacked").label() == "graph+unpacked"
+    with pytest.raises(ValueError, match="unpacked"):
+        EngineOptions.parse("graph+unfused+unpacked")
     for bad in ("graph+static", "graph+share-prefix", "unfused"):
         with pytest.raises(ValueError):
             EngineOptions.parse(bad)
@@ -360,6 +363,31 @@ def test_fused_decode_step_equals_the_model_forward(model_dir, compile):
     assert scale > 1.0 and diff < 1e-4 * scale
 
 
+def test_fused_step_packs_projection_weights_without_copying_or_changing_the_model(model_dir):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from agent.llm.fused_decode import FusedLlamaStep
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    ids = torch.tensor([[1, 5, 9, 2]])
+    with torch.no_grad():
+        before = model(input_ids=ids).logits
+    step = FusedLlamaStep(model, compile=False)
+    qkv, gate_up = step.packed[0]
+    attn, mlp = model.model.layers[0].self_attn, model.model.layers[0].mlp
+    assert qkv.shape[0] == sum(m.weight.shape[0] for m in (attn.q_proj, attn.k_proj, attn.v_proj))
+    # the modules' weights are row slices of the packed matrix: no second copy in memory
+    assert attn.v_proj.weight.untyped_storage().data_ptr() == qkv.untyped_storage().data_ptr()
+    assert mlp.up_proj.weight.untyped_storage().data_ptr() == gate_up.untyped_storage().data_ptr()
+    with torch.no_grad():
+        assert torch.equal(model(input_ids=ids).logits, before)
+    assert FusedLlamaStep(model, compile=False).packed[0][0] is qkv  # a second step reuses it
+    diff, scale = _fused_vs_forward(model, compile=False)
+    assert diff < 1e-4 * scale
+
+
 def test_fused_decode_step_runs_lora_adapters_and_refuses_other_architectures(model_dir):
     import torch
     from peft import LoraConfig, get_peft_model
@@ -373,6 +401,8 @@ def test_fused_decode_step_runs_lora_adapters_and_refuses_other_architectures(mo
                                            init_lora_weights=False)).eval()
     diff, scale = _fused_vs_forward(lora, compile=False)
     assert diff < 1e-4 * scale
+    qkv, gate_up = FusedLlamaStep(lora, compile=False).packed[0]
+    assert qkv is None and gate_up is not None  # LoRA-wrapped q/v keep their modules
     with torch.no_grad():  # the adapter really changes the output, so the match above is not vacuous
         ids = torch.tensor([[1, 2, 3]])
         with lora.disable_adapter():
@@ -396,7 +426,13 @@ def test_graph_engine_uses_the_fused_step_unless_told_not_to(model_dir, plain):
 
         # Compiled on a GPU; on a CPU the same pieces run eagerly.
         assert b._graph.fused is not None and b._graph.fused.compiled == torch.cuda.is_available()
-    _assert_same_greedy(plain, unfused, requests)
+        assert b._graph.fused.packed[0][0] is not None
+        packed = [b.generate_detailed(r) for r in requests]
+    with _backend(model_dir, engine="graph+unpacked", wait=0.0) as b:
+        assert b._graph.fused.packed[0] == (None, None)
+        unpacked = [b.generate_detailed(r) for r in requests]
+    for got in (unfused, packed, unpacked):
+        _assert_same_greedy(plain, got, requests)
 
 
 def test_default_engine_follows_the_environment(model_dir, monkeypatch):

@@ -74,6 +74,7 @@ class EngineOptions:
     max_shapes: int = 4  # graph: (rows, cache length) shapes kept, each with its cache and graph
     fused_decode: bool = True  # graph: Llama decode step with its element-wise work fused (fused_decode.py)
     compile_fused: bool = True  # graph: torch.compile those fused pieces (GPU only; eager on a CPU)
+    pack_projections: bool = True  # fused step: one matmul for q/k/v and one for gate/up
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -92,6 +93,8 @@ class EngineOptions:
                              "itself: leave cache, compile and share_prefix at their defaults")
         if not self.fused_decode and self.kind != "graph":
             raise ValueError("'unfused' is an option of the graph engine")
+        if not self.pack_projections and (self.kind != "graph" or not self.fused_decode):
+            raise ValueError("'unpacked' is an option of the graph engine's fused step")
         if self.check_every < 1 or self.max_shapes < 1:
             raise ValueError("check_every and max_shapes must be >= 1")
         if self.cache_len_step < 1 or self.cb_block_size < 4:
@@ -105,7 +108,7 @@ class EngineOptions:
     @classmethod
     def parse(cls, spec: str | None) -> "EngineOptions":
         """From a short spec: 'plain', 'static', 'static+compile', 'share-prefix', 'continuous',
-        'graph', 'graph+unfused'.
+        'graph', 'graph+unfused', 'graph+unpacked'.
 
         Parts join with '+'; an unknown part is a ValueError naming it.
         """
@@ -125,14 +128,18 @@ class EngineOptions:
                 kw["kind"] = "graph"
             elif part == "unfused":  # graph engine with transformers' own decode step
                 kw["fused_decode"] = False
+            elif part == "unpacked":  # fused step, one matmul per projection (as measured before)
+                kw["pack_projections"] = False
             else:
                 raise ValueError(f"unknown engine option {part!r} (use plain, static, compile, "
-                                 "share-prefix, continuous, graph, unfused, joined with '+')")
+                                 "share-prefix, continuous, graph, unfused, unpacked, joined with '+')")
         return cls(**kw)
 
     def label(self) -> str:
         if self.kind == "graph":
-            return "graph" if self.fused_decode else "graph+unfused"
+            if not self.fused_decode:
+                return "graph+unfused"
+            return "graph" if self.pack_projections else "graph+unpacked"
         if self.kind == "continuous":
             return self.kind
         parts = ([] if self.cache == "dynamic" else [self.cache]) + (

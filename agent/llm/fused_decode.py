@@ -14,6 +14,11 @@ so on a CPU, where the pieces run eagerly, the logits equal the model's own forw
 fp32 rounding (tests/test_engine.py). `emulate_precision_casts` makes the compiled pieces
 round to bf16 where the eager ones do.
 
+Where q/k/v (and gate/up) are plain Linear layers, their weights are packed into one matrix
+each, so a layer runs two matrix products fewer per projection group: the modules' weights
+become views into the packed matrix, so memory does not grow and the model's own forward
+still works. LoRA-wrapped or 4-bit projections keep their modules.
+
 It writes the new token's K/V straight into a `StaticCache`'s tensors at `column` and reads
 the whole cache under a key-validity mask, so it never touches the cache's own length
 counter (the graph engine's prefill sets that).
@@ -105,19 +110,50 @@ def _ops(compiled: bool) -> SimpleNamespace:
                               for f in PIECES})
 
 
+def _packed(modules, key: str):
+    """One weight matrix for `modules` (plain bias-free Linear layers on one device and
+    dtype), their weights re-pointed to row slices of it; None when they do not qualify.
+
+    Kept on the first module under `key`, so a second FusedLlamaStep on the same model
+    (the graph engine's fallback after a failed compile) reuses it instead of packing again.
+    """
+    import torch
+
+    first = modules[0]
+    kept = getattr(first, key, None)
+    if kept is not None and kept.data_ptr() == first.weight.data_ptr():
+        return kept
+    if any(type(m) is not torch.nn.Linear or m.bias is not None for m in modules):
+        return None
+    weights = [m.weight for m in modules]
+    if len({(w.device, w.dtype) for w in weights}) != 1:
+        return None
+    with torch.no_grad():
+        packed = torch.cat([w.detach() for w in weights], dim=0)
+        row = 0
+        for m in modules:
+            n = m.weight.shape[0]
+            m.weight.data = packed[row:row + n]
+            row += n
+    setattr(first, key, packed)
+    return packed
+
+
 class FusedLlamaStep:
     """`step(token, position, valid, column, cache)` → logits [rows, vocab] for one new token per row."""
 
-    def __init__(self, model, compile: bool):  # noqa: A002 (torch.compile's word)
+    def __init__(self, model, compile: bool, pack: bool = True):  # noqa: A002 (torch.compile's word)
         why = supports(model)
         if why:
             raise ValueError(f"the fused decode step cannot run this model: {why}")
         self.lm = base_model(model)
         self.ops = _ops(compile)
-        self.compiled = compile
+        self.compiled, self.pack = compile, pack
         cfg = self.lm.config
         self.eps = float(cfg.rms_norm_eps)
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        # Per layer: (packed q/k/v weight or None, packed gate/up weight or None).
+        self.packed = [self._pack(layer) if pack else (None, None) for layer in self.lm.model.layers]
 
     def __call__(self, token, position, valid, column, cache: Any):
         inner, ops = self.lm.model, self.ops
@@ -128,18 +164,33 @@ class FusedLlamaStep:
         n = ops.rms_norm(h, layers[0].input_layernorm.weight, self.eps)
         for i, layer in enumerate(layers):
             attn, mlp, kv = layer.self_attn, layer.mlp, cache.layers[i]
-            q = attn.q_proj(n).view(rows, 1, -1, d).transpose(1, 2)
-            k = attn.k_proj(n).view(rows, 1, -1, d).transpose(1, 2)
-            v = attn.v_proj(n).view(rows, 1, -1, d).transpose(1, 2)
+            qkv, gate_up = self.packed[i]
+            q, k, v = self._project(n, qkv, (attn.q_proj, attn.k_proj, attn.v_proj))
+            q, k, v = (t.view(rows, 1, -1, d).transpose(1, 2) for t in (q, k, v))
             q, k = ops.rotary(q, k, cos, sin)
             kv.keys.index_copy_(2, column, k)
             kv.values.index_copy_(2, column, v)
             o = attn.o_proj(self._attend(q, kv.keys, kv.values, valid, attn.scaling))
             h, n = ops.add_rms_norm(h, o, layer.post_attention_layernorm.weight, self.eps)
-            m = mlp.down_proj(ops.silu_mul(mlp.gate_proj(n), mlp.up_proj(n)))
+            m = mlp.down_proj(ops.silu_mul(*self._project(n, gate_up, (mlp.gate_proj, mlp.up_proj))))
             after = layers[i + 1].input_layernorm.weight if i + 1 < len(layers) else inner.norm.weight
             h, n = ops.add_rms_norm(h, m, after, self.eps)
         return self.lm.lm_head(n)[:, -1, :]
+
+    @staticmethod
+    def _pack(layer):
+        attn, mlp = layer.self_attn, layer.mlp
+        return (_packed([attn.q_proj, attn.k_proj, attn.v_proj], "_restreact_qkv"),
+                _packed([mlp.gate_proj, mlp.up_proj], "_restreact_gate_up"))
+
+    @staticmethod
+    def _project(x, packed, modules):
+        """Each module's output: one matrix product on the packed weight, or one per module."""
+        if packed is None:
+            return tuple(m(x) for m in modules)
+        import torch
+
+        return torch.nn.functional.linear(x, packed).split([m.weight.shape[0] for m in modules], dim=-1)
 
     def _attend(self, q, keys, values, valid, scaling: float):
         """One query per row; each K/V head read once for its group of query heads."""

@@ -144,7 +144,8 @@ class GraphEngine:
         if not options.fused_decode:
             return None
         try:  # torch.compile fuses only on a GPU; on a CPU the same functions run eagerly
-            return FusedLlamaStep(model, compile=self.use_graphs and options.compile_fused)
+            return FusedLlamaStep(model, compile=self.use_graphs and options.compile_fused,
+                                  pack=options.pack_projections)
         except ValueError:  # not a Llama layout: transformers' own step serves it
             return None
 
@@ -282,7 +283,8 @@ class GraphEngine:
             if self._compile_failed(e):  # torch.compile, not the capture: keep graphs, fuse eagerly
                 from agent.llm.fused_decode import FusedLlamaStep
 
-                self.fused = FusedLlamaStep(self.model, compile=False)
+                self.fused = FusedLlamaStep(self.model, compile=False,
+                                            pack=self.fused.pack)
                 self._capture(slot)
             else:  # e.g. a quantized kernel that syncs: eager steps from now on
                 self.use_graphs = False
