@@ -17,6 +17,23 @@ import pytest
 PG_ENV = "RESTREACT_TEST_PG"
 REPO = Path(__file__).resolve().parent.parent
 
+# pytest-xdist (`-n 2` in pyproject's addopts) runs two test processes side by side. Each
+# takes its share of the cores for torch's intra-op threads, and so do the CLI children it
+# starts (they inherit the variable): without this two OpenMP pools of all the cores each
+# fight over a small machine. Set before any test module imports torch.
+if os.environ.get("PYTEST_XDIST_WORKER") and "OMP_NUM_THREADS" not in os.environ:
+    _workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)
+    os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // _workers))
+
+
+def pytest_collection_modifyitems(config, items):
+    """Files that hold a `slow` test run first, each file's tests still together and in their
+    own order. xdist hands out whole files in this order (pyproject's addopts), so the long
+    kill/resume and multi-process runs start at once instead of one of them running last on
+    one worker while the other sits idle. Without xdist only the order changes."""
+    slow = {item.nodeid.split("::")[0] for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.nodeid.split("::")[0] not in slow)
+
 
 @pytest.fixture(autouse=True)
 def _isolated(tmp_path, monkeypatch):

@@ -173,6 +173,27 @@ def proxies():
         p.close()
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _ddgs_loaded():
+    """One search through a refusing proxy before the tests: it loads ddgs, lxml and primp's
+    15 MB compiled client, which a process's first search would otherwise load inside the
+    few-second deadlines below (seconds, on a busy machine whose page cache has let the files
+    go; the tests time the network, not that)."""
+    fake = FakeDuckDuckGo(["refuse"])
+    try:
+        WebSearch(proxy=fake.url, max_retries=0, deadline_s=60.0, timeout_s=30.0,
+                  backend="duckduckgo").search("warm-up")
+    except SearchError:
+        pass
+    finally:
+        fake.close()
+
+
+# The cases that check what comes back (not how long it takes) get a roomy deadline; the
+# timing is checked by the failure cases below, each with its own deadline.
+ROOMY = dict(deadline_s=10.0, timeout_s=5.0)
+
+
 def web(proxy: str, certs: dict | None = None, **kw) -> WebSearch:
     opts = dict(deadline_s=3.0, max_retries=2, backoff_s=0.1, timeout_s=1.0, backend="duckduckgo")
     opts.update(kw)
@@ -201,7 +222,7 @@ def test_results_come_back_cleaned_numbered_and_capped(proxies, certs):
         ("Talvor Brenn (long)", "https://pocket.example/long", "Talvor Brenn " + "word " * 400),
     ], raw=True)
     fake = proxies([(200, page)], certs)
-    results = web(fake.url, certs).search("Talvor Brenn", k=3)
+    results = web(fake.url, certs, **ROOMY).search("Talvor Brenn", k=3)
 
     assert fake.connects == [f"{HOST}:443"]
     assert b"q=Talvor+Brenn" in fake.requests[0]  # the real client sent the real query
@@ -219,7 +240,7 @@ def test_results_come_back_cleaned_numbered_and_capped(proxies, certs):
 
 def test_empty_result_page_is_an_empty_list_not_an_error(proxies, certs):
     fake = proxies([(200, ddg_page([]))], certs)
-    assert web(fake.url, certs).search("nothing matches this") == []
+    assert web(fake.url, certs, **ROOMY).search("nothing matches this") == []
     assert len(fake.connects) == 1  # an empty page is an answer: no retry
 
 
@@ -239,7 +260,7 @@ def test_rate_limit_is_retried_with_backoff_then_fails(proxies, certs):
 def test_rate_limit_then_success_recovers(proxies, certs):
     page = ddg_page([("Ostrava", "https://pocket.example/ostrava", "Ostrava is a city of Varnland.")])
     fake = proxies([(429, "no"), (200, page)], certs)
-    results = web(fake.url, certs).search("Ostrava")
+    results = web(fake.url, certs, **ROOMY).search("Ostrava")
     assert [(r.link_id, r.url) for r in results] == [(1, "https://pocket.example/ostrava")]
     assert len(fake.requests) == 2
 
