@@ -711,14 +711,18 @@ def pocket_pretrain(out: str = typer.Option("data/pocket/model", "--out"),
                     lr: float = typer.Option(2e-3, "--lr"),
                     init_from: str = typer.Option("", "--init-from", help="Continue training this pocket model (keeps its tokenizer)."),
                     split_digits: bool = typer.Option(False, "--split-digits", help="New tokenizer: one token per digit, so years are copied digit by digit (ignored with --init-from)."),
-                    seed: int = typer.Option(0, "--seed", help="Picks the seed worlds: a new seed gives worlds never trained on.")):
+                    seed: int = typer.Option(0, "--seed", help="Picks the seed worlds: a new seed gives worlds never trained on."),
+                    loss: str = typer.Option("full", "--loss", help="'full' (whole sequence) or 'completion' (the steps' outputs only)."),
+                    doc_fraction: float = typer.Option(0.3, "--doc-fraction", min=0, help="Corpus documents mixed in, per seed step.")):
     """Warm-start the pocket model from scratch (a GPU makes this minutes instead of hours)."""
     from trainer.pocket import PocketConfig, pretrain
 
+    if loss not in ("full", "completion"):
+        fail(f"--loss must be 'full' or 'completion', not {loss!r}")
     cfg = PocketConfig(worlds=worlds, epochs=epochs, error_rate=error_rate,
                        questions_per_world=questions_per_world, batch=batch, workers=workers,
                        time_limit_s=time_limit, learning_rate=lr, init_from=init_from, seed=seed,
-                       split_digits=split_digits)
+                       split_digits=split_digits, loss=loss, doc_fraction=doc_fraction)
     metrics = pretrain(cfg, Path(out), log=typer.echo)
     typer.echo(json.dumps({k: v for k, v in metrics.items() if k != "config"}, default=str))
 

@@ -204,6 +204,12 @@ def test_full_disk_while_saving_the_adapter(world):
     assert table_counts(world["db"]) == before  # no model version for a model that was not saved
 
 
+def test_pocket_pretrain_with_unknown_loss(world, tmp_path):
+    _case(world, ["pocket", "pretrain", "--out", str(tmp_path / "m"), "--loss", "prompt"],
+          "--loss must be 'full' or 'completion'")
+    assert not (tmp_path / "m").exists()
+
+
 def test_improve_with_unknown_model_writes_nothing(world, tmp_path):
     # improve loads every model (and the judge) before it imports questions or opens a run
     fresh = tmp_path / "fresh.db"

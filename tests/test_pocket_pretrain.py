@@ -52,6 +52,18 @@ def test_init_from_continues_the_model_and_keeps_its_tokenizer(fresh, tmp_path):
     assert any(not before[k].equal(after[k]) for k in before), "training changed no weight"
 
 
+def test_completion_loss_continues_on_the_steps_outputs_only(fresh, tmp_path):
+    # Run 3 of the shipped model: no documents, loss on what each step wrote.
+    base, _ = fresh
+    out = tmp_path / "outputs-only"
+    metrics = pretrain(PocketConfig(**TOY, init_from=str(base), seed=2, loss="completion",
+                                    doc_fraction=0.0), out, log=lambda *_: None)
+    assert metrics["examples"] == metrics["seed_steps"]  # no document examples mixed in
+    assert json.loads((out / "restreact_train.json").read_text())["config"]["loss"] == "completion"
+    before, after = _weights(base), _weights(out)
+    assert any(not before[k].equal(after[k]) for k in before), "training changed no weight"
+
+
 def test_full_fine_tuning_keeps_fp32_weights_on_a_gpu():
     # Pure-bf16 weights round late AdamW updates away; LoRA's frozen base may stay bf16.
     full = TrainConfig(base_model="m", output_dir="o", method="full", bf16=True)

@@ -56,6 +56,10 @@ class PocketConfig:
     batch: int = 128
     learning_rate: float = 2e-3
     doc_fraction: float = 0.3  # corpus documents mixed in as plain language-modelling text
+    # "full": loss on the whole sequence, what first taught the model to copy names. A year in
+    # a snippet or document is unpredictable, so full loss also trains a prior over years;
+    # "completion" trains only the steps' outputs, where every year can be copied.
+    loss: str = "full"
     workers: int = 0  # processes for seed data (0 = all cores)
     time_limit_s: float = 0.0  # stop training after this long (the model is still saved)
     init_from: str = ""  # continue training this pocket model (its tokenizer too) instead of a fresh one
@@ -191,7 +195,7 @@ def pretrain(cfg: PocketConfig, out: Path, log=print) -> dict:
         n_docs = int(len(examples) * cfg.doc_fraction)
         examples += [Example(None, tok.bos_token, d) for d in rng.sample(docs, min(n_docs, len(docs)))]
         rng.shuffle(examples)
-        tcfg = TrainConfig(base_model=base, output_dir=str(out), method="full", loss="full",
+        tcfg = TrainConfig(base_model=base, output_dir=str(out), method="full", loss=cfg.loss,
                            learning_rate=cfg.learning_rate, epochs=cfg.epochs,
                            per_device_batch=cfg.batch, grad_accum=1, warmup_steps=50,
                            max_length=cfg.max_length, gradient_checkpointing=False,
