@@ -8,7 +8,9 @@ Recipe (STACK.md records why each part is there):
      Llama-3's special tokens and chat template;
   3. a LlamaForCausalLM (same class as Llama-3-8B) trained from scratch by the project's
      own trainer, with loss on the whole sequence (what taught a tiny model to copy);
-  4. saved in bf16 under data/pocket/model (small enough to ship in the repository).
+  4. saved in bf16 under data/pocket/model (small enough to ship in the repository);
+  5. optionally continued on fresh worlds (`--init-from`), e.g. with loss on the outputs
+     only (`--loss completion --doc-fraction 0`), how the shipped model's last run trained.
 
     python cli.py pocket pretrain --worlds 1000 --out data/pocket/model   # on a GPU: minutes
 """
@@ -45,7 +47,8 @@ class PocketConfig:
     vocab_size: int = 6000
     # One token per digit, so a year is copied digit by digit. With whole-number tokens the
     # shipped model (trained without this) writes its most frequent year, "2020", for most
-    # years it should copy (benchmarks/analysis/headroom.py). Not yet measured in the loop.
+    # years it should copy (benchmarks/analysis/headroom.py). A split-digit start with half
+    # the shipped budget copied years no better (docs/BENCHMARKS.md section 2a, session 5).
     split_digits: bool = False
     hidden: int = 256
     layers: int = 6
@@ -56,9 +59,10 @@ class PocketConfig:
     batch: int = 128
     learning_rate: float = 2e-3
     doc_fraction: float = 0.3  # corpus documents mixed in as plain language-modelling text
-    # "full": loss on the whole sequence, what first taught the model to copy names. A year in
-    # a snippet or document is unpredictable, so full loss also trains a prior over years;
-    # "completion" trains only the steps' outputs, where every year can be copied.
+    # "full": loss on the whole sequence, what first taught the model to copy names at all.
+    # "completion": loss on the steps' outputs only. Continuing the full-loss model this way
+    # (the shipped run 3) taught it the relations it still misread (studied at, works for,
+    # a city's country); years it still does not copy (docs/BENCHMARKS.md section 1).
     loss: str = "full"
     workers: int = 0  # processes for seed data (0 = all cores)
     time_limit_s: float = 0.0  # stop training after this long (the model is still saved)
