@@ -17,7 +17,7 @@ fetch() {  # fetch DIR NAME==VERSION...
     local dir=$1; shift
     mkdir -p "$dir"
     python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
-        --implementation cp "${platforms[@]/#/--platform=}" -d "$dir" "$@" 2>&1 | grep -v '^WARNING: Location' || true
+        --implementation cp "${platforms[@]/#/--platform=}" -d "$dir" "$@" 2>&1 | { grep -v '^WARNING: Location' || true; }  # pip's failure still stops the script
 }
 
 fetch .whl trl==1.15.0 datasets==4.8.5 dill==0.4.1 multiprocess==0.70.19 \
