@@ -713,13 +713,18 @@ def pocket_pretrain(out: str = typer.Option("data/pocket/model", "--out"),
                     split_digits: bool = typer.Option(False, "--split-digits", help="New tokenizer: one token per digit, so years are copied digit by digit (ignored with --init-from)."),
                     seed: int = typer.Option(0, "--seed", help="Picks the seed worlds: a new seed gives worlds never trained on."),
                     loss: str = typer.Option("full", "--loss", help="'full' (whole sequence) or 'completion' (the steps' outputs only)."),
-                    doc_fraction: float = typer.Option(0.3, "--doc-fraction", min=0, help="Corpus documents mixed in, per seed step.")):
+                    doc_fraction: float = typer.Option(0.3, "--doc-fraction", min=0, help="Corpus documents mixed in, per seed step."),
+                    untie: bool = typer.Option(False, "--untie", help="With --init-from: give the model its own output matrix (untied embeddings)."),
+                    reinit_years: bool = typer.Option(False, "--reinit-years", help="With --init-from: re-draw the one-token years' embedding rows, as spread out as names'."),
+                    year_boost: int = typer.Option(1, "--year-boost", min=1, help="Each seed summary that states a year appears this many times.")):
     """Warm-start the pocket model from scratch (a GPU makes this minutes instead of hours)."""
     from trainer.pocket import PocketConfig, pretrain
 
     if loss not in ("full", "completion"):
         fail(f"--loss must be 'full' or 'completion', not {loss!r}")
-    cfg = PocketConfig(worlds=worlds, epochs=epochs, error_rate=error_rate,
+    if (untie or reinit_years) and not init_from:
+        fail("--untie and --reinit-years change an existing model: give --init-from")
+    cfg = PocketConfig(untie=untie, reinit_years=reinit_years, year_boost=year_boost, worlds=worlds, epochs=epochs, error_rate=error_rate,
                        questions_per_world=questions_per_world, batch=batch, workers=workers,
                        time_limit_s=time_limit, learning_rate=lr, init_from=init_from, seed=seed,
                        split_digits=split_digits, loss=loss, doc_fraction=doc_fraction)

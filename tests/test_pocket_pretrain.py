@@ -4,6 +4,7 @@ the real graph, a tokenizer, a fresh Llama, training; then continuing that model
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -85,3 +86,51 @@ def test_split_digits_gives_one_token_per_digit(tmp_path):
     assert split.decode(split(year, add_special_tokens=False)["input_ids"]) == year
     # Without it a frequent year is one token: the model must learn to copy each year apart.
     assert any(whole.decode([i]).strip() == "1923" for i in whole(year, add_special_tokens=False)["input_ids"])
+
+
+def test_untie_and_reinit_years_reshape_the_start_before_training(tmp_path):
+    # The year-cap variants: an own output matrix, and year rows re-drawn apart from each other.
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from trainer.pocket import reshape_start
+
+    shipped = str(Path(__file__).resolve().parents[1] / "data" / "pocket" / "model")
+    tok = AutoTokenizer.from_pretrained(shipped)
+    years = [i for t, i in tok.get_vocab().items() if t in ("Ġ1926", "Ġ1981", "Ġ2020")]
+    assert len(years) == 3
+    cfg = PocketConfig(init_from=shipped, untie=True, reinit_years=True, seed=4)
+    out = reshape_start(cfg, tmp_path / "start")
+    base = AutoModelForCausalLM.from_pretrained(shipped)
+    new = AutoModelForCausalLM.from_pretrained(out)
+    assert not new.config.tie_word_embeddings
+    emb, head = new.get_input_embeddings().weight, new.get_output_embeddings().weight
+    assert emb.data_ptr() != head.data_ptr() and emb[years].equal(head[years])
+    old = base.get_input_embeddings().weight
+    assert not emb[years].equal(old[years].float())
+    assert emb[:100].equal(old[:100].float())  # every other token keeps its row
+
+    def mean_cos(x):
+        x = x / x.norm(dim=-1, keepdim=True)
+        return ((x @ x.T).sum() - len(x)) / (len(x) * (len(x) - 1))
+
+    assert mean_cos(emb[years]) < mean_cos(old[years].float())
+
+
+def test_year_boost_repeats_only_summaries_that_state_a_year():
+    from trainer.pocket import repeats
+
+    said = {"kind": "summarize", "completion": 'SelectLink(summary="X was born in Y in 1926.")'}
+    plain = {"kind": "summarize", "completion": 'SelectLink(summary="X works for Z.")'}
+    other = {"kind": "answer", "completion": 'Answer(answer="1926")'}
+    assert [repeats(s, 3) for s in (said, plain, other)] == [3, 1, 1]
+    assert repeats(said, 1) == 1
+
+
+def test_untie_without_init_from_is_a_one_line_error(tmp_path):
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    out = tmp_path / "m"
+    res = CliRunner().invoke(app, ["pocket", "pretrain", "--out", str(out), "--untie"])
+    assert res.exit_code != 0 and "--init-from" in res.output and not out.exists()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -67,6 +68,13 @@ class PocketConfig:
     workers: int = 0  # processes for seed data (0 = all cores)
     time_limit_s: float = 0.0  # stop training after this long (the model is still saved)
     init_from: str = ""  # continue training this pocket model (its tokenizer too) instead of a fresh one
+    # Aimed at the year cap (docs/BENCHMARKS.md section 2a): the tied embedding keeps the
+    # year tokens bunched together, so a continued model may get its own output matrix
+    # (`untie`), fresh, spread-out year rows (`reinit_years`), and more of the summaries that
+    # state a year (`year_boost`: each such step appears this many times in the data).
+    untie: bool = False
+    reinit_years: bool = False
+    year_boost: int = 1
     seed: int = 0
 
 
@@ -190,12 +198,15 @@ def pretrain(cfg: PocketConfig, out: Path, log=print) -> dict:
             from transformers import AutoTokenizer
 
             tok, base = AutoTokenizer.from_pretrained(cfg.init_from), cfg.init_from
+            if cfg.untie or cfg.reinit_years:
+                base = str(reshape_start(cfg, Path(tmp) / "start"))
         else:
             tok_texts = docs[:50_000] + [s["prompt"] + s["completion"]
                                          for s in rng.sample(steps, min(20_000, len(steps)))]
             tok = train_tokenizer(tok_texts, cfg.vocab_size, Path(tmp), cfg.split_digits)
             base = str(init_model(tok, cfg, Path(tmp)))
-        examples = [Example(None, render(tok, s["prompt"]), s["completion"]) for s in steps]
+        examples = [Example(None, render(tok, s["prompt"]), s["completion"])
+                    for s in steps for _ in range(repeats(s, cfg.year_boost))]
         n_docs = int(len(examples) * cfg.doc_fraction)
         examples += [Example(None, tok.bos_token, d) for d in rng.sample(docs, min(n_docs, len(docs)))]
         rng.shuffle(examples)
@@ -213,6 +224,50 @@ def pretrain(cfg: PocketConfig, out: Path, log=print) -> dict:
                "wall_s": time.perf_counter() - t0}
     (out / "pocket_pretrain.json").write_text(json.dumps(metrics, indent=1, default=str))
     return metrics
+
+
+YEAR_TOKEN = r"Ġ(1[89]|20)\d\d"  # how the byte-level tokenizer spells a one-token year
+_STATES_YEAR = re.compile(r"\b(1[89]|20)\d\d\b")
+
+
+def repeats(step: dict, year_boost: int) -> int:
+    """How often a seed step appears in the training data (year_boost for a summary with a year)."""
+    if year_boost > 1 and step["kind"] == "summarize" and _STATES_YEAR.search(step["completion"]):
+        return year_boost
+    return 1
+
+
+def reshape_start(cfg: PocketConfig, out: Path) -> Path:
+    """cfg.init_from with an untied output matrix and/or re-drawn year rows, saved to `out`.
+
+    Re-drawn rows keep the years' mean (the model still knows "a year goes here") and get
+    the spread that name tokens have, so each year starts out as distinct as a name does.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(cfg.init_from)
+    model = AutoModelForCausalLM.from_pretrained(cfg.init_from, dtype=torch.float32)
+    emb = model.get_input_embeddings().weight
+    if cfg.untie:
+        model.config.tie_word_embeddings = False
+        model.lm_head.weight = torch.nn.Parameter(emb.detach().clone())
+    if cfg.reinit_years:
+        vocab = tok.get_vocab()
+        years = [i for t, i in vocab.items() if re.fullmatch(YEAR_TOKEN, t)]
+        names = [i for t, i in vocab.items() if re.fullmatch(r"Ġ[A-Z][a-z]{3,}", t)]
+        if len(years) < 2 or len(names) < 2:
+            raise ValueError("reinit_years: the tokenizer has no one-token years to re-draw")
+        gen = torch.Generator().manual_seed(cfg.seed)
+        with torch.no_grad():
+            mean, spread = emb[years].mean(0), emb[names].std(0)
+            fresh = mean + torch.randn(len(years), emb.shape[1], generator=gen) * spread
+            emb[years] = fresh
+            if cfg.untie:
+                model.lm_head.weight[years] = fresh
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
 
 
 def _to_bf16(out: Path) -> None:

@@ -36,8 +36,9 @@ for spec in "$@"; do
     judge "runs/$name" "$name" ) &
   pids+=($!)
 done
-# The starting model is judged once the variants' CPU-bound seed data is done.
-( sleep "${BASE_DELAY:-120}"; judge "$BASE" base ) & pids+=($!)
+# The starting model is judged once the variants' CPU-bound seed data is done
+# (JUDGE_BASE=0 skips it when its figures from an earlier call will do).
+[ "${JUDGE_BASE:-1}" = 1 ] && { ( sleep "${BASE_DELAY:-120}"; judge "$BASE" base ) & pids+=($!); }
 wait "${pids[@]}"
 for f in "$OUT"/year_copy_*.txt; do echo "== $f"; grep -v Loading "$f" | tail -n 4; done
 for f in "$OUT"/eval_*.json; do echo "== $f"; head -c 600 "$f"; echo; done
