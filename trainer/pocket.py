@@ -72,6 +72,7 @@ class PocketConfig:
     # year tokens bunched together, so a continued model may get its own output matrix
     # (`untie`), fresh, spread-out year rows (`reinit_years`), and more of the summaries that
     # state a year (`year_boost`: each such step appears this many times in the data).
+    # Measured on run 4 (docs/BENCHMARKS.md section 1): none of the three taught years.
     untie: bool = False
     reinit_years: bool = False
     year_boost: int = 1
