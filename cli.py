@@ -724,10 +724,11 @@ def pocket_pretrain(out: str = typer.Option("data/pocket/model", "--out"),
         fail(f"--loss must be 'full' or 'completion', not {loss!r}")
     if (untie or reinit_years) and not init_from:
         fail("--untie and --reinit-years change an existing model: give --init-from")
-    cfg = PocketConfig(untie=untie, reinit_years=reinit_years, year_boost=year_boost, worlds=worlds, epochs=epochs, error_rate=error_rate,
+    cfg = PocketConfig(worlds=worlds, epochs=epochs, error_rate=error_rate,
                        questions_per_world=questions_per_world, batch=batch, workers=workers,
                        time_limit_s=time_limit, learning_rate=lr, init_from=init_from, seed=seed,
-                       split_digits=split_digits, loss=loss, doc_fraction=doc_fraction)
+                       split_digits=split_digits, loss=loss, doc_fraction=doc_fraction,
+                       untie=untie, reinit_years=reinit_years, year_boost=year_boost)
     metrics = pretrain(cfg, Path(out), log=typer.echo)
     typer.echo(json.dumps({k: v for k, v in metrics.items() if k != "config"}, default=str))
 
