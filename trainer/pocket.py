@@ -228,6 +228,7 @@ def pretrain(cfg: PocketConfig, out: Path, log=print) -> dict:
 
 
 YEAR_TOKEN = r"Ġ(1[89]|20)\d\d"  # how the byte-level tokenizer spells a one-token year
+NAME_TOKEN = r"Ġ[A-Z][a-z]{3,}"  # a one-token capitalised name, the spread years are held to
 _STATES_YEAR = re.compile(r"\b(1[89]|20)\d\d\b")
 
 
@@ -256,7 +257,7 @@ def reshape_start(cfg: PocketConfig, out: Path) -> Path:
     if cfg.reinit_years:
         vocab = tok.get_vocab()
         years = [i for t, i in vocab.items() if re.fullmatch(YEAR_TOKEN, t)]
-        names = [i for t, i in vocab.items() if re.fullmatch(r"Ġ[A-Z][a-z]{3,}", t)]
+        names = [i for t, i in vocab.items() if re.fullmatch(NAME_TOKEN, t)]
         if len(years) < 2 or len(names) < 2:
             raise ValueError("reinit_years: the tokenizer has no one-token years to re-draw")
         gen = torch.Generator().manual_seed(cfg.seed)

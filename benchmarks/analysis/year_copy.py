@@ -80,10 +80,12 @@ def probe(model, tok, prefix: str, year: str) -> tuple[float, str]:
 
 def year_token_closeness(model, tok) -> str:
     """Mean pairwise cosine of one-token years' embeddings, beside as many name tokens'."""
+    from trainer.pocket import NAME_TOKEN, YEAR_TOKEN
+
     emb = model.get_input_embeddings().weight.detach()
     vocab = tok.get_vocab()
-    years = [i for t, i in vocab.items() if re.fullmatch(r"Ġ(1[89]|20)\d\d", t)]
-    names = [i for t, i in sorted(vocab.items()) if re.fullmatch(r"Ġ[A-Z][a-z]{3,}", t)][:len(years)]
+    years = [i for t, i in vocab.items() if re.fullmatch(YEAR_TOKEN, t)]
+    names = [i for t, i in sorted(vocab.items()) if re.fullmatch(NAME_TOKEN, t)][:len(years)]
 
     def mean_cos(ids):
         x = torch.nn.functional.normalize(emb[ids], dim=-1)
