@@ -92,6 +92,7 @@ PARTS = {
     "backend-graph": "HFBackend, the project's CUDA-graph decode loop (fused Llama step)",
     "backend-graph-unfused": "HFBackend, CUDA-graph decode loop over transformers' own step",
     "backend-graph-unpacked": "HFBackend, graph engine, fused step with one matmul per projection",
+    "backend-graph-hfprefill": "HFBackend, graph engine, prompts through transformers' own forward",
     "train-project-hf": "trainer/sft.py train(), transformers + PEFT path",
     "train-raw-hf": "raw HF + PEFT LoRA loop",
     "train-project-unsloth": "trainer/sft.py train(), unsloth path",
@@ -104,7 +105,7 @@ PARTS = {
 ENGINES = {"backend-plain": "plain", "backend-static-compile": "static+compile",
            "backend-share-prefix": "share-prefix", "backend-continuous": "continuous",
            "backend-graph": "graph", "backend-graph-unfused": "graph+unfused",
-           "backend-graph-unpacked": "graph+unpacked",
+           "backend-graph-unpacked": "graph+unpacked", "backend-graph-hfprefill": "graph+hf-prefill",
            "backend-4bit": "plain", "backend-4bit-graph": "graph"}
 
 

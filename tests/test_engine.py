@@ -226,6 +226,8 @@ def test_continuous_samples_at_paper_temperature_with_raw_logprobs(model_dir, pl
 
 
 def test_graph_engine_matches_the_plain_path(model_dir, plain):
+    from agent.llm.engine import EngineOptions
+
     requests = _greedy_requests()
     with _backend(model_dir, engine="graph") as b:
         got = _concurrently(b, requests)
@@ -233,7 +235,8 @@ def test_graph_engine_matches_the_plain_path(model_dir, plain):
         assert got[0][0].options["engine"] == "graph"
         shapes = list(b._graph.slots)
         assert b.model.config._attn_implementation == "restreact_sdpa"  # the GQA decode path ran
-    assert all(rows & (rows - 1) == 0 and length % 256 == 0 for rows, length in shapes)
+    step = EngineOptions().cache_len_step
+    assert all(rows & (rows - 1) == 0 and length % step == 0 for rows, length in shapes)
     _assert_same_greedy(plain, got, requests)
 
 
@@ -270,11 +273,29 @@ def test_graph_engine_samples_k_rows_from_one_prefill_with_raw_logprobs(model_di
     torch.manual_seed(0)
     new, lps = engine.run(rows, [12] * 5, do_sample=True, temperature=0.5)
     assert len({tuple(n) for n in new[:4]}) > 1  # the K samples differ
-    assert list(engine.slots) == [(8, 256)]  # five rows ride in the 8-row shape
+    assert list(engine.slots) == [(8, 128)]  # five rows ride in the 8-row shape
     again = rescore(model, rows, new, tok.pad_token_id)
     for toks, lp, re in zip(new, lps, again):
         end = toks.index(tok.eos_token_id) + 1 if tok.eos_token_id in toks else len(toks)
         assert all(math.isclose(x, y, abs_tol=1e-4) for x, y in zip(lp[:end], re[:end]))
+
+
+def test_graph_engine_serves_a_shape_from_the_shortest_cache_that_fits(model_dir):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from agent.llm.engine import EngineOptions
+    from agent.llm.graph_engine import GraphEngine
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    engine = GraphEngine(model, EngineOptions(kind="graph", cache_len_step=64), [2], 0)
+    short, long = engine._slot(2, 100), engine._slot(2, 300)
+    assert (short.length, long.length) == (128, 320)
+    assert engine._slot(2, 90) is short
+    assert engine._slot(2, 200) is long  # now the most recently used...
+    assert engine._slot(2, 100) is short  # ...yet both fit, and each decode step reads its whole cache
+    assert engine._slot(4, 90).rows == 4
+    assert len(engine.slots) == 3
 
 
 def test_graph_engine_refuses_bad_options():
@@ -283,9 +304,11 @@ def test_graph_engine_refuses_bad_options():
     assert EngineOptions.parse("graph").kind == "graph"
     assert EngineOptions.parse("graph+unfused").label() == "graph+unfused"
     assert EngineOptions.parse("graph+unpacked").label() == "graph+unpacked"
+    assert EngineOptions.parse("graph+hf-prefill").label() == "graph+hf-prefill"
+    assert EngineOptions.parse("graph+unpacked+hf-prefill").label() == "graph+unpacked+hf-prefill"
     with pytest.raises(ValueError, match="unpacked"):
         EngineOptions.parse("graph+unfused+unpacked")
-    for bad in ("graph+static", "graph+share-prefix", "unfused"):
+    for bad in ("graph+static", "graph+share-prefix", "unfused", "hf-prefill", "graph+unfused+hf-prefill"):
         with pytest.raises(ValueError):
             EngineOptions.parse(bad)
     with pytest.raises(ValueError):
@@ -363,6 +386,63 @@ def test_fused_decode_step_equals_the_model_forward(model_dir, compile):
     assert scale > 1.0 and diff < 1e-4 * scale
 
 
+def _fused_prefill_vs_forward(model, compile: bool, lengths=(7, 3, 7, 1)):
+    """Largest |difference| of the fused prefill from the model's own forward, in the last
+    logits and (relative to 1 + their size) in the cached K/V of every real (non-pad) prompt
+    token: (logits, K/V, logit scale)."""
+    import torch
+    from transformers import StaticCache
+
+    from agent.llm.engine import left_pad, positions
+    from agent.llm.fused_decode import FusedLlamaStep
+
+    step = FusedLlamaStep(model, compile=compile)
+    vocab, dev = model.config.vocab_size, next(model.parameters()).device
+    prompts = [torch.randint(0, vocab, (n,)).tolist() for n in lengths]
+    ids, attn = left_pad(prompts, 0)
+    ids, attn = ids.to(dev), attn.to(dev)
+    width = ids.shape[1]
+    cols = torch.arange(width, device=dev)
+    mask = (((cols[None, :] <= cols[:, None])[None] & attn.bool()[:, None, :])
+            | torch.eye(width, dtype=torch.bool, device=dev)[None])[:, None]
+    written = {}
+    with torch.inference_mode():
+        unpadded = len(set(lengths)) == 1  # the engine passes no mask then: plain causal attention
+        got = step.prefill(ids, positions(attn), None if unpadded else mask,
+                           lambda i, k, v: written.update({i: (k.clone(), v.clone())}))
+        kv_diff, want = 0.0, []
+        for r, p in enumerate(prompts):
+            one = StaticCache(config=model.config, max_cache_len=len(p))
+            want.append(model(input_ids=torch.tensor([p], device=dev), past_key_values=one,
+                              use_cache=True).logits[:, -1])
+            for i, layer in enumerate(one.layers):
+                k, v = written[i]
+                kv_diff = max(kv_diff, (k[r, :, width - len(p):] - layer.keys[0]).abs().max().item()
+                              / (1.0 + layer.keys[0].abs().max().item()),
+                              (v[r, :, width - len(p):] - layer.values[0]).abs().max().item()
+                              / (1.0 + layer.values[0].abs().max().item()))
+        want = torch.cat(want)
+    assert got.shape == want.shape and len(written) == model.config.num_hidden_layers
+    return (got - want).abs().max().item(), kv_diff, want.abs().max().item()
+
+
+@pytest.mark.parametrize("compile", [False, True], ids=["eager", "torch.compile"])
+def test_fused_prefill_equals_the_model_forward(model_dir, compile):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    if torch.cuda.is_available():
+        model = model.cuda()
+    diff, kv_diff, scale = _fused_prefill_vs_forward(model, compile)
+    assert scale > 1.0 and diff < 1e-4 * scale and kv_diff < 1e-4
+    diff, kv_diff, scale = _fused_prefill_vs_forward(model, compile, lengths=(4, 9))  # a new shape
+    assert diff < 1e-4 * scale and kv_diff < 1e-4
+    diff, kv_diff, scale = _fused_prefill_vs_forward(model, compile, lengths=(6, 6, 6))  # no padding
+    assert diff < 1e-4 * scale and kv_diff < 1e-4
+
+
 def test_fused_step_packs_projection_weights_without_copying_or_changing_the_model(model_dir):
     import torch
     from transformers import AutoModelForCausalLM
@@ -431,7 +511,10 @@ def test_graph_engine_uses_the_fused_step_unless_told_not_to(model_dir, plain):
     with _backend(model_dir, engine="graph+unpacked", wait=0.0) as b:
         assert b._graph.fused.packed[0] == (None, None)
         unpacked = [b.generate_detailed(r) for r in requests]
-    for got in (unfused, packed, unpacked):
+    with _backend(model_dir, engine="graph+hf-prefill", wait=0.0) as b:
+        assert not b._graph.options.fused_prefill
+        hf_prefill = [b.generate_detailed(r) for r in requests]
+    for got in (unfused, packed, unpacked, hf_prefill):
         _assert_same_greedy(plain, got, requests)
 
 

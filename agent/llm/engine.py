@@ -62,7 +62,9 @@ class EngineOptions:
     compile: bool = False  # static cache: let transformers torch.compile the decode step
     compile_everywhere: bool = False  # compile on CPU too (tests only)
     share_prefix: bool = False  # one prefill per distinct prompt (dynamic cache only)
-    cache_len_step: int = 256  # static cache length rounded up to a multiple of this
+    # Static cache length rounded up to a multiple of this. Each graph-engine decode step reads
+    # its whole cache, so finer is faster; coarser means fewer shapes to compile and capture.
+    cache_len_step: int = 128
     cb_block_size: int = 256  # continuous: tokens per KV-cache block
     cb_num_blocks: int | None = None  # continuous: KV blocks (None = sized from free GPU memory)
     cb_max_batch_tokens: int | None = None  # continuous: tokens per forward (None = auto)
@@ -75,6 +77,7 @@ class EngineOptions:
     fused_decode: bool = True  # graph: Llama decode step with its element-wise work fused (fused_decode.py)
     compile_fused: bool = True  # graph: torch.compile those fused pieces (GPU only; eager on a CPU)
     pack_projections: bool = True  # fused step: one matmul for q/k/v and one for gate/up
+    fused_prefill: bool = True  # graph: prompts run through the fused step's pieces too
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -95,6 +98,8 @@ class EngineOptions:
             raise ValueError("'unfused' is an option of the graph engine")
         if not self.pack_projections and (self.kind != "graph" or not self.fused_decode):
             raise ValueError("'unpacked' is an option of the graph engine's fused step")
+        if not self.fused_prefill and (self.kind != "graph" or not self.fused_decode):
+            raise ValueError("'hf-prefill' is an option of the graph engine's fused step")
         if self.check_every < 1 or self.max_shapes < 1:
             raise ValueError("check_every and max_shapes must be >= 1")
         if self.cache_len_step < 1 or self.cb_block_size < 4:
@@ -108,7 +113,7 @@ class EngineOptions:
     @classmethod
     def parse(cls, spec: str | None) -> "EngineOptions":
         """From a short spec: 'plain', 'static', 'static+compile', 'share-prefix', 'continuous',
-        'graph', 'graph+unfused', 'graph+unpacked'.
+        'graph', 'graph+unfused', 'graph+unpacked', 'graph+hf-prefill'.
 
         Parts join with '+'; an unknown part is a ValueError naming it.
         """
@@ -130,16 +135,19 @@ class EngineOptions:
                 kw["fused_decode"] = False
             elif part == "unpacked":  # fused step, one matmul per projection (as measured before)
                 kw["pack_projections"] = False
+            elif part in ("hf-prefill", "hfprefill"):  # prompts through the model's own forward
+                kw["fused_prefill"] = False
             else:
                 raise ValueError(f"unknown engine option {part!r} (use plain, static, compile, "
-                                 "share-prefix, continuous, graph, unfused, unpacked, joined with '+')")
+                                 "share-prefix, continuous, graph, unfused, unpacked, hf-prefill, joined with '+')")
         return cls(**kw)
 
     def label(self) -> str:
         if self.kind == "graph":
             if not self.fused_decode:
                 return "graph+unfused"
-            return "graph" if self.pack_projections else "graph+unpacked"
+            return "+".join(["graph"] + ([] if self.pack_projections else ["unpacked"])
+                            + ([] if self.fused_prefill else ["hf-prefill"]))
         if self.kind == "continuous":
             return self.kind
         parts = ([] if self.cache == "dynamic" else [self.cache]) + (

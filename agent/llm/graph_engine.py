@@ -193,11 +193,13 @@ class GraphEngine:
     def _slot(self, rows: int, need: int) -> _Slot:
         step = self.options.cache_len_step
         length = ((need + step - 1) // step) * step
-        # Any cached slot at least this big serves: a longer cache only adds masked columns.
-        for key in list(self.slots):
-            if key[0] == rows and key[1] >= length:
-                self.slots.move_to_end(key)
-                return self.slots[key]
+        # Any cached slot at least this big serves, but every decode step reads its whole
+        # cache (masked columns too), so the shortest one that fits.
+        fits = [key for key in self.slots if key[0] == rows and key[1] >= length]
+        if fits:
+            key = min(fits, key=lambda k: k[1])
+            self.slots.move_to_end(key)
+            return self.slots[key]
         while len(self.slots) >= self.options.max_shapes:
             self.slots.popitem(last=False)  # frees that cache and graph
         slot = self._new_slot(rows, length)
@@ -301,33 +303,53 @@ class GraphEngine:
     def _prefill(self, slot: _Slot, rows: Sequence[Sequence[int]], width: int):
         """Write every row's prompt into the slot's cache; the first new token's raw logits per row."""
         import torch
-        from transformers import StaticCache
 
         from agent.llm.engine import left_pad, positions, unique_rows
 
         distinct, index = unique_rows(rows)
         ids, attn = left_pad(distinct, self.pad_id)
         ids, attn = ids.to(self.device), attn.to(self.device)
-        tmp = StaticCache(config=self.model.config, max_cache_len=width)
         keys = attn.bool()
         cols = torch.arange(width, device=self.device)
         causal = cols[None, :] <= cols[:, None]  # [query, key]
         itself = torch.eye(width, dtype=torch.bool, device=self.device)
-        allowed = (causal[None] & keys[:, None, :]) | itself[None]
-        mask = allowed[:, None]  # pad queries attend to themselves only: finite, never read
-        if self._float_mask:
-            mask = torch.where(mask, 0.0, torch.finfo(self.dtype).min).to(self.dtype)
-        out = self.model(input_ids=ids, position_ids=positions(attn), attention_mask=mask,
-                         past_key_values=tmp, use_cache=True, logits_to_keep=1)
+        # Pad queries attend to themselves only: finite, never read.
+        mask = ((causal[None] & keys[:, None, :]) | itself[None])[:, None]
+        # Row r of the slot takes distinct prompt pick[r] (K samples of one prompt share it).
         pick = torch.tensor(index + [index[0]] * (slot.rows - len(index)), device=self.device)
-        for big, small in zip(slot.cache.layers, tmp.layers):
-            big.keys[:, :, :width].copy_(small.keys.index_select(0, pick))
-            big.values[:, :, :width].copy_(small.values.index_select(0, pick))
+        if self.fused is not None and self.options.fused_prefill:
+            def write(i, k, v):  # straight into the slot's rows
+                layer = slot.cache.layers[i]
+                layer.keys[:, :, :width].copy_(k.index_select(0, pick))
+                layer.values[:, :, :width].copy_(v.index_select(0, pick))
+
+            # No padded row (one prompt's K samples, or equal lengths): plain causal attention.
+            unpadded = all(len(r) == width for r in distinct)
+            last = self.fused.prefill(ids, positions(attn), None if unpadded else mask, write)
+        else:
+            last = self._model_prefill(slot, ids, attn, mask, pick, width)
         self._set_cache_length(slot, width)
         slot.valid.zero_()
         slot.valid[:, :width] = keys.index_select(0, pick)
         slot.position.copy_(attn.sum(-1, keepdim=True).index_select(0, pick))  # next position = length
-        return out.logits[:, -1, :].index_select(0, pick)
+        return last.index_select(0, pick)
+
+    def _model_prefill(self, slot: _Slot, ids, attn, mask, pick, width: int):
+        """The prefill through the model's own forward, into a temporary cache copied to the slot."""
+        import torch
+        from transformers import StaticCache
+
+        from agent.llm.engine import positions
+
+        tmp = StaticCache(config=self.model.config, max_cache_len=width)
+        if self._float_mask:
+            mask = torch.where(mask, 0.0, torch.finfo(self.dtype).min).to(self.dtype)
+        out = self.model(input_ids=ids, position_ids=positions(attn), attention_mask=mask,
+                         past_key_values=tmp, use_cache=True, logits_to_keep=1)
+        for big, small in zip(slot.cache.layers, tmp.layers):
+            big.keys[:, :, :width].copy_(small.keys.index_select(0, pick))
+            big.values[:, :, :width].copy_(small.values.index_select(0, pick))
+        return out.logits[:, -1, :]
 
     def _decode(self, slot: _Slot, logits, n: int, width: int, new: int, row_max: list[int],
                 do_sample: bool, temperature: float, done_check) -> tuple[list[list[int]], list[list[float]]]:

@@ -261,8 +261,8 @@ class HFBackend:
         import torch
 
         do_sample, temperature = effective_sampling(group[0].request)
-        prompt_ids = [self.tokenizer(p.rendered, add_special_tokens=False)["input_ids"]
-                      for p in group]
+        # One call for the group: the fast tokenizer encodes a batch in parallel.
+        prompt_ids = self.tokenizer([p.rendered for p in group], add_special_tokens=False)["input_ids"]
         row_ids, row_max, row_stop = [], [], []
         for p, ids in zip(group, prompt_ids):
             for _ in range(p.request.n):
