@@ -386,7 +386,7 @@ def test_fused_decode_step_equals_the_model_forward(model_dir, compile):
     assert scale > 1.0 and diff < 1e-4 * scale
 
 
-def _fused_prefill_vs_forward(model, compile: bool, lengths=(7, 3, 7, 1)):
+def _fused_prefill_vs_forward(model, compile: bool, lengths=(7, 3, 7, 1), step=None):
     """Largest |difference| of the fused prefill from the model's own forward, in the last
     logits and (relative to 1 + their size) in the cached K/V of every real (non-pad) prompt
     token: (logits, K/V, logit scale)."""
@@ -396,7 +396,7 @@ def _fused_prefill_vs_forward(model, compile: bool, lengths=(7, 3, 7, 1)):
     from agent.llm.engine import left_pad, positions
     from agent.llm.fused_decode import FusedLlamaStep
 
-    step = FusedLlamaStep(model, compile=compile)
+    step = step or FusedLlamaStep(model, compile=compile)
     vocab, dev = model.config.vocab_size, next(model.parameters()).device
     prompts = [torch.randint(0, vocab, (n,)).tolist() for n in lengths]
     ids, attn = left_pad(prompts, 0)
@@ -441,6 +441,31 @@ def test_fused_prefill_equals_the_model_forward(model_dir, compile):
     assert diff < 1e-4 * scale and kv_diff < 1e-4
     diff, kv_diff, scale = _fused_prefill_vs_forward(model, compile, lengths=(6, 6, 6))  # no padding
     assert diff < 1e-4 * scale and kv_diff < 1e-4
+
+
+def test_compiled_fused_prefill_serves_many_prompt_shapes_without_falling_back(model_dir):
+    """Every batch brings a new (rows, width): the compiled prompt pieces must generalise, not
+    recompile per shape until torch's recompile limit sends them back to eager."""
+    import random
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from agent.llm import fused_decode
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    if torch.cuda.is_available():
+        model = model.cuda()
+    step = fused_decode.FusedLlamaStep(model, compile=True)
+    rng, worst = random.Random(0), 0.0
+    torch.manual_seed(0)
+    for i in range(12):  # more shapes than torch's recompile limit (8)
+        rows = rng.choice([1, 2, 3, 5])
+        lengths = [rng.randint(1, 20)] * rows if i % 3 == 0 else [rng.randint(1, 20) for _ in range(rows)]
+        diff, kv_diff, scale = _fused_prefill_vs_forward(model, True, tuple(lengths), step=step)
+        worst = max(worst, diff / scale, kv_diff)
+    assert worst < 1e-4
+    assert step.prompt_ops.rms_norm is not fused_decode.prompt_rms_norm  # still compiled
 
 
 def test_fused_step_packs_projection_weights_without_copying_or_changing_the_model(model_dir):

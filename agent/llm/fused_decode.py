@@ -121,7 +121,15 @@ def prompt_silu_mul(gate, up):
 PROMPT_PIECES = (prompt_rms_norm, prompt_add_rms_norm, prompt_rotary, prompt_silu_mul)
 
 
-def _ops(compiled: bool, pieces=PIECES, prefix: str = "") -> SimpleNamespace:
+def compile_failure(e: BaseException) -> bool:
+    """Did torch.compile fail (no Triton, an Inductor error, the recompile limit)?"""
+    import torch
+
+    hit_limit = getattr(torch._dynamo.exc, "FailOnRecompileLimitHit", ())  # not a TorchDynamoException
+    return isinstance(e, (torch._dynamo.exc.TorchDynamoException, hit_limit))
+
+
+def _ops(compiled: bool, pieces=PIECES, prefix: str = "", dynamic: bool | None = None) -> SimpleNamespace:
     """The pieces by name (less `prefix`): as they are, or each behind torch.compile."""
     names = [f.__name__.removeprefix(prefix) for f in pieces]
     if not compiled:
@@ -129,7 +137,7 @@ def _ops(compiled: bool, pieces=PIECES, prefix: str = "") -> SimpleNamespace:
     import torch
 
     # emulate_precision_casts: round to bf16 where eager rounds, so the two stay close.
-    return SimpleNamespace(**{name: torch.compile(f, dynamic=None, fullgraph=True,
+    return SimpleNamespace(**{name: torch.compile(f, dynamic=dynamic, fullgraph=True,
                                                   options={"emulate_precision_casts": True})
                               for name, f in zip(names, pieces)})
 
@@ -173,7 +181,8 @@ class FusedLlamaStep:
             raise ValueError(f"the fused decode step cannot run this model: {why}")
         self.lm = base_model(model)
         self.ops = _ops(compile)
-        self.prompt_ops = _ops(compile, PROMPT_PIECES, "prompt_")
+        # Rows and width change every batch: compile for symbolic sizes from the start.
+        self.prompt_ops = _ops(compile, PROMPT_PIECES, "prompt_", dynamic=True)
         self.compiled, self.pack = compile, pack
         cfg = self.lm.config
         self.eps = float(cfg.rms_norm_eps)
@@ -217,9 +226,7 @@ class FusedLlamaStep:
         try:
             return self._prefill(ids, position, mask, write, self.prompt_ops)
         except Exception as e:  # noqa: BLE001 -- a compile failure: same arithmetic, eagerly
-            import torch
-
-            if not (self.compiled and isinstance(e, torch._dynamo.exc.TorchDynamoException)):
+            if not (self.compiled and compile_failure(e)):
                 raise
             self.prompt_ops = _ops(False, PROMPT_PIECES, "prompt_")
             return self._prefill(ids, position, mask, write, self.prompt_ops)
@@ -240,7 +247,8 @@ class FusedLlamaStep:
             write(i, k, v)
             causal = True
             if i == len(layers) - 1:  # from here on only the last position matters
-                q, h, causal = q[:, :, -1:], h[:, -1:], False  # the last query sees every key
+                # Contiguous: a slice's strides depend on the width, and compiled code guards on them.
+                q, h, causal = q[:, :, -1:].contiguous(), h[:, -1:].contiguous(), False  # sees every key
                 mask = None if mask is None else mask[:, :, -1:]
             o = attn.o_proj(self._attend_prompt(q, k, v, mask, attn.scaling, causal))
             h, n = ops.add_rms_norm(h, o, layer.post_attention_layernorm.weight, self.eps)

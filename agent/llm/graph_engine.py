@@ -293,10 +293,9 @@ class GraphEngine:
 
     def _compile_failed(self, e: Exception) -> bool:
         """Did the compiled fused pieces fail (no Triton, an Inductor error, the recompile limit)?"""
-        import torch
+        from agent.llm.fused_decode import compile_failure
 
-        return (self.fused is not None and self.fused.compiled
-                and isinstance(e, torch._dynamo.exc.TorchDynamoException))
+        return self.fused is not None and self.fused.compiled and compile_failure(e)
 
     # --- prefill and decode ---------------------------------------------------------------
 
