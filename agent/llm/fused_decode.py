@@ -129,7 +129,7 @@ def compile_failure(e: BaseException) -> bool:
     return isinstance(e, (torch._dynamo.exc.TorchDynamoException, hit_limit))
 
 
-def _ops(compiled: bool, pieces=PIECES, prefix: str = "", dynamic: bool | None = None) -> SimpleNamespace:
+def _ops(compiled: bool, pieces=PIECES, prefix: str = "") -> SimpleNamespace:
     """The pieces by name (less `prefix`): as they are, or each behind torch.compile."""
     names = [f.__name__.removeprefix(prefix) for f in pieces]
     if not compiled:
@@ -137,9 +137,12 @@ def _ops(compiled: bool, pieces=PIECES, prefix: str = "", dynamic: bool | None =
     import torch
 
     # emulate_precision_casts: round to bf16 where eager rounds, so the two stay close.
-    return SimpleNamespace(**{name: torch.compile(f, dynamic=dynamic, fullgraph=True,
+    return SimpleNamespace(**{name: torch.compile(f, dynamic=None, fullgraph=True,
                                                   options={"emulate_precision_casts": True})
                               for name, f in zip(names, pieces)})
+
+
+EAGER_PROMPT_OPS = _ops(False, PROMPT_PIECES, "prompt_")
 
 
 def _packed(modules, key: str):
@@ -181,8 +184,9 @@ class FusedLlamaStep:
             raise ValueError(f"the fused decode step cannot run this model: {why}")
         self.lm = base_model(model)
         self.ops = _ops(compile)
-        # Rows and width change every batch: compile for symbolic sizes from the start.
-        self.prompt_ops = _ops(compile, PROMPT_PIECES, "prompt_", dynamic=True)
+        # Rows and width change every batch: after its first recompile torch.compile makes
+        # them symbolic (the hidden size, which never changes, stays a constant).
+        self.prompt_ops = _ops(compile, PROMPT_PIECES, "prompt_")
         self.compiled, self.pack = compile, pack
         cfg = self.lm.config
         self.eps = float(cfg.rms_norm_eps)
@@ -228,7 +232,7 @@ class FusedLlamaStep:
         except Exception as e:  # noqa: BLE001 -- a compile failure: same arithmetic, eagerly
             if not (self.compiled and compile_failure(e)):
                 raise
-            self.prompt_ops = _ops(False, PROMPT_PIECES, "prompt_")
+            self.prompt_ops = EAGER_PROMPT_OPS
             return self._prefill(ids, position, mask, write, self.prompt_ops)
 
     def _prefill(self, ids, position, mask, write, ops):
@@ -247,9 +251,12 @@ class FusedLlamaStep:
             write(i, k, v)
             causal = True
             if i == len(layers) - 1:  # from here on only the last position matters
-                # Contiguous: a slice's strides depend on the width, and compiled code guards on them.
-                q, h, causal = q[:, :, -1:].contiguous(), h[:, -1:].contiguous(), False  # sees every key
+                q, h, causal = q[:, :, -1:], h[:, -1:], False  # the last query sees every key
                 mask = None if mask is None else mask[:, :, -1:]
+                # One token a row is too little work to fuse; eager keeps these shapes (and
+                # the width-dependent strides of the slices) away from the compiled pieces,
+                # whose recompiles torch caps at 8 a function.
+                ops = EAGER_PROMPT_OPS
             o = attn.o_proj(self._attend_prompt(q, k, v, mask, attn.scaling, causal))
             h, n = ops.add_rms_norm(h, o, layer.post_attention_layernorm.weight, self.eps)
             m = mlp.down_proj(ops.silu_mul(*self._project(n, gate_up, (mlp.gate_proj, mlp.up_proj))))
