@@ -273,7 +273,7 @@ def test_graph_engine_samples_k_rows_from_one_prefill_with_raw_logprobs(model_di
     torch.manual_seed(0)
     new, lps = engine.run(rows, [12] * 5, do_sample=True, temperature=0.5)
     assert len({tuple(n) for n in new[:4]}) > 1  # the K samples differ
-    assert list(engine.slots) == [(8, 128)]  # five rows ride in the 8-row shape
+    assert list(engine.slots) == [(8, 256)]  # five rows ride in the 8-row shape
     again = rescore(model, rows, new, tok.pad_token_id)
     for toks, lp, re in zip(new, lps, again):
         end = toks.index(tok.eos_token_id) + 1 if tok.eos_token_id in toks else len(toks)

@@ -64,7 +64,7 @@ class EngineOptions:
     share_prefix: bool = False  # one prefill per distinct prompt (dynamic cache only)
     # Static cache length rounded up to a multiple of this. Each graph-engine decode step reads
     # its whole cache, so finer is faster; coarser means fewer shapes to compile and capture.
-    cache_len_step: int = 128
+    cache_len_step: int = 256
     cb_block_size: int = 256  # continuous: tokens per KV-cache block
     cb_num_blocks: int | None = None  # continuous: KV blocks (None = sized from free GPU memory)
     cb_max_batch_tokens: int | None = None  # continuous: tokens per forward (None = auto)
