@@ -414,6 +414,7 @@ def _engine_stats(backend) -> dict:
         return {}
     return {"graph_captures": g.captures, "capture_failures": g.capture_failures[:3],
             "fused_step": None if g.fused is None else ("compiled" if g.fused.compiled else "eager"),
+            "prefill_fallback": None if g.fused is None else g.fused.prompt_fallback,
             "engine_timings": {k: round(v, 4) for k, v in g.timings.items()}}
 
 

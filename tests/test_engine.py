@@ -280,6 +280,30 @@ def test_graph_engine_samples_k_rows_from_one_prefill_with_raw_logprobs(model_di
         assert all(math.isclose(x, y, abs_tol=1e-4) for x, y in zip(lp[:end], re[:end]))
 
 
+def test_graph_engine_fused_prefill_equals_transformers_prefill_on_padded_rows(model_dir):
+    """The engine's own prefill against the model's forward: prompts of different lengths
+    (left-padded, masked), a repeated prompt (one prefill, two slot rows) and a 1-token one."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from agent.llm.engine import EngineOptions
+    from agent.llm.graph_engine import GraphEngine
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    rows = [tok(p, add_special_tokens=False)["input_ids"] for p in PROMPTS[1:4]]
+    rows = [rows[0], rows[1], rows[0], rows[2], rows[1][:1]]
+    assert len({len(r) for r in rows}) > 2
+    out = {}
+    for fused in (True, False):
+        engine = GraphEngine(model, EngineOptions(kind="graph", fused_prefill=fused),
+                             [tok.eos_token_id], tok.pad_token_id)
+        out[fused] = engine.run(rows, [10] * len(rows), do_sample=False, temperature=1.0)
+    (new, lps), (want, want_lps) = out[True], out[False]
+    assert new == want and len({tuple(n) for n in new}) > 2
+    assert all(math.isclose(x, y, abs_tol=1e-4) for a, b in zip(lps, want_lps) for x, y in zip(a, b))
+
+
 def test_graph_engine_serves_a_shape_from_the_shortest_cache_that_fits(model_dir):
     import torch
     from transformers import AutoModelForCausalLM
@@ -291,9 +315,9 @@ def test_graph_engine_serves_a_shape_from_the_shortest_cache_that_fits(model_dir
     engine = GraphEngine(model, EngineOptions(kind="graph", cache_len_step=64), [2], 0)
     short, long = engine._slot(2, 100), engine._slot(2, 300)
     assert (short.length, long.length) == (128, 320)
-    assert engine._slot(2, 90) is short
-    assert engine._slot(2, 200) is long  # now the most recently used...
-    assert engine._slot(2, 100) is short  # ...yet both fit, and each decode step reads its whole cache
+    assert engine._slot(2, 90) is short  # now the most recently used; `long` is the oldest...
+    assert engine._slot(2, 100) is short  # ...and fits too, but each decode step reads its whole cache
+    assert engine._slot(2, 200) is long
     assert engine._slot(4, 90).rows == 4
     assert len(engine.slots) == 3
 
@@ -426,21 +450,31 @@ def _fused_prefill_vs_forward(model, compile: bool, lengths=(7, 3, 7, 1), step=N
     return (got - want).abs().max().item(), kv_diff, want.abs().max().item()
 
 
+def _needs_a_compiler(compile: bool) -> None:
+    import torch
+
+    if compile and not torch.cuda.is_available() and shutil.which("gcc") is None and shutil.which("cc") is None:
+        pytest.skip("torch.compile on a CPU needs a C compiler")
+
+
 @pytest.mark.parametrize("compile", [False, True], ids=["eager", "torch.compile"])
 def test_fused_prefill_equals_the_model_forward(model_dir, compile):
     import torch
     from transformers import AutoModelForCausalLM
 
+    from agent.llm import fused_decode
+
+    _needs_a_compiler(compile)
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     if torch.cuda.is_available():
         model = model.cuda()
-    diff, kv_diff, scale = _fused_prefill_vs_forward(model, compile)
-    assert scale > 1.0 and diff < 1e-4 * scale and kv_diff < 1e-4
-    diff, kv_diff, scale = _fused_prefill_vs_forward(model, compile, lengths=(4, 9))  # a new shape
-    assert diff < 1e-4 * scale and kv_diff < 1e-4
-    diff, kv_diff, scale = _fused_prefill_vs_forward(model, compile, lengths=(6, 6, 6))  # no padding
-    assert diff < 1e-4 * scale and kv_diff < 1e-4
+    step = fused_decode.FusedLlamaStep(model, compile=compile)
+    for lengths in ((7, 3, 7, 1), (4, 9), (6, 6, 6)):  # padded, a new shape, no padding (no mask)
+        diff, kv_diff, scale = _fused_prefill_vs_forward(model, compile, lengths, step=step)
+        assert scale > 1.0 and diff < 1e-4 * scale and kv_diff < 1e-4, lengths
+    compiled = step.prompt_ops.rms_norm is not fused_decode.prompt_rms_norm
+    assert compiled == compile and step.prompt_fallback is None  # no silent fall back to eager
 
 
 def test_compiled_fused_prefill_serves_many_prompt_shapes_without_falling_back(model_dir):
@@ -453,6 +487,7 @@ def test_compiled_fused_prefill_serves_many_prompt_shapes_without_falling_back(m
 
     from agent.llm import fused_decode
 
+    _needs_a_compiler(True)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     if torch.cuda.is_available():
         model = model.cuda()
@@ -466,6 +501,7 @@ def test_compiled_fused_prefill_serves_many_prompt_shapes_without_falling_back(m
         worst = max(worst, diff / scale, kv_diff)
     assert worst < 1e-4
     assert step.prompt_ops.rms_norm is not fused_decode.prompt_rms_norm  # still compiled
+    assert step.prompt_fallback is None
 
 
 def test_fused_step_packs_projection_weights_without_copying_or_changing_the_model(model_dir):

@@ -187,6 +187,7 @@ class FusedLlamaStep:
         # Rows and width change every batch: after its first recompile torch.compile makes
         # them symbolic (the hidden size, which never changes, stays a constant).
         self.prompt_ops = _ops(compile, PROMPT_PIECES, "prompt_")
+        self.prompt_fallback: str | None = None  # why the prompt pieces went eager, if they did
         self.compiled, self.pack = compile, pack
         cfg = self.lm.config
         self.eps = float(cfg.rms_norm_eps)
@@ -232,6 +233,7 @@ class FusedLlamaStep:
         except Exception as e:  # noqa: BLE001 -- a compile failure: same arithmetic, eagerly
             if not (self.compiled and compile_failure(e)):
                 raise
+            self.prompt_fallback = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
             self.prompt_ops = EAGER_PROMPT_OPS
             return self._prefill(ids, position, mask, write, self.prompt_ops)
 

@@ -1,0 +1,127 @@
+"""Can a pocket model learn to copy years at all, and does it need distinct year embeddings?
+
+A small CPU experiment behind the year cap (docs/BENCHMARKS.md section 1): fine-tune a pocket
+model for a few steps on the seed policy's summaries that state a year, then probe year
+copying on other worlds with `year_copy.py`'s probe. Three arms, same data, same steps:
+
+  as-is     the model as it is (its year embeddings sit close together: cosine ~0.4)
+  reinit    year rows re-drawn as distinct as names are (`pocket pretrain --reinit-years`)
+  frozen    re-drawn and frozen: training cannot pull them back together
+
+If only `frozen` learns to copy, years fail because their embeddings collapse, and the
+warm start should keep them apart; if no arm learns, the cause is elsewhere.
+
+    python benchmarks/analysis/year_drill.py MODEL_DIR [STEPS] [ARMS]
+"""
+import math
+import random
+import re
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from year_copy import cases, probe, seeded, year_token_closeness  # noqa: E402
+
+TRAIN_WORLDS = range(9200000, 9200024)  # fresh worlds, none of them the probe's
+PROBE_WORLDS = (9100000, 9100001, 5100000)
+YEAR_SUMMARY = re.compile(r'summary="According to \[link_id=\d+\], [^"]*? in \d{4}')
+
+
+def year_rows(tok) -> list[int]:
+    from trainer.pocket import YEAR_TOKEN
+
+    return [i for t, i in tok.get_vocab().items() if re.fullmatch(YEAR_TOKEN, t)]
+
+
+def redraw(model, tok, seed: int = 0) -> None:
+    """Year rows get the years' mean plus the spread name tokens have (as reshape_start does)."""
+    from trainer.pocket import NAME_TOKEN
+
+    emb = model.get_input_embeddings().weight
+    names = [i for t, i in tok.get_vocab().items() if re.fullmatch(NAME_TOKEN, t)]
+    years = year_rows(tok)
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        emb[years] = emb[years].mean(0) + torch.randn(len(years), emb.shape[1], generator=gen) * emb[names].std(0)
+
+
+def freeze(model, tok) -> None:
+    """Zero the year rows' gradient (tied embeddings: input and output rows at once)."""
+    rows = torch.tensor(year_rows(tok))
+    model.get_input_embeddings().weight.register_hook(lambda g: g.index_fill(0, rows, 0.0))
+
+
+def examples(tok) -> list[tuple[list[int], int]]:
+    """(token ids of rendered prompt + summary, where the summary starts) for year summaries."""
+    out = []
+    for prompt, completion in seeded(tok, TRAIN_WORLDS):
+        if YEAR_SUMMARY.search(completion):
+            p = tok(prompt, add_special_tokens=False)["input_ids"]
+            c = tok(completion, add_special_tokens=False)["input_ids"]
+            out.append((p + c + [tok.eos_token_id], len(p)))
+    return out
+
+
+def train(model, data, steps: int, batch: int, lr: float) -> float:
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
+    rng = random.Random(0)
+    model.train()
+    losses = []
+    for _ in range(steps):
+        rows = rng.sample(data, batch)
+        width = max(len(ids) for ids, _ in rows)
+        ids = torch.full((batch, width), 0)
+        labels = torch.full((batch, width), -100)
+        mask = torch.zeros(batch, width, dtype=torch.long)
+        for r, (seq, start) in enumerate(rows):
+            ids[r, :len(seq)] = torch.tensor(seq)
+            labels[r, start:len(seq)] = torch.tensor(seq[start:])
+            mask[r, :len(seq)] = 1
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        losses.append(loss.item())
+    model.eval()
+    return statistics.mean(losses[-10:])
+
+
+def score(model, tok) -> str:
+    probs, right = [], 0
+    for prefix, year in cases(seeded(tok, PROBE_WORLDS), 150):
+        p, greedy = probe(model, tok, prefix, year)
+        probs.append(p)
+        right += greedy == year
+    return (f"{len(probs)} probes, greedy right {right} ({right / len(probs):.0%}), "
+            f"P(right year) mean {statistics.mean(probs):.3f}")
+
+
+def main(model_dir: str, steps: int, arms: list[str]) -> None:
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    data = examples(tok)
+    print(f"{len(data)} year summaries from {len(TRAIN_WORLDS)} worlds; {steps} steps of 8", flush=True)
+    for arm in arms:
+        torch.manual_seed(0)
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+        if arm in ("reinit", "frozen"):
+            redraw(model, tok)
+        if arm == "frozen":
+            freeze(model, tok)
+        t0 = time.perf_counter()
+        loss = train(model, data, steps, batch=8, lr=5e-4) if steps else math.nan
+        print(f"{arm:7s} loss {loss:.3f} in {time.perf_counter() - t0:.0f} s | {score(model, tok)} | "
+              f"{year_token_closeness(model, tok)}", flush=True)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2:
+        sys.exit(__doc__)
+    main(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 60,
+         sys.argv[3].split(",") if len(sys.argv) > 3 else ["as-is", "reinit", "frozen"])
