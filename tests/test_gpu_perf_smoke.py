@@ -27,3 +27,19 @@ def test_tiny_trainer_parts_train_on_the_same_planned_batches(tmp_path):
     assert project["batch_rows"] == raw["batch_rows"] and len(set(raw["batch_rows"])) > 1  # varied rows
     assert all(t <= raw["batch_tokens"] for t in raw["batch_padded_tokens"])
     assert project["baseline"] == raw["name"] and project["baseline_tokens_per_s"] == raw["tokens_per_s"]
+
+
+def test_tiny_graph_engine_parts_run_with_and_without_the_fused_prefill(tmp_path):
+    out = tmp_path / "perf.json"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "benchmarks/gpu_perf.py", "--tiny", "--parts", "save,backend-graph,backend-graph-hfprefill",
+           "--model-dir", str(tmp_path / "model"), "--out", str(out), "--part-timeout", "240"]
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [r for r in json.loads(out.read_text()) if r["part"].startswith("backend")]
+    engines = {r["engine"] for r in rows}
+    assert engines == {"graph", "graph+hf-prefill"}
+    for r in rows:  # every workload ran, on the CPU's eager fused step
+        assert r["tokens_per_s"] > 0 and r["tokens"] == r["rows"] * r["new"]
+        assert r["fused_step"] == "eager" and r["prefill_fallback"] is None
+    assert len(rows) == 8  # 1, 2 and 4 concurrent, and 2 x K=2, per engine
