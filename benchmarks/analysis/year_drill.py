@@ -7,9 +7,12 @@ copying on other worlds with `year_copy.py`'s probe. Three arms, same data, same
   as-is     the model as it is (its year embeddings sit close together: cosine ~0.4)
   reinit    year rows re-drawn as distinct as names are (`pocket pretrain --reinit-years`)
   frozen    re-drawn and frozen: training cannot pull them back together
+  as-names  the model as it is, but every year in the text (training and probes alike) is
+            replaced by its own one-token name that the texts do not otherwise use
 
 If only `frozen` learns to copy, years fail because their embeddings collapse, and the
-warm start should keep them apart; if no arm learns, the cause is elsewhere.
+warm start should keep them apart. If only `as-names` does, the model's copying works for
+name-like tokens in that slot, and a world that writes years as names would lift the cap.
 
     python benchmarks/analysis/year_drill.py MODEL_DIR [STEPS] [ARMS]
 """
@@ -32,6 +35,7 @@ from year_copy import cases, probe, seeded, year_token_closeness  # noqa: E402
 TRAIN_WORLDS = range(9200000, 9200024)  # fresh worlds, none of them the probe's
 PROBE_WORLDS = (9100000, 9100001, 5100000)
 YEAR_SUMMARY = re.compile(r'summary="According to \[link_id=\d+\], [^"]*? in \d{4}')
+YEAR = re.compile(r"\b\d{4}\b")
 
 
 def year_rows(tok) -> list[int]:
@@ -58,11 +62,32 @@ def freeze(model, tok) -> None:
     model.get_input_embeddings().weight.register_hook(lambda g: g.index_fill(0, rows, 0.0))
 
 
-def examples(tok) -> list[tuple[list[int], int]]:
+def year_names(tok, texts) -> dict[str, str]:
+    """Each year -> a one-token name that none of `texts` uses (same token in every context)."""
+    from trainer.pocket import NAME_TOKEN
+
+    joined = " ".join(texts)
+    used = set(re.findall(r"[A-Z][a-z]+", joined))
+    free = sorted(t[1:] for t in tok.get_vocab() if re.fullmatch(NAME_TOKEN, t) and t[1:] not in used)
+    years = sorted(set(YEAR.findall(joined)))
+    if len(years) > len(free):
+        sys.exit(f"{len(years)} years but only {len(free)} unused one-token names")
+    return dict(zip(years, free))
+
+
+def renamed(pairs, names: dict[str, str] | None):
+    """The (text, text) pairs with every year written as its name, when `names` is given."""
+    for a, b in pairs:
+        yield (a, b) if names is None else tuple(YEAR.sub(lambda m: names[m.group(0)], t) for t in (a, b))
+
+
+def examples(tok, names=None) -> list[tuple[list[int], int]]:
     """(token ids of rendered prompt + summary, where the summary starts) for year summaries."""
     out = []
-    for prompt, completion in seeded(tok, TRAIN_WORLDS):
+    for (prompt, completion), (p_named, c_named) in zip(seeded(tok, TRAIN_WORLDS),
+                                                         renamed(seeded(tok, TRAIN_WORLDS), names)):
         if YEAR_SUMMARY.search(completion):
+            prompt, completion = p_named, c_named
             p = tok(prompt, add_special_tokens=False)["input_ids"]
             c = tok(completion, add_special_tokens=False)["input_ids"]
             out.append((p + c + [tok.eos_token_id], len(p)))
@@ -93,9 +118,11 @@ def train(model, data, steps: int, batch: int, lr: float) -> float:
     return statistics.mean(losses[-10:])
 
 
-def score(model, tok) -> str:
+def score(model, tok, names=None) -> str:
     probs, right = [], 0
     for prefix, year in cases(seeded(tok, PROBE_WORLDS), 150):
+        if names is not None:
+            prefix, year = YEAR.sub(lambda m: names[m.group(0)], prefix), names[year]
         p, greedy = probe(model, tok, prefix, year)
         probs.append(p)
         right += greedy == year
@@ -107,7 +134,12 @@ def main(model_dir: str, steps: int, arms: list[str]) -> None:
     tok = AutoTokenizer.from_pretrained(model_dir)
     data = examples(tok)
     print(f"{len(data)} year summaries from {len(TRAIN_WORLDS)} worlds; {steps} steps of 8", flush=True)
+    names = None
+    if "as-names" in arms:
+        texts = [t for pair in seeded(tok, [*TRAIN_WORLDS, *PROBE_WORLDS]) for t in pair]
+        names = year_names(tok, texts)
     for arm in arms:
+        arm_data, arm_names = (examples(tok, names), names) if arm == "as-names" else (data, None)
         torch.manual_seed(0)
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
         if arm in ("reinit", "frozen"):
@@ -115,8 +147,8 @@ def main(model_dir: str, steps: int, arms: list[str]) -> None:
         if arm == "frozen":
             freeze(model, tok)
         t0 = time.perf_counter()
-        loss = train(model, data, steps, batch=8, lr=5e-4) if steps else math.nan
-        print(f"{arm:7s} loss {loss:.3f} in {time.perf_counter() - t0:.0f} s | {score(model, tok)} | "
+        loss = train(model, arm_data, steps, batch=8, lr=5e-4) if steps else math.nan
+        print(f"{arm:8s} loss {loss:.3f} in {time.perf_counter() - t0:.0f} s | {score(model, tok, arm_names)} | "
               f"{year_token_closeness(model, tok)}", flush=True)
 
 
