@@ -9,10 +9,14 @@ copying on other worlds with `year_copy.py`'s probe. Three arms, same data, same
   frozen    re-drawn and frozen: training cannot pull them back together
   as-names  the model as it is, but every year in the text (training and probes alike) is
             replaced by its own one-token name that the texts do not otherwise use
+  verbatim  the model as it is, but each year summary is the cited snippet's sentence that
+            states the year, word for word (probes cut it right before the year)
 
 If only `frozen` learns to copy, years fail because their embeddings collapse, and the
 warm start should keep them apart. If only `as-names` does, the model's copying works for
 name-like tokens in that slot, and a world that writes years as names would lift the cap.
+If `verbatim` does, copying needs the snippet's own word order, and the seed policy could
+quote instead of rephrasing.
 
     python benchmarks/analysis/year_drill.py MODEL_DIR [STEPS] [ARMS]
 """
@@ -81,6 +85,35 @@ def renamed(pairs, names: dict[str, str] | None):
         yield (a, b) if names is None else tuple(YEAR.sub(lambda m: names[m.group(0)], t) for t in (a, b))
 
 
+SUMMARY = re.compile(r'summary="According to \[link_id=(\d+)\], ([^"]*)"')
+
+
+def year_sentence(prompt: str, link: str) -> str | None:
+    """The one sentence of result `link`'s snippet that states a year, if exactly one does."""
+    m = re.search(rf'Result\(link_id={link}, title="[^"]*", snippet="([^"]*)"', prompt)
+    said = [x for x in re.split(r"(?<=\.) ", m.group(1)) if YEAR.search(x)] if m else []
+    return said[0] if len(said) == 1 and len(YEAR.findall(said[0])) == 1 else None
+
+
+def quoted(prompt: str, completion: str) -> str | None:
+    """The completion with its summary replaced by the year sentence of the cited snippet."""
+    m = SUMMARY.search(completion)
+    sentence = m and year_sentence(prompt, m.group(1))
+    if not sentence:
+        return None
+    return completion[:m.start(2)] + sentence + completion[m.end(2):]
+
+
+def verbatim_examples(tok) -> list[tuple[list[int], int]]:
+    out = []
+    for prompt, completion in seeded(tok, TRAIN_WORLDS):
+        if YEAR_SUMMARY.search(completion) and (q := quoted(prompt, completion)):
+            p = tok(prompt, add_special_tokens=False)["input_ids"]
+            c = tok(q, add_special_tokens=False)["input_ids"]
+            out.append((p + c + [tok.eos_token_id], len(p)))
+    return out
+
+
 def examples(tok, names=None) -> list[tuple[list[int], int]]:
     """(token ids of rendered prompt + summary, where the summary starts) for year summaries."""
     out = []
@@ -118,9 +151,19 @@ def train(model, data, steps: int, batch: int, lr: float) -> float:
     return statistics.mean(losses[-10:])
 
 
-def score(model, tok, names=None) -> str:
+def verbatim_cases(tok):
+    """(prompt + summary quoted up to the year, the year) for the probe worlds."""
+    for prompt, completion in seeded(tok, PROBE_WORLDS):
+        q = YEAR_SUMMARY.search(completion) and quoted(prompt, completion)
+        if q:
+            m = SUMMARY.search(q)
+            year = YEAR.search(m.group(2))
+            yield prompt + q[:m.start(2) + year.start()].rstrip(), year.group(0)
+
+
+def score(model, tok, names=None, verbatim=False) -> str:
     probs, right = [], 0
-    for prefix, year in cases(seeded(tok, PROBE_WORLDS), 150):
+    for prefix, year in (verbatim_cases(tok) if verbatim else cases(seeded(tok, PROBE_WORLDS), 150)):
         if names is not None:
             prefix, year = YEAR.sub(lambda m: names[m.group(0)], prefix), names[year]
         p, greedy = probe(model, tok, prefix, year)
@@ -140,6 +183,8 @@ def main(model_dir: str, steps: int, arms: list[str]) -> None:
         names = year_names(tok, texts)
     for arm in arms:
         arm_data, arm_names = (examples(tok, names), names) if arm == "as-names" else (data, None)
+        if arm == "verbatim":
+            arm_data = verbatim_examples(tok)
         torch.manual_seed(0)
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
         if arm in ("reinit", "frozen"):
@@ -148,7 +193,7 @@ def main(model_dir: str, steps: int, arms: list[str]) -> None:
             freeze(model, tok)
         t0 = time.perf_counter()
         loss = train(model, arm_data, steps, batch=8, lr=5e-4) if steps else math.nan
-        print(f"{arm:8s} loss {loss:.3f} in {time.perf_counter() - t0:.0f} s | {score(model, tok, arm_names)} | "
+        print(f"{arm:8s} loss {loss:.3f} in {time.perf_counter() - t0:.0f} s | {score(model, tok, arm_names, arm == 'verbatim')} | "
               f"{year_token_closeness(model, tok)}", flush=True)
 
 
