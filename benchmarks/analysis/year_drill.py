@@ -8,7 +8,7 @@ copying on other worlds with `year_copy.py`'s probe. Three arms, same data, same
   reinit    year rows re-drawn as distinct as names are (`pocket pretrain --reinit-years`)
   frozen    re-drawn and frozen: training cannot pull them back together
   as-names  the model as it is, but every year in the text (training and probes alike) is
-            replaced by its own one-token name that the texts do not otherwise use
+            written as a one-token name that the prompt does not otherwise use
   verbatim  the model as it is, but each year summary is the cited snippet's sentence that
             states the year, word for word (probes cut it right before the year)
 
@@ -18,7 +18,7 @@ name-like tokens in that slot, and a world that writes years as names would lift
 If `verbatim` does, copying needs the snippet's own word order, and the seed policy could
 quote instead of rephrasing.
 
-    python benchmarks/analysis/year_drill.py MODEL_DIR [STEPS] [ARMS]
+    python benchmarks/analysis/year_drill.py MODEL_DIR [STEPS] [ARMS] [TRAIN_WORLDS]
 """
 import math
 import random
@@ -26,6 +26,7 @@ import re
 import statistics
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import torch
@@ -36,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from year_copy import cases, probe, seeded, year_token_closeness  # noqa: E402
 
-TRAIN_WORLDS = range(9200000, 9200024)  # fresh worlds, none of them the probe's
+TRAIN_WORLDS = range(9200000, 9200024)  # fresh worlds, none of them the probe's (4th argument: how many)
 PROBE_WORLDS = (9100000, 9100001, 5100000)
 YEAR_SUMMARY = re.compile(r'summary="According to \[link_id=\d+\], [^"]*? in \d{4}')
 YEAR = re.compile(r"\b\d{4}\b")
@@ -66,23 +67,30 @@ def freeze(model, tok) -> None:
     model.get_input_embeddings().weight.register_hook(lambda g: g.index_fill(0, rows, 0.0))
 
 
-def year_names(tok, texts) -> dict[str, str]:
-    """Each year -> a one-token name that none of `texts` uses (same token in every context)."""
+def one_token_names(tok) -> list[str]:
     from trainer.pocket import NAME_TOKEN
 
+    return sorted(t[1:] for t in tok.get_vocab() if re.fullmatch(NAME_TOKEN, t))
+
+
+def as_names(texts: tuple[str, ...], names: list[str]) -> tuple[tuple[str, ...], dict[str, str]]:
+    """The texts with each year written as a one-token name they do not otherwise use.
+
+    One mapping for texts that belong together (a prompt and its summary); which names,
+    varies from prompt to prompt, so a year's name cannot be learnt by heart.
+    """
     joined = " ".join(texts)
     used = set(re.findall(r"[A-Z][a-z]+", joined))
-    free = sorted(t[1:] for t in tok.get_vocab() if re.fullmatch(NAME_TOKEN, t) and t[1:] not in used)
-    years = sorted(set(YEAR.findall(joined)))
-    if len(years) > len(free):
-        sys.exit(f"{len(years)} years but only {len(free)} unused one-token names")
-    return dict(zip(years, free))
+    turn = zlib.crc32(joined[:400].encode()) % len(names)
+    free = [n for n in names[turn:] + names[:turn] if n not in used]
+    mapping = dict(zip(sorted(set(YEAR.findall(joined))), free))
+    return tuple(YEAR.sub(lambda m: mapping[m.group(0)], t) for t in texts), mapping
 
 
-def renamed(pairs, names: dict[str, str] | None):
-    """The (text, text) pairs with every year written as its name, when `names` is given."""
-    for a, b in pairs:
-        yield (a, b) if names is None else tuple(YEAR.sub(lambda m: names[m.group(0)], t) for t in (a, b))
+def renamed(pairs, names: list[str] | None):
+    """The (text, text) pairs with every year written as a name, when `names` is given."""
+    for pair in pairs:
+        yield pair if names is None else as_names(pair, names)[0]
 
 
 SUMMARY = re.compile(r'summary="According to \[link_id=(\d+)\], ([^"]*)"')
@@ -114,7 +122,7 @@ def verbatim_examples(tok) -> list[tuple[list[int], int]]:
     return out
 
 
-def examples(tok, names=None) -> list[tuple[list[int], int]]:
+def examples(tok, names: list[str] | None = None) -> list[tuple[list[int], int]]:
     """(token ids of rendered prompt + summary, where the summary starts) for year summaries."""
     out = []
     for (prompt, completion), (p_named, c_named) in zip(seeded(tok, TRAIN_WORLDS),
@@ -161,11 +169,12 @@ def verbatim_cases(tok):
             yield prompt + q[:m.start(2) + year.start()].rstrip(), year.group(0)
 
 
-def score(model, tok, names=None, verbatim=False) -> str:
+def score(model, tok, names: list[str] | None = None, verbatim: bool = False) -> str:
     probs, right = [], 0
     for prefix, year in (verbatim_cases(tok) if verbatim else cases(seeded(tok, PROBE_WORLDS), 150)):
         if names is not None:
-            prefix, year = YEAR.sub(lambda m: names[m.group(0)], prefix), names[year]
+            (prefix,), mapping = as_names((prefix,), names)
+            year = mapping[year]
         p, greedy = probe(model, tok, prefix, year)
         probs.append(p)
         right += greedy == year
@@ -177,10 +186,7 @@ def main(model_dir: str, steps: int, arms: list[str]) -> None:
     tok = AutoTokenizer.from_pretrained(model_dir)
     data = examples(tok)
     print(f"{len(data)} year summaries from {len(TRAIN_WORLDS)} worlds; {steps} steps of 8", flush=True)
-    names = None
-    if "as-names" in arms:
-        texts = [t for pair in seeded(tok, [*TRAIN_WORLDS, *PROBE_WORLDS]) for t in pair]
-        names = year_names(tok, texts)
+    names = one_token_names(tok) if "as-names" in arms else None
     for arm in arms:
         arm_data, arm_names = (examples(tok, names), names) if arm == "as-names" else (data, None)
         if arm == "verbatim":
@@ -200,5 +206,7 @@ def main(model_dir: str, steps: int, arms: list[str]) -> None:
 if __name__ == "__main__":
     if len(sys.argv) < 2:
         sys.exit(__doc__)
+    if len(sys.argv) > 4:
+        TRAIN_WORLDS = range(TRAIN_WORLDS.start, TRAIN_WORLDS.start + int(sys.argv[4]))
     main(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 60,
          sys.argv[3].split(",") if len(sys.argv) > 3 else ["as-is", "reinit", "frozen"])
