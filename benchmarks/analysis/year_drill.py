@@ -19,8 +19,10 @@ If `verbatim` does, copying needs the snippet's own word order, and the seed pol
 quote instead of rephrasing.
 
     python benchmarks/analysis/year_drill.py MODEL_DIR [STEPS] [ARMS] [TRAIN_WORLDS]
+    YEAR_DRILL_SAVE=DIR ...   also saves each arm's model to DIR/ARM
 """
 import math
+import os
 import random
 import re
 import statistics
@@ -199,6 +201,10 @@ def main(model_dir: str, steps: int, arms: list[str]) -> None:
             freeze(model, tok)
         t0 = time.perf_counter()
         loss = train(model, arm_data, steps, batch=8, lr=5e-4) if steps else math.nan
+        if os.environ.get("YEAR_DRILL_SAVE"):  # keep the drilled model, e.g. to evaluate the agent with it
+            out = Path(os.environ["YEAR_DRILL_SAVE"]) / arm
+            model.save_pretrained(out)
+            tok.save_pretrained(out)
         print(f"{arm:8s} loss {loss:.3f} in {time.perf_counter() - t0:.0f} s | {score(model, tok, arm_names, arm == 'verbatim')} | "
               f"{year_token_closeness(model, tok)}", flush=True)
 
