@@ -13,14 +13,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_tiny_trainer_parts_train_on_the_same_planned_batches(tmp_path):
+def _tiny_run(tmp_path, parts: str) -> list[dict]:
+    """benchmarks/gpu_perf.py --tiny on these parts; the rows it wrote."""
     out = tmp_path / "perf.json"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "benchmarks/gpu_perf.py", "--tiny", "--parts", "save,train-project-hf,train-raw-hf",
+    cmd = [sys.executable, "benchmarks/gpu_perf.py", "--tiny", "--parts", parts,
            "--model-dir", str(tmp_path / "model"), "--out", str(out), "--part-timeout", "240"]
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    rows = {r["part"]: r for r in json.loads(out.read_text())}
+    return json.loads(out.read_text())
+
+
+def test_tiny_trainer_parts_train_on_the_same_planned_batches(tmp_path):
+    rows = {r["part"]: r for r in _tiny_run(tmp_path, "save,train-project-hf,train-raw-hf")}
     project, raw = rows["train-project-hf"], rows["train-raw-hf"]
     assert project["tokens_per_s"] > 0 and raw["tokens_per_s"] > 0
     assert project["batches_match_plan"] is True
@@ -30,13 +35,8 @@ def test_tiny_trainer_parts_train_on_the_same_planned_batches(tmp_path):
 
 
 def test_tiny_graph_engine_parts_run_with_and_without_the_fused_prefill(tmp_path):
-    out = tmp_path / "perf.json"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "benchmarks/gpu_perf.py", "--tiny", "--parts", "save,backend-graph,backend-graph-hfprefill",
-           "--model-dir", str(tmp_path / "model"), "--out", str(out), "--part-timeout", "240"]
-    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    rows = [r for r in json.loads(out.read_text()) if r["part"].startswith("backend")]
+    rows = [r for r in _tiny_run(tmp_path, "save,backend-graph,backend-graph-hfprefill")
+            if r["part"].startswith("backend")]
     engines = {r["engine"] for r in rows}
     assert engines == {"graph", "graph+hf-prefill"}
     for r in rows:  # every workload ran, on the CPU's eager fused step
