@@ -716,19 +716,25 @@ def pocket_pretrain(out: str = typer.Option("data/pocket/model", "--out"),
                     doc_fraction: float = typer.Option(0.3, "--doc-fraction", min=0, help="Corpus documents mixed in, per seed step."),
                     untie: bool = typer.Option(False, "--untie", help="With --init-from: give the model its own output matrix (untied embeddings)."),
                     reinit_years: bool = typer.Option(False, "--reinit-years", help="With --init-from: re-draw the one-token years' embedding rows, as spread out as names'."),
-                    year_boost: int = typer.Option(1, "--year-boost", min=1, help="Each seed summary that states a year appears this many times.")):
+                    year_boost: int = typer.Option(1, "--year-boost", min=1, help="Each seed summary that states a year appears this many times."),
+                    year_boost_kinds: str = typer.Option("summarize", "--year-boost-kinds", help="Comma-separated step kinds --year-boost repeats (summarize, answer, ...).")):
     """Warm-start the pocket model from scratch (a GPU makes this minutes instead of hours)."""
+    from agent.steps import STEP_KINDS
     from trainer.pocket import PocketConfig, pretrain
 
     if loss not in ("full", "completion"):
         fail(f"--loss must be 'full' or 'completion', not {loss!r}")
     if (untie or reinit_years) and not init_from:
         fail("--untie and --reinit-years change an existing model: give --init-from")
+    kinds = tuple(k.strip() for k in year_boost_kinds.split(",") if k.strip())
+    if not kinds or set(kinds) - set(STEP_KINDS):
+        fail(f"--year-boost-kinds takes step kinds from {sorted(STEP_KINDS)}, not {year_boost_kinds!r}")
     cfg = PocketConfig(worlds=worlds, epochs=epochs, error_rate=error_rate,
                        questions_per_world=questions_per_world, batch=batch, workers=workers,
                        time_limit_s=time_limit, learning_rate=lr, init_from=init_from, seed=seed,
                        split_digits=split_digits, loss=loss, doc_fraction=doc_fraction,
-                       untie=untie, reinit_years=reinit_years, year_boost=year_boost)
+                       untie=untie, reinit_years=reinit_years, year_boost=year_boost,
+                       year_boost_kinds=kinds)
     metrics = pretrain(cfg, Path(out), log=typer.echo)
     typer.echo(json.dumps({k: v for k, v in metrics.items() if k != "config"}, default=str))
 

@@ -124,6 +124,8 @@ def test_year_boost_repeats_only_summaries_that_state_a_year():
     other = {"kind": "answer", "completion": 'Answer(answer="1926")'}
     assert [repeats(s, 3) for s in (said, plain, other)] == [3, 1, 1]
     assert repeats(said, 1) == 1
+    # with answers among the boosted kinds, an answer that states a year repeats too
+    assert [repeats(s, 3, ("summarize", "answer")) for s in (said, plain, other)] == [3, 1, 3]
 
 
 def test_untie_without_init_from_is_a_one_line_error(tmp_path):

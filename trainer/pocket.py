@@ -76,6 +76,9 @@ class PocketConfig:
     untie: bool = False
     reinit_years: bool = False
     year_boost: int = 1
+    # Which step kinds the boost repeats. Session 8's CPU drill taught years with many small
+    # steps on summaries; answers copy years too (a comparison's thoughts list both years).
+    year_boost_kinds: tuple[str, ...] = ("summarize",)
     seed: int = 0
 
 
@@ -207,7 +210,7 @@ def pretrain(cfg: PocketConfig, out: Path, log=print) -> dict:
             tok = train_tokenizer(tok_texts, cfg.vocab_size, Path(tmp), cfg.split_digits)
             base = str(init_model(tok, cfg, Path(tmp)))
         examples = [Example(None, render(tok, s["prompt"]), s["completion"])
-                    for s in steps for _ in range(repeats(s, cfg.year_boost))]
+                    for s in steps for _ in range(repeats(s, cfg.year_boost, cfg.year_boost_kinds))]
         n_docs = int(len(examples) * cfg.doc_fraction)
         examples += [Example(None, tok.bos_token, d) for d in rng.sample(docs, min(n_docs, len(docs)))]
         rng.shuffle(examples)
@@ -232,9 +235,10 @@ NAME_TOKEN = r"Ġ[A-Z][a-z]{3,}"  # a one-token capitalised name, the spread yea
 _STATES_YEAR = re.compile(r"\b(1[89]|20)\d\d\b")
 
 
-def repeats(step: dict, year_boost: int) -> int:
-    """How often a seed step appears in the training data (year_boost for a summary with a year)."""
-    if year_boost > 1 and step["kind"] == "summarize" and _STATES_YEAR.search(step["completion"]):
+def repeats(step: dict, year_boost: int, kinds: tuple[str, ...] = ("summarize",)) -> int:
+    """How often a seed step appears in the training data (year_boost for a step of one of
+    `kinds` whose output states a year, once otherwise)."""
+    if year_boost > 1 and step["kind"] in kinds and _STATES_YEAR.search(step["completion"]):
         return year_boost
     return 1
 
