@@ -10,7 +10,10 @@ Recipe (STACK.md records why each part is there):
      own trainer, with loss on the whole sequence (what taught a tiny model to copy);
   4. saved in bf16 under data/pocket/model (small enough to ship in the repository);
   5. optionally continued on fresh worlds (`--init-from`), e.g. with loss on the outputs
-     only (`--loss completion --doc-fraction 0`), how the shipped model's last run trained.
+     only (`--loss completion --doc-fraction 0`). The shipped model (run 5) came from two
+     such phases: many small steps with year-stating steps repeated, which taught years,
+     then a plain replay at a larger batch, which brought the other steps back
+     (docs/BENCHMARKS.md section 1).
 
     python cli.py pocket pretrain --worlds 1000 --out data/pocket/model   # on a GPU: minutes
 """
@@ -46,9 +49,10 @@ class PocketConfig:
     questions_per_world: int = 20
     error_rate: float = 0.3  # the seed policy's mistake rate: keeps the warm start imperfect
     vocab_size: int = 6000
-    # One token per digit, so a year is copied digit by digit. With whole-number tokens the
-    # shipped model (trained without this) writes its most frequent year, "2020", for most
-    # years it should copy (benchmarks/analysis/headroom.py). A split-digit start with half
+    # One token per digit, so a year is copied digit by digit. With whole-number tokens run 4
+    # (trained without this) wrote its most frequent year, "2020", for most years it should
+    # copy (benchmarks/analysis/headroom.py); run 5 learnt them with whole-number tokens,
+    # from many small steps (docs/BENCHMARKS.md section 1). A split-digit start with half
     # the shipped budget copied years no better (docs/BENCHMARKS.md section 2a, session 5).
     split_digits: bool = False
     hidden: int = 256
@@ -62,8 +66,8 @@ class PocketConfig:
     doc_fraction: float = 0.3  # corpus documents mixed in as plain language-modelling text
     # "full": loss on the whole sequence, what first taught the model to copy names at all.
     # "completion": loss on the steps' outputs only. Continuing the full-loss model this way
-    # (the shipped run 3) taught it the relations it still misread (studied at, works for,
-    # a city's country); years it still does not copy (docs/BENCHMARKS.md section 1).
+    # (run 3) taught it the relations it still misread (studied at, works for, a city's
+    # country); years it did not copy (docs/BENCHMARKS.md section 1).
     loss: str = "full"
     workers: int = 0  # processes for seed data (0 = all cores)
     time_limit_s: float = 0.0  # stop training after this long (the model is still saved)
@@ -72,7 +76,8 @@ class PocketConfig:
     # year tokens bunched together, so a continued model may get its own output matrix
     # (`untie`), fresh, spread-out year rows (`reinit_years`), and more of the summaries that
     # state a year (`year_boost`: each such step appears this many times in the data).
-    # Measured on run 4 (docs/BENCHMARKS.md section 1): none of the three taught years.
+    # Measured on run 4 (docs/BENCHMARKS.md section 1): none of the three taught years in
+    # batches of 256. In batches of 8, a boost of 6 on summaries and answers did (run 5).
     untie: bool = False
     reinit_years: bool = False
     year_boost: int = 1
