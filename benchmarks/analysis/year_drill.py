@@ -89,60 +89,6 @@ def as_names(texts: tuple[str, ...], names: list[str]) -> tuple[tuple[str, ...],
     return tuple(YEAR.sub(lambda m: mapping[m.group(0)], t) for t in texts), mapping
 
 
-SUMMARY = re.compile(r'summary="According to \[link_id=\d+\], [^"]*? in \d{4}')
-YEAR = re.compile(r"\b\d{4}\b")
-
-
-def year_rows(tok) -> list[int]:
-    from trainer.pocket import YEAR_TOKEN
-
-    return [i for t, i in tok.get_vocab().items() if re.fullmatch(YEAR_TOKEN, t)]
-
-
-def redraw(model, tok, seed: int = 0) -> None:
-    """Year rows get the years' mean plus the spread name tokens have (as reshape_start does)."""
-    from trainer.pocket import NAME_TOKEN
-
-    emb = model.get_input_embeddings().weight
-    names = [i for t, i in tok.get_vocab().items() if re.fullmatch(NAME_TOKEN, t)]
-    years = year_rows(tok)
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        emb[years] = emb[years].mean(0) + torch.randn(len(years), emb.shape[1], generator=gen) * emb[names].std(0)
-
-
-def freeze(model, tok) -> None:
-    """Zero the year rows' gradient (tied embeddings: input and output rows at once)."""
-    rows = torch.tensor(year_rows(tok))
-    model.get_input_embeddings().weight.register_hook(lambda g: g.index_fill(0, rows, 0.0))
-
-
-def one_token_names(tok) -> list[str]:
-    from trainer.pocket import NAME_TOKEN
-
-    return sorted(t[1:] for t in tok.get_vocab() if re.fullmatch(NAME_TOKEN, t))
-
-
-def as_names(texts: tuple[str, ...], names: list[str]) -> tuple[tuple[str, ...], dict[str, str]]:
-    """The texts with each year written as a one-token name they do not otherwise use.
-
-    One mapping for texts that belong together (a prompt and its summary); which names,
-    varies from prompt to prompt, so a year's name cannot be learnt by heart.
-    """
-    joined = " ".join(texts)
-    used = set(re.findall(r"[A-Z][a-z]+", joined))
-    turn = zlib.crc32(joined[:400].encode()) % len(names)
-    free = [n for n in names[turn:] + names[:turn] if n not in used]
-    mapping = dict(zip(sorted(set(YEAR.findall(joined))), free))
-    return tuple(YEAR.sub(lambda m: mapping[m.group(0)], t) for t in texts), mapping
-
-
-def renamed(pairs, names: list[str] | None):
-    """The (text, text) pairs with every year written as a name, when `names` is given."""
-    for pair in pairs:
-        yield pair if names is None else as_names(pair, names)[0]
-
-
 SUMMARY = re.compile(r'summary="According to \[link_id=(\d+)\], ([^"]*)"')
 
 
