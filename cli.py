@@ -716,7 +716,7 @@ def pocket_pretrain(out: str = typer.Option("data/pocket/model", "--out"),
                     doc_fraction: float = typer.Option(0.3, "--doc-fraction", min=0, help="Corpus documents mixed in, per seed step."),
                     untie: bool = typer.Option(False, "--untie", help="With --init-from: give the model its own output matrix (untied embeddings)."),
                     reinit_years: bool = typer.Option(False, "--reinit-years", help="With --init-from: re-draw the one-token years' embedding rows, as spread out as names'."),
-                    year_boost: int = typer.Option(1, "--year-boost", min=1, help="Each seed summary that states a year appears this many times."),
+                    year_boost: int = typer.Option(1, "--year-boost", min=1, help="Each seed step of --year-boost-kinds that states a year appears this many times."),
                     year_boost_kinds: str = typer.Option("summarize", "--year-boost-kinds", help="Comma-separated step kinds --year-boost repeats (summarize, answer, ...).")):
     """Warm-start the pocket model from scratch (a GPU makes this minutes instead of hours)."""
     from agent.steps import STEP_KINDS
