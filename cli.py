@@ -529,6 +529,7 @@ def improve(iterations: int = typer.Option(3, "--iterations", "-n"),
             teacher: Optional[str] = typer.Option(None, "--teacher", help="Grow with this stronger model; its steps train --model."),
             samples: int = typer.Option(4, "--samples", "-k", help="Alternatives per step in Grow."),
             per_question: int = typer.Option(1, "--per-question"),
+            trajectories: str = typer.Option("all", "--trajectories", help="Which grow trajectories train: 'all' (the paper) or 'clean' (only those whose every taken step the judge passes)."),
             grow_questions: Optional[int] = typer.Option(None, "--grow-questions", help="Training questions per iteration (default all)."),
             eval_questions: Optional[int] = typer.Option(None, "--eval-questions", help="Held-out questions (default all)."),
             eval_split: str = typer.Option("dev", "--eval-split"),
@@ -547,8 +548,10 @@ def improve(iterations: int = typer.Option(3, "--iterations", "-n"),
     from agent.live import console
     from agent.setup import AgentOptions
     from agent.state import AgentConfig
-    from trainer.improve import ImproveConfig, Improver
+    from trainer.improve import TRAJECTORY_FILTERS, ImproveConfig, Improver
 
+    if trajectories not in TRAJECTORY_FILTERS:  # before the store is opened: nothing written
+        fail(f"--trajectories must be one of {', '.join(TRAJECTORY_FILTERS)}, not {trajectories!r}")
     store = open_store()
     from agent.setup import SetupError
 
@@ -609,7 +612,7 @@ def improve(iterations: int = typer.Option(3, "--iterations", "-n"),
                         iterations=iterations, eval_split=eval_split, grow_questions=grow_questions,
                         eval_questions=eval_questions, per_question=per_question, samples=samples,
                         eval_runs=eval_runs, concurrency=concurrency, judge=judge, teacher=teacher,
-                        samples_by_kind=by_kind,
+                        samples_by_kind=by_kind, trajectories=trajectories,
                         workdir=workdir, train=train_cfg)
     cfg.name = name or run_name("improve", set=set_name, **{k: v for k, v in cfg.to_dict().items()
                                                           if k not in ("iterations", "name")})

@@ -36,6 +36,10 @@ def parse_args(argv=None):
     p.add_argument("--samples", type=int, default=4, help="alternatives per step in Grow")
     p.add_argument("--samples-for", action="append", default=[], metavar="KIND=K",
                    help="K for one step kind in Grow, e.g. summarize=8 (repeatable)")
+    p.add_argument("--trajectories", choices=("all", "clean"), default="all",
+                   help="which grow trajectories train: all (the paper) or clean (every taken "
+                        "step passed by the judge)")
+    p.add_argument("--per-question", type=int, default=1, help="grow trajectories per question")
     p.add_argument("--concurrency", type=int, default=64)
     p.add_argument("--epochs", type=float, default=2.0)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -80,7 +84,7 @@ def main(argv=None) -> dict:
         name="pocket-benchmark", base_model=str(assets.model_dir), question_set=qset,
         iterations=args.iterations, grow_questions=args.grow_questions,
         eval_questions=args.dev, samples=args.samples, samples_by_kind=by_kind,
-        eval_runs=args.eval_runs,
+        eval_runs=args.eval_runs, trajectories=args.trajectories, per_question=args.per_question,
         concurrency=args.concurrency, judge="rules", workdir=args.workdir,
         train={"epochs": args.epochs, "learning_rate": args.lr, "lora_r": args.lora_r,
                "lora_alpha": args.lora_r, "per_device_batch": 32, "grad_accum": 1,
@@ -110,7 +114,8 @@ def main(argv=None) -> dict:
               "versions": _versions(), "command": " ".join(sys.argv),
               "dev_questions": args.dev, "test_questions": len(test_qs),
               "eval_runs": args.eval_runs, "grow_questions": args.grow_questions,
-              "samples": args.samples, "samples_by_kind": by_kind, "wall_s": round(time.perf_counter() - t0, 1),
+              "samples": args.samples, "samples_by_kind": by_kind,
+              "trajectories": args.trajectories, "per_question": args.per_question, "wall_s": round(time.perf_counter() - t0, 1),
               "iterations": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1))

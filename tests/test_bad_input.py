@@ -236,3 +236,11 @@ def test_improve_samples_for_without_grow_samples_writes_nothing(world, tmp_path
                  "--samples-for", "summarize=8", "--iterations", "1"], world["env"])
     _assert_one_error_line(r, "--samples-for applies to grow")
     assert table_counts(fresh).get("runs", 0) == 0
+
+
+def test_improve_with_unknown_trajectory_filter_writes_nothing(world, tmp_path):
+    fresh = tmp_path / "fresh.db"
+    r = run_cli(["--db", str(fresh), "improve", "--world", "pocket", "--trajectories", "best",
+                 "--iterations", "1"], world["env"])
+    _assert_one_error_line(r, "--trajectories must be one of all, clean")
+    assert not fresh.exists() or table_counts(fresh).get("runs", 0) == 0

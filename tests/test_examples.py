@@ -8,7 +8,7 @@ import pytest
 
 from agent.steps import Sample, Search, Step
 from store.api import Store
-from trainer.examples import (Example, alpaca_prompt, examples_from_steps, load_alpaca, tokenize_example,
+from trainer.examples import (Example, alpaca_prompt, clean_trajectories, examples_from_steps, load_alpaca, tokenize_example,
                               tokenize_examples)
 
 JUDGE, V1 = "rule", "v1"
@@ -111,6 +111,53 @@ def test_a_step_appears_at_most_once(ranked):
     steps, _ = ranked
     examples = examples_from_steps(list(steps) + list(steps), None, None)
     assert len(examples) == len({e.step_id for e in examples}) == len(steps)
+
+
+# --- clean trajectories ------------------------------------------------------------------
+
+
+@pytest.fixture
+def paths(tmp_path):
+    """Three finished trajectories: every taken step judged good; one taken step judged bad
+    (its best alternative is good); one step the judge never ranked."""
+    store = Store(str(tmp_path / "t.db"))
+    run = store.get_or_create_run("grow", "collect")
+    tids, step_ids = {}, {}
+    three = lambda p: [_sample(f"{p}0"), _sample(f"{p}1"), _sample(f"{p}2")]  # noqa: E731
+    plans = {"good": [(0, [2]), (1, [])],  # (chosen index, bad indices) per step
+             "took_bad": [(0, []), (1, [1, 2])],
+             "unranked": [(0, []), (0, None)]}
+    for n, (name, plan) in enumerate(plans.items()):
+        claim = store.claim(run.id, None, f"question {name}", sample_index=n)
+        tids[name] = claim.trajectory_id
+        for i, (chosen, bad) in enumerate(plan):
+            sid = store.add_step(claim.trajectory_id, _step(i, three(f"{name}{i}-"), chosen))
+            step_ids[(name, i)] = sid
+            if bad is not None:
+                best = max(j for j in range(3) if j not in bad)
+                store.add_ranking(sid, JUDGE, V1, "ok", best_index=best,
+                                  order=[best] + [j for j in range(3) if j != best], bad=bad)
+        store.finish_trajectory(claim.trajectory_id, "finished", answer="x")
+    steps = store.steps_of_run(run.id, status="finished")
+    store.close()
+    return steps, tids, step_ids
+
+
+def test_a_clean_trajectory_is_one_whose_every_taken_step_the_judge_passes(paths):
+    steps, tids, _ = paths
+    assert clean_trajectories(steps, JUDGE, V1) == {tids["good"]}
+    assert clean_trajectories(steps, JUDGE, "another version") == set()  # nothing verified
+
+
+def test_clean_only_trains_on_the_clean_trajectories_steps_alone(paths):
+    steps, _, ids = paths
+    every = _by_step(examples_from_steps(steps, JUDGE, V1))
+    clean = _by_step(examples_from_steps(steps, JUDGE, V1, clean_only=True))
+    # the per-step pick still applies inside a clean trajectory: its best, not its taken sample
+    assert clean == {ids[("good", 0)]: "good0-1", ids[("good", 1)]: "good1-2"}
+    assert ids[("took_bad", 1)] in every and ids[("took_bad", 1)] not in clean
+    with pytest.raises(ValueError, match="needs a judge"):
+        examples_from_steps(steps, None, None, clean_only=True)
 
 
 # --- Alpaca ----------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from agent.collect import items_for
 from agent.collect import collect as collect_trajectories
 
 STAGES = ("grow", "rank", "build", "train", "evaluate", "promote")
+TRAJECTORY_FILTERS = ("all", "clean")
 KILL_ENV = "RESTREACT_TEST_KILL_AT"  # test hook, see `_kill_point`
 
 
@@ -72,14 +73,25 @@ class ImproveConfig:
     judge: str = "rules"  # "rules" or an LLM spec (local dir, openai:NAME, replay:PATH)
     teacher: Optional[str] = None  # a stronger model to grow with (distillation), else the policy
     keep_data: bool = True  # train on the examples of all iterations so far, not just this one
+    # "all": every finished trajectory's steps (the paper); "clean": only the trajectories whose
+    # taken steps the judge passes at every step (trainer.examples.clean_trajectories)
+    trajectories: str = "all"
     workdir: str = "runs"  # adapters and example files go under workdir/name/
     train: dict = field(default_factory=dict)  # TrainConfig overrides
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        if not d["samples_by_kind"]:  # keeps the names and configs of earlier runs unchanged
+        # Defaults left out: the names and configs of earlier runs stay unchanged.
+        if not d["samples_by_kind"]:
             del d["samples_by_kind"]
+        if d["trajectories"] == "all":
+            del d["trajectories"]
         return d
+
+    def __post_init__(self):
+        if self.trajectories not in TRAJECTORY_FILTERS:
+            raise ValueError(f"trajectories must be one of {', '.join(TRAJECTORY_FILTERS)}, "
+                             f"not {self.trajectories!r}")
 
 
 @dataclass
@@ -212,7 +224,8 @@ class Improver:
         for j in self._built_from(it):
             grow_run = self.store.get_run(f"{self.cfg.name}:grow:{j}")
             steps = self.store.steps_of_run(grow_run.id, status="finished", min_samples=1)
-            examples += examples_from_steps(steps, self.cfg.judge, prompt_version(self.cfg.judge))
+            examples += examples_from_steps(steps, self.cfg.judge, prompt_version(self.cfg.judge),
+                                            clean_only=self.cfg.trajectories == "clean")
         if self.cfg.teacher:
             examples = self._as_student_sees(examples)
         path = self.dir / f"it{it}" / "examples.jsonl"
@@ -221,7 +234,8 @@ class Improver:
             for ex in examples:
                 f.write(json.dumps(asdict(ex)) + "\n")
         step_ids = [ex.step_id for ex in examples if ex.step_id is not None]
-        self.log(f"iteration {it}: {len(examples)} training examples")
+        kept = f" from {self.cfg.trajectories} trajectories" if self.cfg.trajectories != "all" else ""
+        self.log(f"iteration {it}: {len(examples)} training examples{kept}")
         self.mark(it, "build", examples=len(examples))
         return examples, step_ids
 

@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # One device call (H100/H200): the pocket learning benchmark, resumable across calls.
-# State (the SQLite store and the adapters) lives in runs/bench; it is packed into $OUT at the
-# end, even when the time limit cut the run, and a call that unpacks it again resumes.
+# State (the SQLite store and the adapters) lives in runs/bench (BENCH_STATE=runs/NAME for
+# another, e.g. two arms side by side on one card); it is packed into $OUT at the end, even
+# when the time limit cut the run, and a call that unpacks it again resumes.
 # Two processes share the card: the loop (grow, rank, train, dev eval) and the test scoring of
 # iterations the loop has finished (both are I/O- and Python-bound on a 6M model).
 set -u
 OUT=${OUT:-runs/out}; mkdir -p "$OUT" runs
+STATE=${BENCH_STATE:-runs/bench}
 [ -f .carry/bench_state.tgz ] && [ ! -d runs/bench ] && tar xzf .carry/bench_state.tgz -C runs
-mkdir -p runs/bench
+mkdir -p "$STATE"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader > "$OUT/card.txt"
-ARGS=(--db sqlite:///runs/bench/pocket_improve.db --workdir runs/bench/work
+ARGS=(--db sqlite:///$STATE/pocket_improve.db --workdir $STATE/work
       --concurrency ${CONC:-128} "$@")
 T=${BENCH_TIMEOUT:-520}
 timeout $T python3 benchmarks/pocket_improve.py "${ARGS[@]}" --stage improve \
@@ -29,9 +31,9 @@ timeout $((END - SECONDS > 20 ? END - SECONDS : 20)) python3 benchmarks/pocket_i
 echo "final test pass rc=$?" >> "$OUT/test.log"
 # Where the time went (LLM calls per purpose), then drop the call log: it is most of the
 # file, and the trajectories, steps and rankings that resuming needs stay.
-python3 - > "$OUT/llm_calls.txt" <<'PY'
-import sqlite3
-db = sqlite3.connect("runs/bench/pocket_improve.db")
+STATE=$STATE python3 - > "$OUT/llm_calls.txt" <<'PY'
+import os, sqlite3
+db = sqlite3.connect(os.environ["STATE"] + "/pocket_improve.db")
 print("purpose calls mean_s completion_tokens")
 for row in db.execute("select purpose, count(*), round(avg(duration_s), 3), sum(completion_tokens) "
                       "from llm_calls group by purpose order by 2 desc"):
@@ -40,5 +42,5 @@ print("engines", db.execute("select distinct json_extract(options, '$.engine') f
 db.execute("delete from llm_calls"); db.commit()
 db.execute("PRAGMA wal_checkpoint(TRUNCATE)"); db.execute("VACUUM")
 PY
-tar czf "$OUT/bench_state.tgz" -C runs bench
+tar czf "$OUT/bench_state.tgz" -C "$(dirname "$STATE")" "$(basename "$STATE")"
 grep -h -E "^iteration|^\{|rc=" "$OUT/loop.log" "$OUT/test.log" | cut -c1-300 | tail -30
