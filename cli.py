@@ -529,6 +529,7 @@ def improve(iterations: int = typer.Option(3, "--iterations", "-n"),
             teacher: Optional[str] = typer.Option(None, "--teacher", help="Grow with this stronger model; its steps train --model."),
             samples: int = typer.Option(4, "--samples", "-k", help="Alternatives per step in Grow."),
             per_question: int = typer.Option(1, "--per-question"),
+            grow_choose: str = typer.Option("perplexity", "--grow-choose", help="Which of the K samples a grow trajectory continues with: 'perplexity' (the lowest, the paper) or 'rules' (the rule judge's pick)."),
             trajectories: str = typer.Option("all", "--trajectories", help="Which grow trajectories train: 'all' (the paper) or 'clean' (only those whose every taken step the judge passes)."),
             grow_questions: Optional[int] = typer.Option(None, "--grow-questions", help="Training questions per iteration (default all)."),
             eval_questions: Optional[int] = typer.Option(None, "--eval-questions", help="Held-out questions (default all)."),
@@ -552,6 +553,10 @@ def improve(iterations: int = typer.Option(3, "--iterations", "-n"),
 
     if trajectories not in TRAJECTORY_FILTERS:  # before the store is opened: nothing written
         fail(f"--trajectories must be one of {', '.join(TRAJECTORY_FILTERS)}, not {trajectories!r}")
+    from agent.state import CHOOSERS
+
+    if grow_choose not in CHOOSERS:
+        fail(f"--grow-choose must be one of {', '.join(CHOOSERS)}, not {grow_choose!r}")
     store = open_store()
     from agent.setup import SetupError
 
@@ -583,7 +588,8 @@ def improve(iterations: int = typer.Option(3, "--iterations", "-n"),
                             config=AgentConfig(max_searches=max_searches, top_k=top_k,
                                                samples=k, greedy=greedy,
                                                # Grow only: evaluation stays one greedy sample
-                                               samples_by_kind=by_kind if k > 1 else {}))
+                                               samples_by_kind=by_kind if k > 1 else {},
+                                               choose=grow_choose if k > 1 else "perplexity"))
 
     def policy(model_spec, adapter, k, greedy=True):
         return pool.get(options(model_spec, adapter, k, greedy))
@@ -612,7 +618,7 @@ def improve(iterations: int = typer.Option(3, "--iterations", "-n"),
                         iterations=iterations, eval_split=eval_split, grow_questions=grow_questions,
                         eval_questions=eval_questions, per_question=per_question, samples=samples,
                         eval_runs=eval_runs, concurrency=concurrency, judge=judge, teacher=teacher,
-                        samples_by_kind=by_kind, trajectories=trajectories,
+                        samples_by_kind=by_kind, trajectories=trajectories, grow_choose=grow_choose,
                         workdir=workdir, train=train_cfg)
     cfg.name = name or run_name("improve", set=set_name, **{k: v for k, v in cfg.to_dict().items()
                                                           if k not in ("iterations", "name")})

@@ -68,7 +68,7 @@ class Agent:
             samples = [Sample(c.text, c.n_tokens, c.logprob, *parse_action(kind, c.text))
                        for c in gen.completions]
             step = Step(kind=kind, prompt=gen.rendered_prompt, samples=samples,
-                        chosen=choose_sample(samples), latency_s=time.perf_counter() - t0,
+                        chosen=self._choose(kind, gen.rendered_prompt, samples), latency_s=time.perf_counter() - t0,
                         prompt_tokens=gen.prompt_tokens, attempt=attempt, index=index)
             if self.store is not None and state.get("trajectory_id") is not None:
                 self.store.add_step(state["trajectory_id"], step, gen, request, searches)
@@ -78,6 +78,16 @@ class Agent:
             if step.chosen is not None:
                 return step, {"step_index": index, "pending_search": None}
         raise StepFailed(f"{kind}: no parseable sample after {cfg.max_attempts} attempts")
+
+    def _choose(self, kind: str, prompt: str, samples: list[Sample]) -> int | None:
+        """The sample the trajectory continues with (AgentConfig.choose)."""
+        if self.config.choose == "rules" and len(samples) > 1:
+            from reward.rules import judge_step  # only grow with choose="rules" needs the judge
+
+            verdict = judge_step(kind, prompt, samples)
+            if verdict.ok:  # its order: good before bad, then fewer steps, lower perplexity
+                return next((i for i in verdict.order if samples[i].parsed), None)
+        return choose_sample(samples)
 
     def _emit(self, kind: str, payload: dict) -> None:
         if self.on_event:

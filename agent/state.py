@@ -8,6 +8,9 @@ from typing import Optional, TypedDict
 from agent.steps import Action, SearchCall, SearchResult
 
 
+CHOOSERS = ("perplexity", "rules")
+
+
 @dataclass
 class AgentConfig:
     max_searches: int = 10  # the paper's budget: at most 10 searches a trajectory
@@ -21,14 +24,25 @@ class AgentConfig:
     # K for some step kinds only, e.g. {"summarize": 8}: more alternatives where the policy is
     # rarely right gives the ranker something right to keep (docs/BENCHMARKS.md §2).
     samples_by_kind: dict = field(default_factory=dict)
+    # Which of K samples the trajectory continues with: "perplexity" (the paper: the lowest),
+    # or "rules": the rule judge's first pick, so grow follows the path the judge would keep
+    # (reward.rules; pure Python, microseconds a step). Evaluation (K = 1) is unaffected.
+    choose: str = "perplexity"
+
+    def __post_init__(self):
+        if self.choose not in CHOOSERS:
+            raise ValueError(f"choose must be one of {', '.join(CHOOSERS)}, not {self.choose!r}")
 
     def samples_for(self, kind: str) -> int:
         return int(self.samples_by_kind.get(kind, self.samples))
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        if not d["samples_by_kind"]:  # keeps run names and configs of earlier runs unchanged
+        # Defaults left out: run names and configs of earlier runs stay unchanged.
+        if not d["samples_by_kind"]:
             del d["samples_by_kind"]
+        if d["choose"] == "perplexity":
+            del d["choose"]
         return d
 
 

@@ -39,6 +39,8 @@ def parse_args(argv=None):
     p.add_argument("--trajectories", choices=("all", "clean"), default="all",
                    help="which grow trajectories train: all (the paper) or clean (every taken "
                         "step passed by the judge)")
+    p.add_argument("--grow-choose", choices=("perplexity", "rules"), default="perplexity",
+                   help="which of the K samples a grow trajectory continues with")
     p.add_argument("--per-question", type=int, default=1, help="grow trajectories per question")
     p.add_argument("--concurrency", type=int, default=64)
     p.add_argument("--epochs", type=float, default=2.0)
@@ -76,7 +78,8 @@ def main(argv=None) -> dict:
     pool = PolicyPool(store)
 
     def policy(model, adapter, k, greedy=True):
-        config = AgentConfig(samples=k, greedy=greedy, samples_by_kind=by_kind if k > 1 else {})
+        config = AgentConfig(samples=k, greedy=greedy, samples_by_kind=by_kind if k > 1 else {},
+                             choose=args.grow_choose if k > 1 else "perplexity")
         return pool.get(AgentOptions(model=model, adapter=adapter, search="corpus",
                                      corpus=str(assets.corpus), config=config))
 
@@ -84,7 +87,7 @@ def main(argv=None) -> dict:
         name="pocket-benchmark", base_model=str(assets.model_dir), question_set=qset,
         iterations=args.iterations, grow_questions=args.grow_questions,
         eval_questions=args.dev, samples=args.samples, samples_by_kind=by_kind,
-        eval_runs=args.eval_runs, trajectories=args.trajectories, per_question=args.per_question,
+        eval_runs=args.eval_runs, trajectories=args.trajectories, grow_choose=args.grow_choose, per_question=args.per_question,
         concurrency=args.concurrency, judge="rules", workdir=args.workdir,
         train={"epochs": args.epochs, "learning_rate": args.lr, "lora_r": args.lora_r,
                "lora_alpha": args.lora_r, "per_device_batch": 32, "grad_accum": 1,
@@ -115,7 +118,8 @@ def main(argv=None) -> dict:
               "dev_questions": args.dev, "test_questions": len(test_qs),
               "eval_runs": args.eval_runs, "grow_questions": args.grow_questions,
               "samples": args.samples, "samples_by_kind": by_kind,
-              "trajectories": args.trajectories, "per_question": args.per_question, "wall_s": round(time.perf_counter() - t0, 1),
+              "trajectories": args.trajectories, "per_question": args.per_question,
+              "grow_choose": args.grow_choose, "wall_s": round(time.perf_counter() - t0, 1),
               "iterations": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1))

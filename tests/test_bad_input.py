@@ -244,3 +244,11 @@ def test_improve_with_unknown_trajectory_filter_writes_nothing(world, tmp_path):
                  "--iterations", "1"], world["env"])
     _assert_one_error_line(r, "--trajectories must be one of all, clean")
     assert not fresh.exists() or table_counts(fresh).get("runs", 0) == 0
+
+
+def test_improve_with_unknown_grow_chooser_writes_nothing(world, tmp_path):
+    fresh = tmp_path / "fresh.db"
+    r = run_cli(["--db", str(fresh), "improve", "--world", "pocket", "--grow-choose", "judge",
+                 "--iterations", "1"], world["env"])
+    _assert_one_error_line(r, "--grow-choose must be one of perplexity, rules")
+    assert not fresh.exists() or table_counts(fresh).get("runs", 0) == 0

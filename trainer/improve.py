@@ -68,6 +68,9 @@ class ImproveConfig:
     per_question: int = 1  # trajectories per question in Grow (the paper's 2nd gen used 4)
     samples: int = 4  # K alternatives per step for the ranker to choose from
     samples_by_kind: dict = field(default_factory=dict)  # K for some kinds, e.g. {"summarize": 8}
+    # Which sample a grow trajectory continues with (AgentConfig.choose); the policy factory
+    # applies it, this records it in the run's config and name
+    grow_choose: str = "perplexity"
     eval_runs: int = 1  # evaluation runs per question (mean ± std over runs)
     concurrency: int = 8
     judge: str = "rules"  # "rules" or an LLM spec (local dir, openai:NAME, replay:PATH)
@@ -86,6 +89,8 @@ class ImproveConfig:
             del d["samples_by_kind"]
         if d["trajectories"] == "all":
             del d["trajectories"]
+        if d["grow_choose"] == "perplexity":
+            del d["grow_choose"]
         return d
 
     def __post_init__(self):

@@ -1,0 +1,64 @@
+"""Which sample a trajectory continues with: the lowest perplexity, or the rule judge's pick.
+
+Routing only, so a scripted two-sample LLM stands in for the model: its likelier sample
+searches for a name that is in neither the question nor any summary (the rule judge marks
+that bad), the other one searches for what the question asks.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from agent import prompts
+from agent.graph import Agent
+from agent.llm.base import Completion, Generation
+from agent.search.base import SearchBackend
+from agent.state import AgentConfig
+
+QUESTION = "Who founded Acme?"
+INVENTED = 'Search(query="Zorblat Quenn biography", thoughts="look her up")'
+ON_TOPIC = 'Search(query="founder of Acme", thoughts="find who founded Acme")'
+
+
+class TwoSamples:
+    """Returns the invented search (likelier) and the on-topic one, for any prompt."""
+
+    def generate(self, request):
+        both = [Completion(INVENTED, n_tokens=10, logprob=-1.0),
+                Completion(ON_TOPIC, n_tokens=10, logprob=-8.0)]
+        return Generation(rendered_prompt=request.prompt, completions=both[:request.n])
+
+
+class NoSearch(SearchBackend):
+    name = "none"
+
+    def search(self, query, top_k):
+        return []
+
+
+def _first_step(choose: str, samples: int = 2):
+    agent = Agent(llm=TwoSamples(), search=NoSearch(), store=None,
+                  config=AgentConfig(samples=samples, greedy=False, choose=choose))
+    state = {"question": QUESTION, "past": [], "remaining": 3, "step_index": 0}
+    step, _ = agent.step(state, "decide", prompts.render_decide(QUESTION, [], 3))
+    return step
+
+
+def test_perplexity_continues_with_the_likelier_sample():
+    assert _first_step("perplexity").chosen == 0
+
+
+def test_rules_continue_with_the_sample_the_judge_passes():
+    step = _first_step("rules")
+    assert step.chosen == 1 and step.action.query == "founder of Acme"
+    assert len(step.samples) == 2  # both alternatives are still stored for the ranker
+
+
+def test_one_sample_is_taken_as_it_is():
+    assert _first_step("rules", samples=1).chosen == 0
+
+
+def test_an_unknown_chooser_is_refused():
+    with pytest.raises(ValueError, match="choose must be one of perplexity, rules"):
+        AgentConfig(choose="judge")
+    assert "choose" not in AgentConfig().to_dict()  # default left out: old run names hold
