@@ -12,7 +12,8 @@ pass@K - pass@1 bounds what distilling best-of-K trajectories can add at this po
 and counts, per step kind, the steps the build stage would keep
 (trainer.examples.examples_from_steps: best sample not marked bad, parseable). If steps of
 wrong trajectories are kept about as often as those of right ones, training copies errors.
-For answer steps it also says whether the kept sample's answer is itself right.
+For answer steps it also says whether the kept sample's answer is itself right, and
+last how often the clean trajectories (`improve --trajectories clean`) end right.
 
 `reading RUN [VERSION]`: the summarize steps of a ranked run, by their place in the
 trajectory (1st, 2nd, 3rd+ summary), held against the error-free scripted reader as
@@ -85,7 +86,7 @@ if mode == "eval":
               + ("" if extra else " (no greedy run given)"))
 elif mode == "grow":
     from reward.ranker import RULES_JUDGE, prompt_version
-    from trainer.examples import examples_from_steps
+    from trainer.examples import clean_trajectories, examples_from_steps
 
     run = store.get_run(run_name)
     qs = questions_of(run.id)
@@ -125,6 +126,10 @@ elif mode == "grow":
           f"{anyright[True]}, in wrong traj {anyright[False]}")
     print("kept answer steps (traj right, kept answer right): "
           + ", ".join(f"{k}: {v}" for k, v in sorted(ans.items())))
+    clean = clean_trajectories(steps, RULES_JUDGE, version)  # what --trajectories clean keeps
+    print(f"clean trajectories (every taken step passed): {pct(len(clean), n)}, of which right "
+          f"{pct(sum(right[t] for t in clean), len(clean))}; the others right "
+          f"{pct(n_right - sum(right[t] for t in clean), n - len(clean))}")
 elif mode == "reading":
     import json
     import re
