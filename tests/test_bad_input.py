@@ -238,17 +238,13 @@ def test_improve_samples_for_without_grow_samples_writes_nothing(world, tmp_path
     assert table_counts(fresh).get("runs", 0) == 0
 
 
-def test_improve_with_unknown_trajectory_filter_writes_nothing(world, tmp_path):
+@pytest.mark.parametrize("option, value, expect", [
+    ("--trajectories", "best", "--trajectories must be one of all, clean"),
+    ("--grow-choose", "judge", "--grow-choose must be one of perplexity, rules"),
+])
+def test_improve_with_an_unknown_grow_option_value_writes_nothing(world, tmp_path, option, value, expect):
     fresh = tmp_path / "fresh.db"
-    r = run_cli(["--db", str(fresh), "improve", "--world", "pocket", "--trajectories", "best",
+    r = run_cli(["--db", str(fresh), "improve", "--world", "pocket", option, value,
                  "--iterations", "1"], world["env"])
-    _assert_one_error_line(r, "--trajectories must be one of all, clean")
-    assert not fresh.exists() or table_counts(fresh).get("runs", 0) == 0
-
-
-def test_improve_with_unknown_grow_chooser_writes_nothing(world, tmp_path):
-    fresh = tmp_path / "fresh.db"
-    r = run_cli(["--db", str(fresh), "improve", "--world", "pocket", "--grow-choose", "judge",
-                 "--iterations", "1"], world["env"])
-    _assert_one_error_line(r, "--grow-choose must be one of perplexity, rules")
+    _assert_one_error_line(r, expect)
     assert not fresh.exists() or table_counts(fresh).get("runs", 0) == 0
