@@ -548,13 +548,11 @@ def improve(iterations: int = typer.Option(3, "--iterations", "-n"),
     from agent.collect import run_name
     from agent.live import console
     from agent.setup import AgentOptions
-    from agent.state import AgentConfig
+    from agent.state import CHOOSERS, AgentConfig
     from trainer.improve import TRAJECTORY_FILTERS, ImproveConfig, Improver
 
     if trajectories not in TRAJECTORY_FILTERS:  # before the store is opened: nothing written
         fail(f"--trajectories must be one of {', '.join(TRAJECTORY_FILTERS)}, not {trajectories!r}")
-    from agent.state import CHOOSERS
-
     if grow_choose not in CHOOSERS:
         fail(f"--grow-choose must be one of {', '.join(CHOOSERS)}, not {grow_choose!r}")
     store = open_store()

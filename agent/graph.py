@@ -68,8 +68,8 @@ class Agent:
             samples = [Sample(c.text, c.n_tokens, c.logprob, *parse_action(kind, c.text))
                        for c in gen.completions]
             step = Step(kind=kind, prompt=gen.rendered_prompt, samples=samples,
-                        chosen=self._choose(kind, gen.rendered_prompt, samples), latency_s=time.perf_counter() - t0,
-                        prompt_tokens=gen.prompt_tokens, attempt=attempt, index=index)
+                        chosen=self._choose(kind, gen.rendered_prompt, samples),
+                        latency_s=time.perf_counter() - t0, prompt_tokens=gen.prompt_tokens, attempt=attempt, index=index)
             if self.store is not None and state.get("trajectory_id") is not None:
                 self.store.add_step(state["trajectory_id"], step, gen, request, searches)
             searches = []  # written once, with the first attempt

@@ -26,6 +26,9 @@ sys.path.insert(0, str(ROOT))
 
 
 def parse_args(argv=None):
+    from agent.state import CHOOSERS
+    from trainer.improve import TRAJECTORY_FILTERS
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--db", default="pocket_improve.db")
     p.add_argument("--iterations", type=int, default=3)
@@ -36,10 +39,10 @@ def parse_args(argv=None):
     p.add_argument("--samples", type=int, default=4, help="alternatives per step in Grow")
     p.add_argument("--samples-for", action="append", default=[], metavar="KIND=K",
                    help="K for one step kind in Grow, e.g. summarize=8 (repeatable)")
-    p.add_argument("--trajectories", choices=("all", "clean"), default="all",
+    p.add_argument("--trajectories", choices=TRAJECTORY_FILTERS, default="all",
                    help="which grow trajectories train: all (the paper) or clean (every taken "
                         "step passed by the judge)")
-    p.add_argument("--grow-choose", choices=("perplexity", "rules"), default="perplexity",
+    p.add_argument("--grow-choose", choices=CHOOSERS, default="perplexity",
                    help="which of the K samples a grow trajectory continues with")
     p.add_argument("--per-question", type=int, default=1, help="grow trajectories per question")
     p.add_argument("--concurrency", type=int, default=64)
@@ -87,7 +90,8 @@ def main(argv=None) -> dict:
         name="pocket-benchmark", base_model=str(assets.model_dir), question_set=qset,
         iterations=args.iterations, grow_questions=args.grow_questions,
         eval_questions=args.dev, samples=args.samples, samples_by_kind=by_kind,
-        eval_runs=args.eval_runs, trajectories=args.trajectories, grow_choose=args.grow_choose, per_question=args.per_question,
+        eval_runs=args.eval_runs, per_question=args.per_question,
+        trajectories=args.trajectories, grow_choose=args.grow_choose,
         concurrency=args.concurrency, judge="rules", workdir=args.workdir,
         train={"epochs": args.epochs, "learning_rate": args.lr, "lora_r": args.lora_r,
                "lora_alpha": args.lora_r, "per_device_batch": 32, "grad_accum": 1,

@@ -66,8 +66,9 @@ def clean_trajectories(steps: Sequence[Any], judge: str, prompt_version: str | N
     rank, or whose reply could not be parsed, leaves its trajectory unverified, so not clean.
 
     Why: on the pocket world the rule judge's per-step picks come mostly from trajectories
-    that end wrong (58 % of session 10's CPU grow examples), while the trajectories it passes
-    end right 98 % of the time (86 of 300). No reference answer is read to tell them apart.
+    that end wrong (58 % of the examples of session 9's first CPU grow run), while the
+    trajectories it passes end right 98 % of the time (84 of 86, over 300 grown). No
+    reference answer is read to tell them apart (docs/BENCHMARKS.md section 2.0b).
     """
     verdicts: dict[int, bool] = {}
     for step in steps:

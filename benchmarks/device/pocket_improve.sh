@@ -8,6 +8,7 @@
 set -u
 OUT=${OUT:-runs/out}; mkdir -p "$OUT" runs
 STATE=${BENCH_STATE:-runs/bench}
+# A carried archive (from an earlier call's $OUT) restores the default state folder only.
 [ -f .carry/bench_state.tgz ] && [ ! -d runs/bench ] && tar xzf .carry/bench_state.tgz -C runs
 mkdir -p "$STATE"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader > "$OUT/card.txt"
