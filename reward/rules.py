@@ -20,9 +20,20 @@ these holds:
   entity more often than any one sentence of the question or of each cited link (title
   included) does, which is how a miscopy such as "Besvudal is a city in Besvudal" reads.
 - answer: cites no [link_id=N]; cites a link that no earlier summary selected; names an
-  entity found neither in the earlier summaries nor in the question.
+  entity found neither in the earlier summaries nor in the question; its thoughts state a
+  number found in neither (a miscopied year: "Comparing founding years (A: 2020, ...)");
+  it is the wrong kind of answer (see below).
 - grounding: passes (Check_Answer(passed=True)) an answer naming an entity the summaries
-  do not contain; revises to such an answer. relevance: only the checks for every kind.
+  do not contain; revises to such an answer.
+- relevance: passes an answer of the wrong kind; revises to one.
+
+"Wrong kind": a question that asks when (When..., In what/which year...) answered with no
+number at all ("Mifedal" for "In what year was X born?", though the summary says "born in
+Mifedal in 1975"), or one that asks where or who answered with a number alone. The loop
+needs this because a grounded answer of the wrong kind otherwise passes, and when it is
+the likelier sample the loop trains it in (rules-v2 did: one-hop test questions fell
+26 -> 22 of 39 in a CPU loop, nine of the misses answering a year question with a place or
+a founder; docs/BENCHMARKS.md section 2.0d).
 
 "Entity" is deliberately crude: a capitalised word outside a short list of function
 words, or a number; matching is per word and ignores case. Ranking: good before bad;
@@ -54,8 +65,9 @@ from agent.steps import (
 from reward.verdicts import RankingVerdict, failed
 
 # Part of every stored ranking's key: a ranking made by an older rubric is never reused as
-# this one's (rules-v2: summaries are checked per citation, and entity counts).
-RULES_VERSION = "rules-v2"
+# this one's (rules-v2: summaries are checked per citation, and entity counts; rules-v3:
+# the kind of answer a question asks for, and numbers in an answer's thoughts).
+RULES_VERSION = "rules-v3"
 
 # Capitalised function words that start sentences and queries; not entities.
 STOPWORDS = frozenset("""
@@ -343,8 +355,38 @@ def _answer_text(text: str, st: PromptState, require_citation: bool) -> list[str
     return why
 
 
+_ASKS_WHEN = re.compile(r"^\W*(when|(in |during )?(what|which) year)\b", re.IGNORECASE)
+_ASKS_WHERE_WHO = re.compile(r"^\W*(where|who|whom|whose)\b", re.IGNORECASE)
+_DIGIT = re.compile(r"\d")
+
+
+def wrong_kind(answer: str, question: str) -> list[str]:
+    """Why `answer` cannot be the kind of answer `question` asks for (empty: it can)."""
+    bare = _CITATION.sub(" ", answer or "")
+    if _ASKS_WHEN.match(question or "") and not _DIGIT.search(bare):
+        return ["the question asks when, but the answer states no number"]
+    tokens = _TOKEN.findall(bare)
+    if _ASKS_WHERE_WHO.match(question or "") and tokens and all(t[0].isdigit() for t in tokens):
+        return ["the question asks where or who, but the answer is a number"]
+    return []
+
+
 def _answer(a: Action, st: PromptState) -> list[str]:
-    return _answer_text(a.answer, st, True) if isinstance(a, Answer) else []
+    if not isinstance(a, Answer):
+        return []
+    evidence = (st.question, *(s.summary for s in st.summaries()))
+    numbers = [e for e in unsupported(a.thoughts, *evidence) if e[0].isdigit()]
+    why = [f"its thoughts state {', '.join(numbers)}, found in no summary"] if numbers else []
+    return _answer_text(a.answer, st, True) + why + wrong_kind(a.answer, st.question)
+
+
+def _relevance(a: Action, st: PromptState) -> list[str]:
+    if isinstance(a, CheckAnswer) and a.passed and st.answer is not None:
+        return [f"passes an answer of the wrong kind: {w}" for w in wrong_kind(st.answer, st.question)]
+    if isinstance(a, ReviseAnswer):
+        return [f"revises to an answer of the wrong kind: {w}"
+                for w in wrong_kind(a.revised_answer, st.question)]
+    return []
 
 
 def _grounding(a: Action, st: PromptState) -> list[str]:
@@ -358,7 +400,7 @@ def _grounding(a: Action, st: PromptState) -> list[str]:
 
 
 _RULES = {"decide": _decide, "summarize": _summarize, "answer": _answer,
-          "grounding": _grounding, "relevance": lambda a, st: []}
+          "grounding": _grounding, "relevance": _relevance}
 
 
 def check(kind: str, action: Action | None, parse_error: str | None, st: PromptState) -> list[str]:

@@ -283,6 +283,47 @@ def test_grounding_revising_to_an_unsupported_answer_is_bad():
     assert "danube" in one_bad("grounding", prompt, bad, render_action(CheckAnswer(True)))
 
 
+# The kind of answer the question asks for (rules-v3), on the pocket world's own phrasings.
+YQ = "In what year was Zerstu Braro born?"
+YS = Search(query="Zerstu Braro", thoughts="Next I need the birth year of Zerstu Braro.")
+YL = SelectLink(summary="According to [link_id=1], Zerstu Braro was born in Mifedal in 1975.",
+                thoughts="Link 1 is the article on Zerstu Braro.", selected_link_ids=(1,))
+YEAR_ANSWER = render_answer(YQ, [YS, YL])
+
+
+def test_answer_to_a_year_question_with_no_number_is_bad_though_grounded():
+    good = render_action(Answer("Following the summaries: 1975.", "1975 [link_id=1]"))
+    bad = render_action(Answer("Following the summaries: 1975.", "Mifedal [link_id=1]"))
+    assert "asks when" in one_bad("answer", YEAR_ANSWER, bad, good)
+
+
+@pytest.mark.parametrize("question", ["When was Zerstu Braro born?", "  when did the band form?",
+                                      "In which year was it founded?"])
+def test_when_questions_need_a_number_and_where_who_questions_need_more_than_one(question):
+    from reward.rules import wrong_kind
+    assert wrong_kind("Mifedal [link_id=1]", question) and not wrong_kind("in 1975 [link_id=1]", question)
+    assert wrong_kind("1975 [link_id=1]", "Where was Zerstu Braro born?")
+    assert not wrong_kind("Mifedal [link_id=1]", "Where was Zerstu Braro born?")
+    assert not wrong_kind("1975", "Which river flows through Tarsk?")  # no claim about other kinds
+
+
+def test_answer_whose_thoughts_state_a_number_no_summary_has_is_bad():
+    good = render_action(Answer("Following the summaries: 1975.", "1975 [link_id=1]"))
+    bad = render_action(Answer("Following the summaries: 1945.", "1975 [link_id=1]"))
+    assert "thoughts state 1945" in one_bad("answer", YEAR_ANSWER, bad, good)
+
+
+def test_relevance_passing_or_revising_to_the_wrong_kind_of_answer_is_bad():
+    prompt = render_check("relevance", YQ, [YS, YL], "Mifedal [link_id=1]")
+    fix = render_action(ReviseAnswer("The question asks for a year.", "1975 [link_id=1]"))
+    assert "passes an answer of the wrong kind" in one_bad(
+        "relevance", prompt, render_action(CheckAnswer(True)), fix)
+    prompt = render_check("relevance", YQ, [YS, YL], "1975 [link_id=1]")
+    bad = render_action(ReviseAnswer("hmm", "Mifedal [link_id=1]"))
+    assert "revises to an answer of the wrong kind" in one_bad(
+        "relevance", prompt, bad, render_action(CheckAnswer(True)))
+
+
 # --- ranking -----------------------------------------------------------------------------------
 
 

@@ -27,6 +27,14 @@ the relation the reader's summary states (agent.pocket.policy.SAY).
     python benchmarks/analysis/headroom.py DB eval EVAL_RUN [GREEDY_EVAL_RUN]
     python benchmarks/analysis/headroom.py DB grow GROW_RUN [VERSION]   # VERSION: rules-v2
     python benchmarks/analysis/headroom.py DB reading GROW_RUN [VERSION]
+    python benchmarks/analysis/headroom.py DB answers RUN
+
+`answers RUN`: where the wrong final answers of a run (eval or grow) went wrong. Each
+wrong trajectory is put in one of four bins, per question type: the taken answer step
+is or is not bad under today's rule judge, and the reference does or does not occur in the
+trajectory's taken summaries. "Judged ok, reference in the summaries" is what no rule
+catches yet (a grounded answer of the right kind that picks the wrong name); "reference
+not in the summaries" failed before the answer step (search or reading).
 """
 import collections
 import sys
@@ -187,5 +195,35 @@ elif mode == "reading":
           " | chosen = oracle | kept | kept = oracle | steps whose results miss the entity")
     for (pos, m), (n, a, ch, k, kr) in sorted(c.items()):
         print(f"{pos} | {m} | {n} | {pct(a, n)} | {pct(ch, n)} | {k} | {pct(kr, k)} | {missed.get(pos, '')}")
+elif mode == "answers":
+    from reward.rules import judge_step
+    run = store.get_run(run_name)
+    qs = questions_of(run.id)
+    taken = collections.defaultdict(list)  # trajectory id → [(kind, prompt, taken text)]
+    for st in store.steps_of_run(run.id, status=None):
+        chosen = {x.idx: x.text for x in st.samples}.get(st.chosen_index or 0)
+        if chosen is not None:
+            taken[st.trajectory_id].append((st.kind, st.prompt, chosen))
+    bins = collections.Counter()
+    for t in store.trajectories(run_id=run.id):
+        ref, typ = qs[t.question_id]
+        steps = taken.get(t.id, [])
+        if t.status == "finished" and exact_match(t.final_answer or "", ref):
+            label = "right"
+        else:
+            answers = [(p, x) for k, p, x in steps if k == "answer"]
+            summaries = normalize_answer(" ".join(x for k, _, x in steps if k == "summarize"))
+            where = "in" if normalize_answer(ref) in summaries else "not in"
+            if not answers:
+                label = "wrong, no answer step"
+            else:
+                prompt, text = answers[-1]
+                bad = judge_step("answer", prompt, [text]).bad
+                label = f"wrong, answer judged {'bad' if bad else 'ok'}, reference {where} the summaries"
+        for key in (typ, "all"):
+            bins[key, label] += 1
+    print("type | outcome | trajectories")
+    for (typ, label), n in sorted(bins.items(), key=lambda kv: (kv[0][0] == "all", kv[0])):
+        print(f"{typ} | {label} | {n}")
 else:
     sys.exit(__doc__)
