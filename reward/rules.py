@@ -29,11 +29,10 @@ these holds:
 
 "Wrong kind": a question that asks when (When..., In what/which year...) answered with no
 number at all ("Mifedal" for "In what year was X born?", though the summary says "born in
-Mifedal in 1975"), or one that asks where or who answered with a number alone. The loop
-needs this because a grounded answer of the wrong kind otherwise passes, and when it is
-the likelier sample the loop trains it in (rules-v2 did: one-hop test questions fell
-26 -> 22 of 39 in a CPU loop, nine of the misses answering a year question with a place or
-a founder; docs/BENCHMARKS.md section 2.0d).
+Mifedal in 1975"), or one that asks where or who answered with a number alone. Such an
+answer is grounded, so rules-v2 passed it: after a CPU loop, eight of the 13 wrong test
+answers that rules-v2 passed though the summaries held the reference were year questions
+answered with a place or a founder (docs/BENCHMARKS.md section 2.0d).
 
 "Entity" is deliberately crude: a capitalised word outside a short list of function
 words, or a number; matching is per word and ignores case. Ranking: good before bad;
