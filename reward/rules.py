@@ -32,7 +32,7 @@ number at all ("Mifedal" for "In what year was X born?", though the summary says
 Mifedal in 1975"), or one that asks where or who answered with a number alone. Such an
 answer is grounded, so rules-v2 passed it: after a CPU loop, eight of the 13 wrong test
 answers that rules-v2 passed though the summaries held the reference were year questions
-answered with a place or a founder (docs/BENCHMARKS.md section 2.0d).
+answered with a place or a founder (docs/BENCHMARKS.md section 2.0c).
 
 "Entity" is deliberately crude: a capitalised word outside a short list of function
 words, or a number; matching is per word and ignores case. Ranking: good before bad;
