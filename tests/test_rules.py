@@ -299,7 +299,7 @@ def test_answer_to_a_year_question_with_no_number_is_bad_though_grounded():
 
 @pytest.mark.parametrize("question", ["When was Zerstu Braro born?", "  when did the band form?",
                                       "In which year was it founded?"])
-def test_when_questions_need_a_number_and_where_who_questions_need_more_than_one(question):
+def test_when_questions_need_a_number_and_where_who_questions_more_than_a_number(question):
     from reward.rules import wrong_kind
     assert wrong_kind("Mifedal [link_id=1]", question) and not wrong_kind("in 1975 [link_id=1]", question)
     assert wrong_kind("1975 [link_id=1]", "Where was Zerstu Braro born?")
