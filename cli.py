@@ -155,6 +155,7 @@ TOP_K = typer.Option(3, "--top-k", help="Search results shown to the model per s
 FEWSHOT = typer.Option(False, "--fewshot/--zeroshot", help="Prepend worked examples (for prompted, not fine-tuned, models).")
 FOURBIT = typer.Option(False, "--4bit", help="Load a local model in 4-bit (bitsandbytes, CUDA).")
 SAMPLES_FOR = typer.Option(None, "--samples-for", help="K for one step kind, e.g. summarize=8 (repeatable); other kinds use --samples.")
+CHOOSE = typer.Option("perplexity", "--choose", help="Which of a step's K samples the trajectory continues with: 'perplexity' (the lowest) or 'rules' (the rule judge's pick: search guided by the judge, no reference read).")
 WORKERS = typer.Option(1, "--workers", help="Worker processes sharing the run through the store, one per GPU (each loads its own model; see docs/SCALING.md).")
 
 
@@ -169,15 +170,18 @@ def samples_by_kind(specs: Optional[list[str]]) -> dict:
 
 
 def agent_options(model, adapter, search, corpus, record, replay, world, samples, max_searches,
-                  top_k, fewshot, load_in_4bit, default_samples: int = 1, samples_for=None):
+                  top_k, fewshot, load_in_4bit, default_samples: int = 1, samples_for=None,
+                  choose: str = "perplexity"):
     from agent.setup import AgentOptions
-    from agent.state import AgentConfig
+    from agent.state import CHOOSERS, AgentConfig
 
     if record and replay:
         fail("--record and --replay cannot be used together")
+    if choose not in CHOOSERS:
+        fail(f"--choose must be one of {', '.join(CHOOSERS)}, not {choose!r}")
     cfg = AgentConfig(max_searches=max_searches, top_k=top_k,
                       samples=samples or default_samples, fewshot=fewshot,
-                      samples_by_kind=samples_by_kind(samples_for))
+                      samples_by_kind=samples_by_kind(samples_for), choose=choose)
     if cfg.samples < 1 or max_searches < 0 or top_k < 1:
         fail("--samples and --top-k must be at least 1, --max-searches at least 0")
     return AgentOptions(model=model, adapter=adapter, search=search, corpus=corpus,
@@ -208,10 +212,10 @@ def ask(question: Optional[str] = typer.Argument(None, help="The question; omit 
         record: Optional[str] = RECORD, replay: Optional[str] = REPLAY,
         world: Optional[str] = WORLD, samples: Optional[int] = SAMPLES,
         max_searches: int = MAX_SEARCHES, top_k: int = TOP_K, fewshot: bool = FEWSHOT,
-        load_in_4bit: bool = FOURBIT):
+        load_in_4bit: bool = FOURBIT, choose: str = CHOOSE):
     """Ask one question (or several, interactively); the steps appear as they happen."""
     opts = agent_options(model, adapter, search, corpus, record, replay, world, samples,
-                         max_searches, top_k, fewshot, load_in_4bit)
+                         max_searches, top_k, fewshot, load_in_4bit, choose=choose)
     ok = ask_many(open_store(), opts, [question] if question else _prompt_loop())
     if question and not ok:
         raise typer.Exit(2)
@@ -306,7 +310,7 @@ def collect(questions: Optional[str] = typer.Option(None, "--questions", "-q", h
             world: Optional[str] = WORLD, samples: Optional[int] = SAMPLES,
             max_searches: int = MAX_SEARCHES, top_k: int = TOP_K, fewshot: bool = FEWSHOT,
             load_in_4bit: bool = FOURBIT, workers: int = WORKERS,
-            samples_for: Optional[list[str]] = SAMPLES_FOR):
+            samples_for: Optional[list[str]] = SAMPLES_FOR, choose: str = CHOOSE):
     """Collect trajectories over a question set; re-running the same command resumes."""
     import time
 
@@ -317,7 +321,8 @@ def collect(questions: Optional[str] = typer.Option(None, "--questions", "-q", h
 
     store = open_store()
     opts = agent_options(model, adapter, search, corpus, record, replay, world, samples,
-                         max_searches, top_k, fewshot, load_in_4bit, samples_for=samples_for)
+                         max_searches, top_k, fewshot, load_in_4bit, samples_for=samples_for,
+                         choose=choose)
     load_questions = plan_questions(store, questions, world, split, limit)
     agent = make_agent(store, opts) if workers == 1 else check_workers(store, opts, workers)
     set_name, rows = load_questions()

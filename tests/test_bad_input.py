@@ -143,6 +143,11 @@ def test_unknown_model_path(world):
           "cannot load model", "/nonexistent")
 
 
+def test_collect_with_an_unknown_chooser(world):
+    _case(world, _collect(world, "--questions", "good", "--choose", "judge"),
+          "--choose must be one of perplexity, rules")
+
+
 @pytest.mark.parametrize("adapter", ["corrupt-adapter", "garbage-weights-adapter", "no-such-adapter"])
 def test_corrupt_or_missing_adapter(world, adapter):
     _case(world, ["collect", "--questions", "good", "--model", str(world["tiny"]),

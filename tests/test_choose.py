@@ -62,3 +62,33 @@ def test_an_unknown_chooser_is_refused():
     with pytest.raises(ValueError, match="choose must be one of perplexity, rules"):
         AgentConfig(choose="judge")
     assert "choose" not in AgentConfig().to_dict()  # default left out: old run names hold
+
+
+def test_collect_choose_rules_follows_the_judge_through_the_cli(tmp_path):
+    """`collect --choose rules`: every stored step continues with the rule judge's first pick,
+    and the run's name and config say so (a perplexity run of the same options stays apart)."""
+    from reward.rules import judge_step
+    from store.api import Store
+    from tests.harness import cli_env, run_cli
+
+    db, env = tmp_path / "s.db", cli_env(tmp_path)
+    base = ["--db", str(db), "collect", "--world", "pocket", "--model", "scripted:pocket:0.5",
+            "--split", "train", "--limit", "3", "--samples", "4"]
+    for choose in ("rules", "perplexity"):
+        r = run_cli(base + ["--choose", choose], env)
+        assert r.returncode == 0, r.stderr[-2000:]
+    store = Store(str(db))
+    runs = {r.config["agent"].get("choose", "perplexity"): r for r in store.runs()}
+    assert set(runs) == {"rules", "perplexity"} and runs["rules"].name != runs["perplexity"].name
+    differ = 0
+    for choose, run in runs.items():
+        steps = store.steps_of_run(run.id, status="finished", min_samples=2)
+        assert steps, "no step with alternatives was stored"
+        for st in steps:
+            samples = sorted(st.samples, key=lambda x: x.idx)
+            pick = judge_step(st.kind, st.prompt, samples).order[0]
+            if choose == "rules":
+                assert st.chosen_index == pick, (st.kind, st.chosen_index, pick)
+            else:
+                differ += st.chosen_index != pick
+    assert differ > 0, "the perplexity run never left the judge's pick: the test cannot tell them apart"

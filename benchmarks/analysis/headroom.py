@@ -4,7 +4,9 @@
 Prints pass@1 (mean over runs), pass@K (any run exactly right), majority vote (the most
 common normalised final answer, ties to the lowest run index, empty answers abstain) and,
 with a second run (greedy, `--runs 1`), its accuracy; overall and per question type.
-pass@K - pass@1 bounds what distilling best-of-K trajectories can add at this policy.
+pass@K - pass@1 bounds what distilling best-of-K trajectories can add at this policy; the
+last line says how many of those the rule judge can tell (every taken step passed) without
+the reference.
 
 `grow RUN [VERSION]`: a grow collection (`cli.py collect --samples K`) ranked by a judge
 (`cli.py rank`). Splits its trajectories by whether the final answer is exactly right
@@ -28,6 +30,7 @@ the relation the reader's summary states (agent.pocket.policy.SAY).
     python benchmarks/analysis/headroom.py DB grow GROW_RUN [VERSION]   # VERSION: rules-v2
     python benchmarks/analysis/headroom.py DB reading GROW_RUN [VERSION]
     python benchmarks/analysis/headroom.py DB answers RUN
+    python benchmarks/analysis/headroom.py DB firstbad RUN
 
 `answers RUN`: where the wrong final answers of a run (eval or grow) went wrong. Each
 wrong trajectory is put in one of four bins, per question type: the taken answer step
@@ -35,6 +38,12 @@ is or is not bad under today's rule judge, and the reference does or does not oc
 trajectory's taken summaries. "Judged ok, reference in the summaries" is what no rule
 catches yet (a grounded answer of the right kind that picks the wrong name); "reference
 not in the summaries" failed before the answer step (search or reading).
+
+`firstbad RUN`: which step kind a trajectory first goes wrong at, by today's rule judge on
+the sample each step took (right and wrong trajectories apart, per question type), and for
+steps with several samples (a grow run), how often all of them are bad, so no choice could
+have saved the step. A loop that distils its own judged samples can only fix a step that
+has a good sample: the "all bad" share bounds it per step kind.
 """
 import collections
 import sys
@@ -92,6 +101,22 @@ if mode == "eval":
     for key, (n, p1, pk, mj, gr, k) in sorted(rows.items(), key=lambda kv: kv[0] == "all"):
         print(f"{key} | {n} | {gr / n:.1%} | {p1 / n:.1%} | {pk / n:.1%} | {mj / n:.1%} | {k}"
               + ("" if extra else " (no greedy run given)"))
+    # What rejection sampling over these runs could keep: trajectories whose every taken step
+    # today's rule judge passes ("clean", as `improve --trajectories clean` would keep them).
+    from reward.rules import judge_step
+    ok = {}
+    for st in store.steps_of_run(run.id, status="finished", min_samples=1):
+        taken = {x.idx: x.text for x in st.samples}.get(st.chosen_index or 0)
+        good = taken is not None and not judge_step(st.kind, st.prompt, [taken]).bad
+        ok[st.trajectory_id] = ok.get(st.trajectory_id, True) and good
+    clean = collections.defaultdict(list)  # qid → [clean trajectory right?]
+    for t in store.trajectories(run_id=run.id, status="finished"):
+        if ok.get(t.id):
+            clean[t.question_id].append(exact_match(t.final_answer or "", qs[t.question_id][0]))
+    n_clean = sum(len(v) for v in clean.values())
+    print(f"clean trajectories: {n_clean}, right {pct(sum(sum(v) for v in clean.values()), n_clean)};"
+          f" questions with a clean right one: {pct(sum(any(v) for v in clean.values()), len(got))},"
+          f" with only clean wrong ones: {sum(not any(v) for v in clean.values())}")
 elif mode == "grow":
     from reward.ranker import RULES_JUDGE, prompt_version
     from trainer.examples import clean_trajectories, examples_from_steps
@@ -225,5 +250,36 @@ elif mode == "answers":
     print("type | outcome | trajectories")
     for (typ, label), n in sorted(bins.items(), key=lambda kv: (kv[0][0] == "all", kv[0])):
         print(f"{typ} | {label} | {n}")
+elif mode == "firstbad":
+    from reward.rules import judge_step
+    run = store.get_run(run_name)
+    qs = questions_of(run.id)
+    steps = collections.defaultdict(list)  # trajectory id → its steps, in order
+    for st in store.steps_of_run(run.id, status="finished", min_samples=1):
+        steps[st.trajectory_id].append(st)
+    first = collections.Counter()
+    every_bad = collections.defaultdict(lambda: [0, 0, 0])  # kind → steps, all bad, some bad
+    for t in store.trajectories(run_id=run.id, status="finished"):
+        ref, typ = qs[t.question_id]
+        outcome = "right" if exact_match(t.final_answer or "", ref) else "wrong"
+        kind = "none"
+        for st in steps[t.id]:
+            texts = [x.text for x in st.samples]
+            bad = set(judge_step(st.kind, st.prompt, texts).bad)
+            if len(texts) > 1:
+                cell = every_bad[st.kind]
+                cell[0] += 1; cell[1] += len(bad) == len(texts); cell[2] += 0 < len(bad) < len(texts)
+            taken = [x.idx for x in st.samples].index(st.chosen_index or 0)
+            if kind == "none" and taken in bad:
+                kind = st.kind
+        for key in (typ, "all"):
+            first[key, outcome, kind] += 1
+    print("type | outcome | first step judged bad | trajectories")
+    for (typ, outcome, kind), n in sorted(first.items(), key=lambda kv: (kv[0][0] == "all", kv[0])):
+        print(f"{typ} | {outcome} | {kind} | {n}")
+    if every_bad:
+        print("kind | steps with several samples | every sample bad | some bad, some good")
+        for kind, (n, allbad, mixed) in sorted(every_bad.items()):
+            print(f"{kind} | {n} | {pct(allbad, n)} | {pct(mixed, n)}")
 else:
     sys.exit(__doc__)
