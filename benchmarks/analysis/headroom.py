@@ -76,6 +76,11 @@ def by_question(run_id):
     return got
 
 
+def taken_text(step):
+    """The text of the sample the rollout continued with (None if it was not stored)."""
+    return {x.idx: x.text for x in step.samples}.get(step.chosen_index or 0)
+
+
 def pct(a, n):
     return f"{a / n:.1%} ({a}/{n})" if n else "-"
 
@@ -106,7 +111,7 @@ if mode == "eval":
     from reward.rules import judge_step
     ok = {}
     for st in store.steps_of_run(run.id, status="finished", min_samples=1):
-        taken = {x.idx: x.text for x in st.samples}.get(st.chosen_index or 0)
+        taken = taken_text(st)
         good = taken is not None and not judge_step(st.kind, st.prompt, [taken]).bad
         ok[st.trajectory_id] = ok.get(st.trajectory_id, True) and good
     clean = collections.defaultdict(list)  # qid → [clean trajectory right?]
@@ -226,7 +231,7 @@ elif mode == "answers":
     qs = questions_of(run.id)
     taken = collections.defaultdict(list)  # trajectory id → [(kind, prompt, taken text)]
     for st in store.steps_of_run(run.id, status=None):
-        chosen = {x.idx: x.text for x in st.samples}.get(st.chosen_index or 0)
+        chosen = taken_text(st)
         if chosen is not None:
             taken[st.trajectory_id].append((st.kind, st.prompt, chosen))
     bins = collections.Counter()
