@@ -711,6 +711,24 @@ def pocket_demo(n: int = typer.Option(1, "-n", help="How many questions to ask."
     raise typer.Exit(0 if ok else 2)
 
 
+def parse_mistake_weights(spec: str) -> dict:
+    """"summarize=2,decide=0.3" -> {"summarize": 2.0, "decide": 0.3}; fail() on a bad one."""
+    from agent.pocket.policy import KIND_WEIGHT
+
+    out = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        kind, _, w = part.partition("=")
+        try:
+            weight = float(w)
+        except ValueError:
+            weight = -1.0
+        if kind not in KIND_WEIGHT or not weight >= 0:
+            fail(f"--mistake-weights wants KIND=W with KIND one of {', '.join(KIND_WEIGHT)} "
+                 f"and W >= 0, not {part!r}")
+        out[kind] = weight
+    return out
+
+
 @pocket_app.command("pretrain")
 def pocket_pretrain(out: str = typer.Option("data/pocket/model", "--out"),
                     worlds: int = typer.Option(1000, "--worlds", help="Fresh worlds for seed data."),
@@ -729,7 +747,8 @@ def pocket_pretrain(out: str = typer.Option("data/pocket/model", "--out"),
                     untie: bool = typer.Option(False, "--untie", help="With --init-from: give the model its own output matrix (untied embeddings)."),
                     reinit_years: bool = typer.Option(False, "--reinit-years", help="With --init-from: re-draw the one-token years' embedding rows, as spread out as names'."),
                     year_boost: int = typer.Option(1, "--year-boost", min=1, help="Each seed step of --year-boost-kinds that states a year appears this many times."),
-                    year_boost_kinds: str = typer.Option("summarize", "--year-boost-kinds", help="Comma-separated step kinds --year-boost repeats (summarize, answer, ...).")):
+                    year_boost_kinds: str = typer.Option("summarize", "--year-boost-kinds", help="Comma-separated step kinds --year-boost repeats (summarize, answer, ...)."),
+                    mistake_weights: str = typer.Option("", "--mistake-weights", help="KIND=W,...: the seed policy's mistake chance at a step of KIND is --error-rate x W (defaults: decide 0.55, summarize 0.8, answer 0.45, checks 0.15).")):
     """Warm-start the pocket model from scratch (a GPU makes this minutes instead of hours)."""
     from agent.steps import STEP_KINDS
     from trainer.pocket import PocketConfig, pretrain
@@ -741,7 +760,8 @@ def pocket_pretrain(out: str = typer.Option("data/pocket/model", "--out"),
     kinds = tuple(k.strip() for k in year_boost_kinds.split(",") if k.strip())
     if not kinds or set(kinds) - set(STEP_KINDS):
         fail(f"--year-boost-kinds takes step kinds from {sorted(STEP_KINDS)}, not {year_boost_kinds!r}")
-    cfg = PocketConfig(worlds=worlds, epochs=epochs, error_rate=error_rate,
+    weights = parse_mistake_weights(mistake_weights)
+    cfg = PocketConfig(worlds=worlds, epochs=epochs, error_rate=error_rate, mistake_weights=weights,
                        questions_per_world=questions_per_world, batch=batch, workers=workers,
                        time_limit_s=time_limit, learning_rate=lr, init_from=init_from, seed=seed,
                        split_digits=split_digits, loss=loss, doc_fraction=doc_fraction,

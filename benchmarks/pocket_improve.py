@@ -15,7 +15,9 @@ re-running with the same --db continues where it stopped.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import os
 import platform
 import sys
 import time
@@ -31,6 +33,8 @@ def parse_args(argv=None):
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--db", default="pocket_improve.db")
+    p.add_argument("--model", default="", help="pocket model to start from (a folder that "
+                   "`cli.py pocket pretrain` wrote); default: the shipped one, data/pocket/model")
     p.add_argument("--iterations", type=int, default=3)
     p.add_argument("--grow-questions", type=int, default=600)
     p.add_argument("--dev", type=int, default=150, help="dev questions per evaluation")
@@ -74,6 +78,10 @@ def main(argv=None) -> dict:
     if by_kind and args.samples < 2:  # grow is told apart from evaluation by K > 1
         raise SystemExit("error: --samples-for applies to grow, which needs --samples 2 or more")
 
+    if args.model:  # every policy below loads the pocket model through pocket_assets()
+        if not (Path(args.model) / "model.safetensors").is_file():
+            raise SystemExit(f"error: --model {args.model}: no model.safetensors there")
+        os.environ["RESTREACT_POCKET_MODEL"] = args.model
     t0 = time.perf_counter()
     store = Store(args.db)
     assets = pocket_assets()
@@ -119,6 +127,7 @@ def main(argv=None) -> dict:
         print(json.dumps(rows[-1]))
     result = {"benchmark": "pocket_improve", "judge": "rules", "card": _card(),
               "versions": _versions(), "command": " ".join(sys.argv),
+              "start_model": _model_id(assets.model_dir),
               "dev_questions": args.dev, "test_questions": len(test_qs),
               "eval_runs": args.eval_runs, "grow_questions": args.grow_questions,
               "samples": args.samples, "samples_by_kind": by_kind,
@@ -151,6 +160,13 @@ def plot(rows: list[dict], out: str) -> None:
     fig.tight_layout()
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out)
+
+
+def _model_id(model_dir: Path) -> dict:
+    """Which warm start iteration 0 is: its folder and the first bytes of its weights' hash."""
+    weights = Path(model_dir) / "model.safetensors"
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:16] if weights.is_file() else None
+    return {"path": str(model_dir), "sha256_16": digest}
 
 
 def _card() -> str:

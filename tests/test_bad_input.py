@@ -215,6 +215,13 @@ def test_pocket_pretrain_with_unknown_loss(world, tmp_path):
     assert not (tmp_path / "m").exists()
 
 
+@pytest.mark.parametrize("weights", ["summarise=2", "summarize=-1", "summarize=lots"])
+def test_pocket_pretrain_with_bad_mistake_weights(world, tmp_path, weights):
+    _case(world, ["pocket", "pretrain", "--out", str(tmp_path / "m"), "--mistake-weights", weights],
+          "--mistake-weights wants KIND=W")
+    assert not (tmp_path / "m").exists()
+
+
 def test_improve_with_unknown_model_writes_nothing(world, tmp_path):
     # improve loads every model (and the judge) before it imports questions or opens a run
     fresh = tmp_path / "fresh.db"

@@ -147,6 +147,43 @@ def test_mistakes_are_the_realistic_kinds(world, questions, search):
                          "failed relevance check", "failed grounding check"}, seen
 
 
+def _misreads_and_early_stops(policy, world, questions, search) -> Counter:
+    log: list = []
+    qs = [q for q in questions if q["split"] == "train" and len(q["hops"]) >= 2][:25]
+    for q in qs:
+        run_question(policy, search, q["question"], log=log)
+    truth = World.from_dict(json.loads((world / "world.json").read_text()))
+    seen = Counter()
+    for _, a in log:
+        if isinstance(a, SelectLink):
+            seen["summaries"] += 1
+            for (entity, rel), (value, _) in summary_facts([a]).items():
+                try:
+                    right = str(truth.value(entity, rel))
+                except KeyError:
+                    right = None
+                seen["misread snippet"] += right != value
+        # (a vague query is no sign here: after a misread the policy searches the wrong name)
+        seen["early stop"] += isinstance(a, Terminate) and "enough" in a.thoughts
+    return seen
+
+
+def test_kind_weights_move_mistakes_between_step_kinds(world, questions, search):
+    """A weight of 0 silences one step kind's mistakes; the other kinds still slip."""
+    careful_reader = ScriptedPolicy(world, error_rate=0.6, seed=3,
+                                    kind_weights={"summarize": 0.0})
+    seen = _misreads_and_early_stops(careful_reader, world, questions, search)
+    assert seen["summaries"] > 20 and seen["misread snippet"] == 0, seen
+    assert seen["early stop"] > 0, seen
+    sloppy_reader = ScriptedPolicy(world, error_rate=0.6, seed=3,
+                                   kind_weights={"summarize": 1.5, "decide": 0.0})
+    seen = _misreads_and_early_stops(sloppy_reader, world, questions, search)
+    assert seen["early stop"] == 0 and seen["misread snippet"] > 5, seen
+    assert "decide=0" in sloppy_reader.name and "summarize=1.5" in sloppy_reader.name
+    with pytest.raises(ValueError, match="unknown step kind"):
+        ScriptedPolicy(world, kind_weights={"summary": 1.0})
+
+
 def _summarize_prompt(questions, search) -> tuple[dict, str, list[SearchResult]]:
     q = next(q for q in questions if q["type"] == "one_hop" and q["hops"][0][1] == "born_in")
     entity = q["hops"][0][0]

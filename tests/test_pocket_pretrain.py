@@ -136,3 +136,18 @@ def test_untie_without_init_from_is_a_one_line_error(tmp_path):
     out = tmp_path / "m"
     res = CliRunner().invoke(app, ["pocket", "pretrain", "--out", str(out), "--untie"])
     assert res.exit_code != 0 and "--init-from" in res.output and not out.exists()
+
+
+def test_mistake_weights_reach_the_seed_policy():
+    """Weights of 0 on every step kind make even error_rate 1 write the error-free seed steps,
+    and raising one kind's weight changes the seed steps."""
+    from agent.pocket.policy import KIND_WEIGHT
+    from trainer.pocket import world_steps
+
+    clean, _ = world_steps(100_005, PocketConfig(error_rate=0.0))
+    silenced, _ = world_steps(100_005, PocketConfig(error_rate=1.0,
+                                                    mistake_weights=dict.fromkeys(KIND_WEIGHT, 0.0)))
+    assert silenced == clean
+    sloppy, _ = world_steps(100_005, PocketConfig(error_rate=0.5, mistake_weights={"summarize": 2.0}))
+    base, _ = world_steps(100_005, PocketConfig(error_rate=0.5))
+    assert sloppy != base and len(sloppy) > 50

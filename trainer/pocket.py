@@ -24,7 +24,7 @@ import json
 import random
 import re
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -48,6 +48,10 @@ class PocketConfig:
     world_size: str = "small"  # size preset of each pretraining world
     questions_per_world: int = 20
     error_rate: float = 0.3  # the seed policy's mistake rate: keeps the warm start imperfect
+    # Per step kind, a weight on error_rate (agent.pocket.policy.KIND_WEIGHT when not given).
+    # Raising summarize makes a warm start misread more often, a mistake the rule judge sees
+    # and another sample avoids: headroom the label-free loop can take (BENCHMARKS.md §1).
+    mistake_weights: dict = field(default_factory=dict)
     vocab_size: int = 6000
     # One token per digit, so a year is copied digit by digit. With whole-number tokens run 4
     # (trained without this) wrote its most frequent year, "2020", for most years it should
@@ -113,7 +117,8 @@ def world_steps(world_seed: int, cfg: PocketConfig) -> tuple[list[dict], list[st
         build_world(world_seed, Path(tmp), size=cfg.world_size)
         questions = [json.loads(x) for x in (Path(tmp) / "questions.jsonl").read_text().splitlines()]
         docs = [json.loads(x)["text"] for x in (Path(tmp) / "corpus.jsonl").read_text().splitlines()]
-        policy = ScriptedPolicy(Path(tmp), error_rate=cfg.error_rate, seed=world_seed)
+        policy = ScriptedPolicy(Path(tmp), error_rate=cfg.error_rate, seed=world_seed,
+                                kind_weights=cfg.mistake_weights)
         agent = Agent(llm=policy, search=CorpusSearch(Path(tmp) / "corpus.jsonl"), store=None,
                       config=AgentConfig(samples=1), on_event=capture)
         rng = random.Random(world_seed)

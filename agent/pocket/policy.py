@@ -449,11 +449,21 @@ class ScriptedPolicy:
     """agent.llm.base.LLM for the pocket world: a reader with a plan and a seeded error rate."""
 
     def __init__(self, world_dir_or_questions: str | Path | Iterable[dict],
-                 error_rate: float = 0.3, seed: int = 0):
+                 error_rate: float = 0.3, seed: int = 0,
+                 kind_weights: dict[str, float] | None = None):
         if not 0.0 <= error_rate <= 1.0:
             raise ValueError(f"error_rate must be within [0, 1], got {error_rate}")
+        # Per step kind, the share of error_rate a step's mistake chance gets (capped at 1):
+        # a warm start can be made to slip where the judge sees it, e.g. more summaries.
+        unknown = set(kind_weights or {}) - set(KIND_WEIGHT)
+        if unknown:
+            raise ValueError(f"kind_weights: unknown step kind {sorted(unknown)[0]!r}")
+        if any(w < 0 for w in (kind_weights or {}).values()):
+            raise ValueError("kind_weights must not be negative")
+        self.kind_weights = {**KIND_WEIGHT, **(kind_weights or {})}
         self.error_rate, self.seed = error_rate, seed
-        self.name = f"pocket-scripted(error_rate={error_rate:g},seed={seed})"
+        changed = "".join(f",{k}={w:g}" for k, w in sorted((kind_weights or {}).items()))
+        self.name = f"pocket-scripted(error_rate={error_rate:g},seed={seed}{changed})"
         self.plans = {_norm(q["question"]): Plan.of(q) for q in _load(world_dir_or_questions)}
 
     def generate(self, request: GenRequest) -> Generation:
@@ -471,7 +481,7 @@ class ScriptedPolicy:
         task = prompt[prompt.rfind("# restreact "):]
         digest = hashlib.sha256(f"{self.seed}\x00{index}\x00{task}".encode()).digest()
         rng = random.Random(int.from_bytes(digest[:8], "big"))
-        p = self.error_rate * KIND_WEIGHT.get(st.kind, 0.5)
+        p = min(1.0, self.error_rate * self.kind_weights.get(st.kind, 0.5))
         if index > 0:
             p += (1 - p) * EXTRA_MISTAKES
         step = _Step(st, plan, rng, p)
