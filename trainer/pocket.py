@@ -10,10 +10,12 @@ Recipe (STACK.md records why each part is there):
      own trainer, with loss on the whole sequence (what taught a tiny model to copy);
   4. saved in bf16 under data/pocket/model (small enough to ship in the repository);
   5. optionally continued on fresh worlds (`--init-from`), e.g. with loss on the outputs
-     only (`--loss completion --doc-fraction 0`). The shipped model (run 5) came from two
-     such phases: many small steps with year-stating steps repeated, which taught years,
-     then a plain replay at a larger batch, which brought the other steps back
-     (docs/BENCHMARKS.md section 1).
+     only (`--loss completion --doc-fraction 0`). Run 5 came from two such phases: many
+     small steps with year-stating steps repeated, which taught years, then a plain replay
+     at a larger batch, which brought the other steps back. The shipped model (run 6)
+     continued run 5 on seed data whose reader misreads more often (`--mistake-weights`),
+     so the warm start's mistakes are mostly ones the loop can undo (docs/BENCHMARKS.md
+     sections 1 and 2.0).
 
     python cli.py pocket pretrain --worlds 1000 --out data/pocket/model   # on a GPU: minutes
 """
