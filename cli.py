@@ -8,6 +8,7 @@ commands that need them, so `--help` stays fast.
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Optional
@@ -717,15 +718,17 @@ def parse_mistake_weights(spec: str) -> dict:
 
     out = {}
     for part in filter(None, (p.strip() for p in spec.split(","))):
-        kind, _, w = part.partition("=")
+        kind, _, w = (x.strip() for x in part.partition("="))
         try:
             weight = float(w)
         except ValueError:
-            weight = -1.0
-        if kind not in KIND_WEIGHT or not weight >= 0:
+            weight = math.nan
+        if kind not in KIND_WEIGHT or not (math.isfinite(weight) and weight >= 0):
             fail(f"--mistake-weights wants KIND=W with KIND one of {', '.join(KIND_WEIGHT)} "
-                 f"and W >= 0, not {part!r}")
-        out[kind] = weight
+                 f"and W a number >= 0, not {part!r}")
+        if kind in out:
+            fail(f"--mistake-weights gives {kind} twice")
+        out[kind] = weight + 0.0  # -0 -> 0
     return out
 
 
@@ -748,7 +751,7 @@ def pocket_pretrain(out: str = typer.Option("data/pocket/model", "--out"),
                     reinit_years: bool = typer.Option(False, "--reinit-years", help="With --init-from: re-draw the one-token years' embedding rows, as spread out as names'."),
                     year_boost: int = typer.Option(1, "--year-boost", min=1, help="Each seed step of --year-boost-kinds that states a year appears this many times."),
                     year_boost_kinds: str = typer.Option("summarize", "--year-boost-kinds", help="Comma-separated step kinds --year-boost repeats (summarize, answer, ...)."),
-                    mistake_weights: str = typer.Option("", "--mistake-weights", help="KIND=W,...: the seed policy's mistake chance at a step of KIND is --error-rate x W (defaults: decide 0.55, summarize 0.8, answer 0.45, checks 0.15).")):
+                    mistake_weights: str = typer.Option("", "--mistake-weights", help="KIND=W,...: the seed policy's mistake chance at a step of KIND is --error-rate x W, at most 1 (defaults: decide 0.55, summarize 0.8, answer 0.45, relevance and grounding 0.15).")):
     """Warm-start the pocket model from scratch (a GPU makes this minutes instead of hours)."""
     from agent.steps import STEP_KINDS
     from trainer.pocket import PocketConfig, pretrain

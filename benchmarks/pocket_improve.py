@@ -25,6 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+NAME = "pocket-benchmark"  # the improve run's name: its iterations are NAME:it0, NAME:it1, ...
 
 
 def parse_args(argv=None):
@@ -85,6 +86,11 @@ def main(argv=None) -> dict:
     t0 = time.perf_counter()
     store = Store(args.db)
     assets = pocket_assets()
+    # Resuming a store that began from another warm start would mix two models' iterations.
+    begun = store.model_version(f"{NAME}:it0")
+    if begun is not None and begun.base != str(assets.model_dir):
+        raise SystemExit(f"error: {args.db} holds a benchmark that began from {begun.base}, "
+                         f"not {assets.model_dir}: give another --db")
     qset = ensure_pocket_questions(store)
     pool = PolicyPool(store)
 
@@ -95,7 +101,7 @@ def main(argv=None) -> dict:
                                      corpus=str(assets.corpus), config=config))
 
     cfg = ImproveConfig(
-        name="pocket-benchmark", base_model=str(assets.model_dir), question_set=qset,
+        name=NAME, base_model=str(assets.model_dir), question_set=qset,
         iterations=args.iterations, grow_questions=args.grow_questions,
         eval_questions=args.dev, samples=args.samples, samples_by_kind=by_kind,
         eval_runs=args.eval_runs, per_question=args.per_question,

@@ -215,11 +215,23 @@ def test_pocket_pretrain_with_unknown_loss(world, tmp_path):
     assert not (tmp_path / "m").exists()
 
 
-@pytest.mark.parametrize("weights", ["summarise=2", "summarize=-1", "summarize=lots"])
+@pytest.mark.parametrize("weights", ["summarise=2", "summarize=-1", "summarize=lots",
+                                     "summarize=inf", "summarize=nan", "checks=0.1"])
 def test_pocket_pretrain_with_bad_mistake_weights(world, tmp_path, weights):
     _case(world, ["pocket", "pretrain", "--out", str(tmp_path / "m"), "--mistake-weights", weights],
           "--mistake-weights wants KIND=W")
     assert not (tmp_path / "m").exists()
+
+
+def test_pocket_pretrain_mistake_weights_parse():
+    import typer
+
+    from cli import parse_mistake_weights
+
+    assert parse_mistake_weights(" summarize = 2 , answer=1.5,") == {"summarize": 2.0, "answer": 1.5}
+    assert parse_mistake_weights("") == {}
+    with pytest.raises(typer.Exit):
+        parse_mistake_weights("summarize=2,summarize=3")
 
 
 def test_improve_with_unknown_model_writes_nothing(world, tmp_path):

@@ -44,3 +44,17 @@ def test_a_folder_without_weights_is_one_error_and_writes_nothing(tmp_path):
     assert done.stderr.strip().splitlines() == [
         f"error: --model {tmp_path / 'empty'}: no model.safetensors there"]
     assert not (tmp_path / "b.db").exists() and not (tmp_path / "r.json").exists()
+
+
+def test_resuming_a_store_begun_from_another_warm_start_is_refused(tmp_path):
+    from store.api import Store
+
+    store = Store(f"sqlite:///{tmp_path}/b.db")
+    store.add_model_version(name="pocket-benchmark:it0", base="runs/some-other-start")
+    before = len(store.runs())
+    done = _bench(tmp_path, "--model", str(SHIPPED), "--stage", "test")
+    assert done.returncode != 0
+    assert done.stderr.strip().splitlines()[-1].endswith(
+        f"began from runs/some-other-start, not {SHIPPED}: give another --db")
+    assert len(Store(f"sqlite:///{tmp_path}/b.db").runs()) == before
+    assert not (tmp_path / "r.json").exists()

@@ -182,6 +182,9 @@ def test_kind_weights_move_mistakes_between_step_kinds(world, questions, search)
     assert "decide=0" in sloppy_reader.name and "summarize=1.5" in sloppy_reader.name
     with pytest.raises(ValueError, match="unknown step kind"):
         ScriptedPolicy(world, kind_weights={"summary": 1.0})
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="finite numbers >= 0"):
+            ScriptedPolicy(world, kind_weights={"summarize": bad})
 
 
 def _summarize_prompt(questions, search) -> tuple[dict, str, list[SearchResult]]:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
+import math
 import random
 import re
 import time
@@ -458,8 +459,8 @@ class ScriptedPolicy:
         unknown = set(kind_weights or {}) - set(KIND_WEIGHT)
         if unknown:
             raise ValueError(f"kind_weights: unknown step kind {sorted(unknown)[0]!r}")
-        if any(w < 0 for w in (kind_weights or {}).values()):
-            raise ValueError("kind_weights must not be negative")
+        if not all(math.isfinite(w) and w >= 0 for w in (kind_weights or {}).values()):
+            raise ValueError("kind_weights must be finite numbers >= 0")
         self.kind_weights = {**KIND_WEIGHT, **(kind_weights or {})}
         self.error_rate, self.seed = error_rate, seed
         changed = "".join(f",{k}={w:g}" for k, w in sorted((kind_weights or {}).items()))
