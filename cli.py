@@ -8,7 +8,6 @@ commands that need them, so `--help` stays fast.
 from __future__ import annotations
 
 import json
-import math
 import sys
 from pathlib import Path
 from typing import Optional
@@ -714,16 +713,15 @@ def pocket_demo(n: int = typer.Option(1, "-n", help="How many questions to ask."
 
 def parse_mistake_weights(spec: str) -> dict:
     """"summarize=2,decide=0.3" -> {"summarize": 2.0, "decide": 0.3}; fail() on a bad one."""
-    from agent.pocket.policy import KIND_WEIGHT
+    from agent.pocket.policy import KIND_WEIGHT, check_kind_weights
 
     out = {}
     for part in filter(None, (p.strip() for p in spec.split(","))):
         kind, _, w = (x.strip() for x in part.partition("="))
         try:
             weight = float(w)
+            check_kind_weights({kind: weight})  # the policy's own rule, checked before seed data
         except ValueError:
-            weight = math.nan
-        if kind not in KIND_WEIGHT or not (math.isfinite(weight) and weight >= 0):
             fail(f"--mistake-weights wants KIND=W with KIND one of {', '.join(KIND_WEIGHT)} "
                  f"and W a number >= 0, not {part!r}")
         if kind in out:

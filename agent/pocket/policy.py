@@ -446,6 +446,15 @@ def _mangle(name: str) -> str:
 # --- the backend --------------------------------------------------------------------------
 
 
+def check_kind_weights(weights: dict[str, float]) -> None:
+    """ValueError unless every key is a step kind of KIND_WEIGHT and every weight is >= 0."""
+    unknown = set(weights) - set(KIND_WEIGHT)
+    if unknown:
+        raise ValueError(f"kind_weights: unknown step kind {sorted(unknown)[0]!r}")
+    if not all(math.isfinite(w) and w >= 0 for w in weights.values()):
+        raise ValueError("kind_weights must be finite numbers >= 0")
+
+
 class ScriptedPolicy:
     """agent.llm.base.LLM for the pocket world: a reader with a plan and a seeded error rate."""
 
@@ -456,11 +465,7 @@ class ScriptedPolicy:
             raise ValueError(f"error_rate must be within [0, 1], got {error_rate}")
         # Per step kind, the share of error_rate a step's mistake chance gets (capped at 1):
         # a warm start can be made to slip where the judge sees it, e.g. more summaries.
-        unknown = set(kind_weights or {}) - set(KIND_WEIGHT)
-        if unknown:
-            raise ValueError(f"kind_weights: unknown step kind {sorted(unknown)[0]!r}")
-        if not all(math.isfinite(w) and w >= 0 for w in (kind_weights or {}).values()):
-            raise ValueError("kind_weights must be finite numbers >= 0")
+        check_kind_weights(kind_weights or {})
         self.kind_weights = {**KIND_WEIGHT, **(kind_weights or {})}
         self.error_rate, self.seed = error_rate, seed
         changed = "".join(f",{k}={w:g}" for k, w in sorted((kind_weights or {}).items()))
