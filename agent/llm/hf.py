@@ -170,6 +170,40 @@ class HFBackend:
         self._queue.put(pending)
         return pending.future.result()
 
+    def score(self, prompt: str, continuations: list[str]) -> list[float]:
+        """log P(continuation | rendered prompt) for each continuation, in one forward pass.
+
+        What a judge reads yes/no log-probabilities with (reward/llm_judge.py). It runs on the
+        caller's thread, beside the generation worker: a forward without a cache changes no
+        state, so the two do not interfere.
+        """
+        import torch
+
+        if not continuations:
+            return []
+        rendered = self.render(prompt)
+        tok = self.tokenizer
+        head = tok(rendered, add_special_tokens=False)["input_ids"]
+        tails = [tok(c, add_special_tokens=False)["input_ids"] for c in continuations]
+        if any(not t for t in tails):
+            raise LLMError("score: every continuation needs at least one token")
+        width = len(head) + max(len(t) for t in tails)
+        ids = torch.full((len(tails), width), self._pad_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for i, t in enumerate(tails):
+            row = head + t
+            ids[i, :len(row)] = torch.tensor(row)
+            mask[i, :len(row)] = 1
+        with torch.no_grad():
+            logits = self.model(input_ids=ids.to(self.device),
+                                attention_mask=mask.to(self.device)).logits.float()
+        logp = torch.log_softmax(logits, dim=-1)
+        out = []
+        for i, t in enumerate(tails):
+            pos = torch.arange(len(head) - 1, len(head) - 1 + len(t), device=logp.device)
+            out.append(float(logp[i, pos, torch.tensor(t, device=logp.device)].sum()))
+        return out
+
     def close(self) -> None:
         """Stop the worker thread; requests still queued fail with LLMError."""
         if self._closed:

@@ -15,6 +15,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL_DIR = REPO / "data" / "pocket" / "model"
+# SmolLM2-135M-Instruct's warm start on this world's kind of questions: a LoRA adapter
+# distilled from the scripted reader (trainer/warmstart.py, `cli.py pocket distill`).
+SMOLLM2_ADAPTER = REPO / "data" / "pocket" / "smollm2"
 DEMO_SEED = 7  # the world users meet; never seen in pretraining
 PRETRAIN_SEED_BASE = 100_000
 
