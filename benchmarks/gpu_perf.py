@@ -621,8 +621,10 @@ def run_part(part: str, size: Size, model_dir: Path, args) -> list[dict]:
 def child(args) -> int:
     """One part, in this process; result lines (JSON) appended to args.jsonl."""
     size = TINY if args.tiny else FULL
+    from benchmarks.provenance import commit
+
     common = {"card": card(), "versions": versions(), "size": "tiny" if args.tiny else "full",
-              "part": args.child}
+              "part": args.child, "provenance": {"commit": commit()}}
     try:
         rows = run_part(args.child, size, Path(args.model_dir), args)
     except Skip as s:
