@@ -22,7 +22,7 @@ class AgentConfig:
     max_attempts: int = 3  # re-asks of a step whose samples all fail to parse
     fewshot: bool = False  # prepend worked examples (prompted models); off for fine-tuned ones
     # K for some step kinds only, e.g. {"summarize": 8}: more alternatives where the policy is
-    # rarely right gives the ranker something right to keep (docs/BENCHMARKS.md §2).
+    # rarely right gives the ranker something right to keep (docs/NOTEBOOK.md).
     samples_by_kind: dict = field(default_factory=dict)
     # Which of K samples the trajectory continues with: "perplexity" (the paper: the lowest),
     # or "rules": the rule judge's first pick, so grow follows the path the judge would keep

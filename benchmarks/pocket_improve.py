@@ -131,8 +131,14 @@ def main(argv=None) -> dict:
                      "dev_mean": r.eval_exact, "dev_std": r.eval_std,
                      "test_mean": test.exact_mean, "test_std": test.exact_std})
         print(json.dumps(rows[-1]))
-    result = {"benchmark": "pocket_improve", "judge": "rules", "card": _card(),
-              "versions": _versions(), "command": " ".join(sys.argv),
+    from benchmarks.provenance import commit, weights_sha256
+
+    card, versions = _card(), _versions()
+    result = {"benchmark": "pocket_improve", "judge": "rules", "card": card,
+              "versions": versions, "command": " ".join(sys.argv),
+              "provenance": {"commit": commit(), "card": card, "versions": versions,
+                             "model": {"path": str(assets.model_dir),
+                                       "sha256": weights_sha256(assets.model_dir)}},
               "start_model": _model_id(assets.model_dir),
               "dev_questions": args.dev, "test_questions": len(test_qs),
               "eval_runs": args.eval_runs, "grow_questions": args.grow_questions,

@@ -207,8 +207,10 @@ def main(argv=None) -> dict:
         raise SystemExit(f"need {max(counts or [1])} GPUs, {visible} visible (use --tiny on a CPU)")
     model = build_model(args)
     out = Path(args.out or ROOT / "benchmarks" / "results" / ("scaling-tiny.json" if args.tiny else "scaling.json"))
+    from benchmarks.provenance import commit
+
     report = {"model": "tiny Llama (tests/tiny.py)" if args.tiny else "Llama-3-8B architecture, random bf16 weights",
-              "device": device_info(args.tiny), "counts": counts,
+              "provenance": {"commit": commit()}, "device": device_info(args.tiny), "counts": counts,
               "settings": {k: getattr(args, k) for k in ("questions_per_gpu", "samples", "concurrency",
                                                         "train_steps", "seq", "batch")},
               "grow": [], "train": []}

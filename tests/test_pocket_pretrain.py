@@ -54,7 +54,7 @@ def test_init_from_continues_the_model_and_keeps_its_tokenizer(fresh, tmp_path):
 
 
 def test_completion_loss_continues_on_the_steps_outputs_only(fresh, tmp_path):
-    # Run 3 of the shipped model: no documents, loss on what each step wrote.
+    # A stage of the shipped model's warm start: no documents, loss on what each step wrote.
     base, _ = fresh
     out = tmp_path / "outputs-only"
     metrics = pretrain(PocketConfig(**TOY, init_from=str(base), seed=2, loss="completion",

@@ -1,6 +1,6 @@
 """How a training run is configured: one dataclass whose fields document themselves.
 
-The defaults are unsloth's Llama-3-8B recipe (DESIGN.md §1): LoRA r=16, alpha=16, no
+The defaults are unsloth's Llama-3-8B recipe: LoRA r=16, alpha=16, no
 dropout, all seven projections, batch 2 x grad-accum 4, lr 2e-4 on a linear schedule,
 adamw_8bit. Every field carries its help text in `metadata["help"]`, so a CLI can expose
 the fields as flags and the resolved config (`to_dict`) is saved with every model.
@@ -56,7 +56,7 @@ class TrainConfig:
     max_length: int = _f(2048, "Longest sequence in tokens; longer prompts lose their left end.")
     loss: Literal["completion", "full"] = _f(
         "completion", "'completion' = loss on the chosen output only; 'full' = on the whole sequence "
-        "(the pocket model's pre-training needs it to learn copying, STACK.md).")
+        "(what first taught the pocket model to copy names, docs/NOTEBOOK.md).")
     group_by_length: bool = _f(True, "Batch sequences of similar length together (less padding).")
     padding_free: bool = _f(False, "Flatten each batch into one unpadded sequence (needs flash-attention).")
     packing: bool = _f(False, "Pack several examples into max_length blocks (best-fit; needs flash-attention).")
@@ -110,7 +110,7 @@ class TrainConfig:
         return "adamw_8bit" if cuda and has_bnb else "adamw_torch"
 
     def resolved_bf16(self, cuda: bool) -> bool:
-        """'auto': bf16 on a GPU that supports it; on CPU too (STACK.md: ~1.7x faster than fp32)."""
+        """'auto': bf16 on a GPU that supports it; on CPU too (~1.7x faster than fp32 there)."""
         if self.bf16 != "auto":
             return bool(self.bf16)
         if cuda:

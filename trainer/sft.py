@@ -10,7 +10,7 @@ Two paths share one recipe. Path A (default, CPU and GPU): transformers + PEFT L
 TRL's `SFTTrainer`, fed a pre-tokenized dataset (input_ids + completion_mask) so the prompt
 tokens are exactly the rollout's. Path B (CUDA with unsloth installed): unsloth's
 `FastLanguageModel` with its gradient checkpointing, about 1.8x faster and 40% less memory
-on an 8B model (DESIGN.md §5); the same trainer and data run on top of it.
+on an 8B model; the same trainer and data run on top of it.
 
 Heavy imports live inside functions: unsloth must be imported before transformers and TRL
 to patch them, and `cli.py --help` must stay fast.

@@ -4,7 +4,7 @@ Names are copy-friendly on purpose: each list item is one distinct, simple, inve
 every world recombines the same words at random. A pocket tokenizer can make each of them a
 single token, so a small model learns to *copy* a name out of a snippet rather than spell it, and
 because every world reuses the same words in new combinations, it cannot recall facts from
-earlier worlds: it has to read. (STACK.md, "The pocket model", records why both matter.)
+earlier worlds: it has to read.
 
 The words were produced once by a syllable generator and frozen here; they never change within
 a WORLD_VERSION. Lists are pairwise disjoint, and no word is an English word the document
