@@ -7,7 +7,7 @@ whether it is correct and supported by what the agent could see, and scores it b
 log P(Yes) - log P(No) from one forward pass (no sampling, nothing to parse). The order is
 by score; a candidate is bad when its score is below zero or when it is not a well-formed
 call of the step's kind (the rubric's "anything empty or malformed is bad", which needs no
-model). Any backend with `score(prompt, continuations)` can judge (HFBackend has it).
+model). Any backend with `score_pairs([(prompt, continuation), ...])` can judge (HFBackend has it).
 
 Judge specs: `yesno:MODEL` (e.g. `yesno:smollm2`), stored under YESNO_PROMPT_VERSION.
 """
@@ -45,11 +45,10 @@ def render_yesno_prompt(step_prompt: str, output: str) -> str:
 
 def yesno_scores(llm, step_prompt: str, outputs: list[str]) -> list[float]:
     """log P(Yes) - log P(No) for each output."""
-    scores = []
-    for out in outputs:
-        yes, no = llm.score(render_yesno_prompt(step_prompt, out), ["Yes", "No"])
-        scores.append(yes - no)
-    return scores
+    pairs = [(render_yesno_prompt(step_prompt, out), word) for out in outputs
+             for word in ("Yes", "No")]
+    lp = llm.score_pairs(pairs)
+    return [lp[2 * i] - lp[2 * i + 1] for i in range(len(outputs))]
 
 
 def judge_yesno(llm, kind: str, step_prompt: str, samples) -> RankingVerdict:
