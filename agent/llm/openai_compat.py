@@ -41,8 +41,8 @@ class OpenAICompatBackend:
                  max_retries: int = 4, backoff_s: float = 0.5, logprobs: bool = True):
         if mode not in MODES:
             raise LLMError(f"unknown mode '{mode}' (use chat or completions)")
-        self._http = ServerHTTP(base_url, api_key, timeout_s, max_retries, backoff_s)
-        self.base_url = self._http.base_url
+        self.http = ServerHTTP(base_url, api_key, timeout_s, max_retries, backoff_s)
+        self.base_url = self.http.base_url
         self.mode = mode
         self.logprobs = bool(logprobs)
         self._model = model
@@ -64,12 +64,18 @@ class OpenAICompatBackend:
                 self.name = f"openai:{self._model}"
             return self._model
 
+    def set_model(self, model: str) -> None:
+        """Generate with `model` from now on (a LoRA adapter the server has loaded, say)."""
+        with self._model_lock:
+            self._model = model
+            self.name = f"openai:{model}"
+
     def secret_values(self) -> tuple[str, ...]:
         """Strings a recorder must scrub (the API key), so cassettes never hold them."""
-        return (self._http.api_key,) if self._http.api_key else ()
+        return (self.http.api_key,) if self.http.api_key else ()
 
     def close(self) -> None:
-        self._http.close()
+        self.http.close()
 
     # --- generation -------------------------------------------------------------
 
@@ -123,10 +129,18 @@ class OpenAICompatBackend:
     # --- HTTP ------------------------------------------------------------------------
 
     def _request(self, method: str, path: str, json: dict | None = None) -> dict:
-        return self._http.request(method, path, json=json)
+        return self.http.request(method, path, json=json)
 
     def _public_url(self) -> str:
-        return self._http.public_url()
+        return self.http.public_url()
+
+
+class ServerRefused(LLMError):
+    """The server answered a final 4xx: its status and its own message are kept."""
+
+    def __init__(self, where: str, status: int, message: str):
+        super().__init__(f"{where} refused the request ({status}): {message}")
+        self.status, self.message = status, message
 
 
 class ServerHTTP:
@@ -178,7 +192,7 @@ class ServerHTTP:
             return resp.json() if expect_json else resp.text
         message = self.scrub(_server_message(resp))
         if resp.status_code != 429 and resp.status_code < 500:
-            raise LLMError(f"{where} refused the request ({resp.status_code}): {message}")
+            raise ServerRefused(where, resp.status_code, message)
         raise AttemptFailed(f"{where} answered {resp.status_code}: {message}",
                             wait_s=_retry_after(resp))
 
@@ -222,8 +236,9 @@ def _server_message(resp) -> str:
         return str(err["message"]).replace("\n", " ")[:300]
     if isinstance(err, str):
         return err[:300]
-    if isinstance(body, dict) and body.get("message"):  # vLLM's ErrorResponse
-        return str(body["message"]).replace("\n", " ")[:300]
+    for key in ("message", "detail"):  # vLLM's ErrorResponse; FastAPI's own 404
+        if isinstance(body, dict) and isinstance(body.get(key), str):
+            return body[key].replace("\n", " ")[:300]
     return str(body)[:200]
 
 

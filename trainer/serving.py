@@ -1,0 +1,60 @@
+"""improve's rollouts on an OpenAI-compatible server that loads each iteration's adapter (vLLM).
+
+The loop names its policy as (base model, adapter): the base is the local directory every
+adapter trains on (`improve --base`), the adapter an iteration's output. With rollouts
+served, `ServedRollouts.route` turns that pair into the server's model (`--model
+openai:NAME`) with the same adapter, and the openai backend loads the adapter into the
+server the first time it is asked for (agent/llm/lora_server.py). So once an iteration's
+adapter is trained, the rollouts that use it (its evaluation, and the next grow when it is
+promoted) run on the server through it. A resumed run asks for it again under the same
+name, which the server takes as already loaded.
+
+    VLLM_ALLOW_RUNTIME_LORA_UPDATING=True vllm serve /models/base --enable-lora ...
+    OPENAI_BASE_URL=http://127.0.0.1:8000/v1 python cli.py improve --model openai:/models/base \\
+        --base /models/base --questions qa.jsonl
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+
+class ServingError(ValueError):
+    """The server or the base model cannot serve the loop; one line for the user."""
+
+
+@dataclass(frozen=True)
+class ServedRollouts:
+    model: str  # "openai:NAME": the base model as the server names it
+    base: str  # the local directory of the server's base weights; every adapter trains on it
+
+    def route(self, model: str, adapter: Optional[str]) -> tuple[str, Optional[str]]:
+        """The model spec and adapter the rollout backend is built from for (model, adapter).
+
+        The loop's base model runs on the server, with the adapter loaded into it; any other
+        model (a teacher) is left as it is.
+        """
+        return (self.model, adapter) if model == self.base else (model, adapter)
+
+    def check(self) -> None:
+        """Fail now, before anything is written, when the base or the server cannot work."""
+        from agent.llm.base import LLMError
+        from agent.llm.lora_server import LoRAServer
+        from agent.llm.openai_compat import ServerHTTP
+
+        if not (Path(self.base) / "config.json").is_file():
+            raise ServingError(f"--base {self.base} is not a local model directory (no "
+                               "config.json): adapters train on the server's base weights")
+        http = ServerHTTP(max_retries=1, backoff_s=0.2)
+        try:
+            served = LoRAServer(http).models()
+        except LLMError as e:
+            raise ServingError(str(e)) from None
+        finally:
+            http.close()
+        name = self.model[len("openai:"):]
+        if name and name not in served:
+            raise ServingError(f"{http.public_url()} does not serve {name!r} (it lists "
+                               f"{', '.join(served) or 'nothing'})")
