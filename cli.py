@@ -525,7 +525,8 @@ def eval_cmd(questions: Optional[str] = typer.Option(None, "--questions", "-q", 
     console.print(table)
 
 
-def served_rollouts(model: str, base_dir: Optional[str], world: Optional[str], load_in_4bit: bool):
+def served_rollouts(model: str, base_dir: Optional[str], world: Optional[str], load_in_4bit: bool,
+                    workers: int):
     """improve's rollouts on an OpenAI-compatible server (trainer/serving.py), or None."""
     if not model.startswith("openai:"):
         if base_dir:
@@ -542,7 +543,7 @@ def served_rollouts(model: str, base_dir: Optional[str], world: Optional[str], l
              "each iteration's adapter trains on")
     serving = ServedRollouts(model=model, base=str(Path(base_dir).expanduser().resolve()))
     try:
-        serving.check()
+        serving.check(workers)
     except ServingError as e:
         fail(str(e))
     return serving
@@ -594,7 +595,7 @@ def improve(iterations: int = typer.Option(3, "--iterations", "-n"),
         fail(str(e))
     if not base.model:
         fail("no model: pass --model PATH or --world pocket")
-    serving = served_rollouts(base.model, base_dir, world, load_in_4bit)
+    serving = served_rollouts(base.model, base_dir, world, load_in_4bit, workers)
     by_kind = samples_by_kind(samples_for)
     if by_kind and samples < 2:  # grow is told apart from evaluation by K > 1
         fail("--samples-for applies to grow, which needs --samples 2 or more")

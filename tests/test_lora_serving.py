@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 
 import pytest
 
@@ -199,6 +200,14 @@ def test_improve_base_must_be_a_model_and_served(tiny_served, tmp_path):
         r = run_cli(["--db", str(db), "improve", "--world", "pocket", *extra], env, timeout=120)
         assert r.returncode != 0 and expect in r.stderr, r.stderr[-1000:]
         assert len(r.stderr.strip().splitlines()) == 1
+    # with worker processes every server they are sent to is checked
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}/v1"
+    r = run_cli(["--db", str(db), "improve", "--world", "pocket", "--model", "openai:tiny",
+                 "--base", str(base), "--workers", "2"],
+                {**env, "RESTREACT_OPENAI_BASE_URLS": f"{url},{dead}"}, timeout=120)
+    assert r.returncode != 0 and f"cannot reach {dead}/models" in r.stderr, r.stderr[-1000:]
     assert not db.exists() or not query(db, "SELECT COUNT(*) FROM runs")[0][0]
 
 

@@ -38,16 +38,20 @@ class ServedRollouts:
         """
         return (self.model, adapter) if model == self.base else (model, adapter)
 
-    def check(self) -> None:
-        """Fail now, before anything is written, when the base or the server cannot work."""
+    def check(self, workers: int = 1) -> None:
+        """Fail now, before anything is written, when the base or a server cannot work."""
+        if not (Path(self.base) / "config.json").is_file():
+            raise ServingError(f"--base {self.base} is not a local model directory (no "
+                               "config.json): adapters train on the server's base weights")
+        for url in _server_urls(workers):
+            self._check_server(url)
+
+    def _check_server(self, url: Optional[str]) -> None:
         from agent.llm.base import LLMError
         from agent.llm.lora_server import LoRAServer
         from agent.llm.openai_compat import ServerHTTP
 
-        if not (Path(self.base) / "config.json").is_file():
-            raise ServingError(f"--base {self.base} is not a local model directory (no "
-                               "config.json): adapters train on the server's base weights")
-        http = ServerHTTP(max_retries=1, backoff_s=0.2)
+        http = ServerHTTP(url, max_retries=1, backoff_s=0.2)
         try:
             served = LoRAServer(http).models()
         except LLMError as e:
@@ -58,3 +62,14 @@ class ServedRollouts:
         if name and name not in served:
             raise ServingError(f"{http.public_url()} does not serve {name!r} (it lists "
                                f"{', '.join(served) or 'nothing'})")
+
+
+def _server_urls(workers: int) -> list[Optional[str]]:
+    """The servers the rollouts reach: with worker processes, those RESTREACT_OPENAI_BASE_URLS
+    lists (agent/workers.py); else the one OPENAI_BASE_URL names (None: the default)."""
+    import os
+
+    from agent.workers import BASE_URLS_ENV
+
+    urls = [u.strip() for u in os.environ.get(BASE_URLS_ENV, "").split(",") if u.strip()]
+    return urls if workers > 1 and urls else [None]
