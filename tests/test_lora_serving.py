@@ -211,6 +211,21 @@ def test_improve_base_must_be_a_model_and_served(tiny_served, tmp_path):
     assert not db.exists() or not query(db, "SELECT COUNT(*) FROM runs")[0][0]
 
 
+def test_ask_on_a_server_that_keeps_hanging_up_is_one_line(tiny_served, tmp_path):
+    url, handle, _, base = tiny_served
+    lora = build_lively_adapter(base, tmp_path / "lora", seed=4)
+    handle.drop_next(5)  # every attempt of the default 4 retries
+    try:
+        r = run_cli(["--db", str(tmp_path / "a.db"), "ask", "--world", "pocket", "--model",
+                     "openai:tiny", "--adapter", str(lora), "Who founded Acme?"],
+                    cli_env(tmp_path, OPENAI_BASE_URL=url), timeout=120)
+    finally:
+        handle._failures.clear()
+    error = r.stderr.strip().splitlines()
+    assert r.returncode != 0 and len(error) == 1, r.stderr[-1000:]
+    assert "gave up after 5 attempts: lost the connection to" in error[0]
+
+
 @pytest.mark.slow
 def test_improve_with_a_refusing_server_loses_nothing_then_resumes(tiny_served, tmp_path):
     """Grow (the scripted teacher), rank, build and train run; loading the adapter for the

@@ -14,8 +14,8 @@ Sampling follows the project rule (n > 1 at temperature 0 → 0.5; see agent.llm
 
 Connection errors (refused, or dropped mid-answer), 429 and 5xx are retried with
 exponential backoff (agent/retry.py); any other 4xx is final and reported with the
-server's own message. The API key only ever travels in the
-Authorization header: it is not in `options`, `repr`, logs or error messages.
+server's own message. The API key only ever travels in the Authorization header: it
+is not in `options`, `repr`, logs or error messages.
 """
 
 from __future__ import annotations
@@ -169,14 +169,11 @@ class ServerHTTP:
     def request(self, method: str, path: str, json: dict | None = None,
                 expect_json: bool = True) -> dict | str:
         """The answer's JSON (or text, when `expect_json` is off); LLMError when it fails."""
-        where = self.public_url() + path
         try:
             return with_retries(lambda _left: self._once(method, path, json, expect_json),
                                 self.max_retries, self.backoff_s)
         except GaveUp as e:
             raise LLMError(f"gave up after {e.attempts} attempts: {e.reason}") from None
-        except ValueError:
-            raise LLMError(f"{where} answered with invalid JSON") from None
 
     def _once(self, method: str, path: str, json: dict | None, expect_json: bool):
         import httpx
@@ -186,10 +183,17 @@ class ServerHTTP:
             resp = self._client.request(method, self.base_url + path, json=json)
         except (httpx.ConnectError, httpx.ConnectTimeout) as e:
             raise AttemptFailed(f"cannot reach {where} ({type(e).__name__})") from None
-        except httpx.TransportError as e:  # dropped or stalled mid-answer
+        except httpx.TimeoutException as e:
+            raise AttemptFailed(f"no answer from {where} in time ({type(e).__name__})") from None
+        except httpx.TransportError as e:  # the server hung up mid-answer
             raise AttemptFailed(f"lost the connection to {where} ({type(e).__name__})") from None
         if resp.status_code < 400:
-            return resp.json() if expect_json else resp.text
+            if not expect_json:
+                return resp.text
+            try:
+                return resp.json()
+            except ValueError:
+                raise LLMError(f"{where} answered with invalid JSON") from None
         message = self.scrub(_server_message(resp))
         if resp.status_code != 429 and resp.status_code < 500:
             raise ServerRefused(where, resp.status_code, message)
