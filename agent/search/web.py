@@ -8,8 +8,8 @@ found."), and it never raises its own `RatelimitException`. So this backend:
 - uses a fresh `DDGS` per attempt whose engines record the HTTP status of each
   response, so a rate limit, a server error and a genuinely empty page are told apart;
 - retries rate limits, timeouts and server errors with exponential backoff inside the
-  deadline (agent/retry.py), and gives up at once when the network is simply not there (DNS failure,
-  connection refused): retrying an offline machine only wastes the user's time;
+  deadline (agent/retry.py), and gives up at once when the network is simply not there
+  (DNS failure, connection refused): retrying an offline machine only wastes the user's time;
 - cleans every snippet to plain, bounded text. Snippets are untrusted page text: they
   are only ever shown to a model as data, never interpreted.
 """
