@@ -143,7 +143,7 @@ def questions_list():
 
 # Options shared by every command that runs the agent.
 MODEL = typer.Option(None, "--model", "-m", help="Local model dir or hub id, openai:NAME for an OpenAI-compatible server (OPENAI_BASE_URL), or replay:CASSETTE.")
-ADAPTER = typer.Option(None, "--adapter", help="LoRA adapter directory (or a model version name) on top of --model.")
+ADAPTER = typer.Option(None, "--adapter", help="LoRA adapter directory (or a model version name) on top of --model; with openai:NAME it is loaded into the server (vLLM runtime LoRA).")
 SEARCH = typer.Option(None, "--search", help="web | corpus | frozen (default: corpus when --corpus is given, else web).")
 CORPUS = typer.Option(None, "--corpus", help="JSONL of {id, title, url, text} for local BM25 search.")
 RECORD = typer.Option(None, "--record", help="Record all LLM and search traffic to this cassette (JSONL).")
@@ -525,11 +525,36 @@ def eval_cmd(questions: Optional[str] = typer.Option(None, "--questions", "-q", 
     console.print(table)
 
 
+def served_rollouts(model: str, base_dir: Optional[str], world: Optional[str], load_in_4bit: bool,
+                    workers: int):
+    """improve's rollouts on an OpenAI-compatible server (trainer/serving.py), or None."""
+    if not model.startswith("openai:"):
+        if base_dir:
+            fail("--base applies to --model openai:NAME (a local --model is its own base)")
+        return None
+    if load_in_4bit:
+        fail("--4bit applies to local rollouts; with --model openai: the server holds the model")
+    from agent.setup import AgentOptions
+    from trainer.serving import ServedRollouts, ServingError
+
+    base_dir = base_dir or (AgentOptions(world=world).resolved().model if world else None)
+    if not base_dir:
+        fail("--model openai:NAME needs --base DIR: the local copy of the served model that "
+             "each iteration's adapter trains on")
+    serving = ServedRollouts(model=model, base=str(Path(base_dir).expanduser().resolve()))
+    try:
+        serving.check(workers)
+    except ServingError as e:
+        fail(str(e))
+    return serving
+
+
 @app.command()
 def improve(iterations: int = typer.Option(3, "--iterations", "-n"),
             questions: Optional[str] = typer.Option(None, "--questions", "-q", help="Question set (train and dev splits)."),
             name: Optional[str] = typer.Option(None, "--name", help="Improve run name; the same name resumes."),
             model: Optional[str] = MODEL, world: Optional[str] = WORLD,
+            base_dir: Optional[str] = typer.Option(None, "--base", help="With --model openai:NAME: the local model directory the server serves (default: the --world's model). Each adapter trains on it here and is loaded into the server (vLLM runtime LoRA, docs/SCALING.md)."),
             search: Optional[str] = SEARCH, corpus: Optional[str] = CORPUS,
             judge: str = typer.Option("rules", "--judge", help="'rules' or a judge model spec."),
             teacher: Optional[str] = typer.Option(None, "--teacher", help="Grow with this stronger model; its steps train --model."),
@@ -570,6 +595,7 @@ def improve(iterations: int = typer.Option(3, "--iterations", "-n"),
         fail(str(e))
     if not base.model:
         fail("no model: pass --model PATH or --world pocket")
+    serving = served_rollouts(base.model, base_dir, world, load_in_4bit, workers)
     by_kind = samples_by_kind(samples_for)
     if by_kind and samples < 2:  # grow is told apart from evaluation by K > 1
         fail("--samples-for applies to grow, which needs --samples 2 or more")
@@ -595,8 +621,10 @@ def improve(iterations: int = typer.Option(3, "--iterations", "-n"),
                                                samples_by_kind=by_kind if k > 1 else {},
                                                choose=grow_choose if k > 1 else "perplexity"))
 
+    route = serving.route if serving else (lambda model_spec, adapter: (model_spec, adapter))
+
     def policy(model_spec, adapter, k, greedy=True):
-        return pool.get(options(model_spec, adapter, k, greedy))
+        return pool.get(options(*route(model_spec, adapter), k, greedy))
 
     # Everything that can fail on a bad option fails here, before anything is written.
     if train_processes < 1:
@@ -618,7 +646,8 @@ def improve(iterations: int = typer.Option(3, "--iterations", "-n"),
         train_cfg["load_in_4bit"] = True
     if max_batch_tokens:  # only when set: the run's name hashes its config, earlier runs keep theirs
         train_cfg["max_batch_tokens"] = max_batch_tokens
-    cfg = ImproveConfig(name="", base_model=base.model, question_set=set_name,
+    cfg = ImproveConfig(name="", base_model=serving.base if serving else base.model,
+                        rollout_model=serving.model if serving else None, question_set=set_name,
                         iterations=iterations, eval_split=eval_split, grow_questions=grow_questions,
                         eval_questions=eval_questions, per_question=per_question, samples=samples,
                         eval_runs=eval_runs, concurrency=concurrency, judge=judge, teacher=teacher,
@@ -634,7 +663,8 @@ def improve(iterations: int = typer.Option(3, "--iterations", "-n"),
         spread = fan_out(store, workers, concurrency, log=console.print)
 
         def run_items(model_spec, adapter, k, greedy, run_id, items, mv_id):
-            return spread(options(model_spec, adapter, k, greedy), run_id, items, model_spec, mv_id)
+            return spread(options(*route(model_spec, adapter), k, greedy), run_id, items,
+                          model_spec, mv_id)
 
     from agent.llm.base import LLMError
     from agent.workers import WorkersError

