@@ -186,7 +186,16 @@ def agent_options(model, adapter, search, corpus, record, replay, world, samples
         fail("--samples and --top-k must be at least 1, --max-searches at least 0")
     return AgentOptions(model=model, adapter=adapter, search=search, corpus=corpus,
                         record=record, replay=replay, world=world,
-                        load_in_4bit=load_in_4bit, config=cfg)
+                        load_in_4bit=load_in_4bit, config=cfg, chooser=step_chooser(choose))
+
+
+def step_chooser(name: str):
+    """The chooser a --choose name stands for, injected into the agent (None: perplexity)."""
+    if name == "perplexity":  # the reward package is imported only when a judge chooses
+        return None
+    from reward.choosers import chooser_for
+
+    return chooser_for(name)
 
 
 def make_agent(store, opts, on_event=None):
@@ -619,7 +628,8 @@ def improve(iterations: int = typer.Option(3, "--iterations", "-n"),
                                                samples=k, greedy=greedy,
                                                # Grow only: evaluation stays one greedy sample
                                                samples_by_kind=by_kind if k > 1 else {},
-                                               choose=grow_choose if k > 1 else "perplexity"))
+                                               choose=grow_choose if k > 1 else "perplexity"),
+                            chooser=step_chooser(grow_choose) if k > 1 else None)
 
     route = serving.route if serving else (lambda model_spec, adapter: (model_spec, adapter))
 
@@ -786,7 +796,7 @@ def pocket_pretrain(out: str = typer.Option("data/pocket/model", "--out"),
                     year_boost_kinds: str = typer.Option("summarize", "--year-boost-kinds", help="Comma-separated step kinds --year-boost repeats (summarize, answer, ...)."),
                     mistake_weights: str = typer.Option("", "--mistake-weights", help="KIND=W,...: the seed policy's mistake chance at a step of KIND is --error-rate x W, at most 1 (defaults: decide 0.55, summarize 0.8, answer 0.45, relevance and grounding 0.15).")):
     """Warm-start the pocket model from scratch (a GPU makes this minutes instead of hours)."""
-    from agent.steps import STEP_KINDS
+    from store.records import STEP_KINDS
     from trainer.pocket import PocketConfig, pretrain
 
     if loss not in ("full", "completion"):

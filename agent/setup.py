@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from agent.state import AgentConfig
 
@@ -29,6 +29,9 @@ class AgentOptions:
     world: Optional[str] = None  # "pocket": the offline pocket world's model and corpus
     load_in_4bit: bool = False
     config: AgentConfig = field(default_factory=AgentConfig)
+    # The step chooser config.choose names (agent.graph.Chooser), injected by the caller:
+    # the CLI passes reward.choosers.chooser_for(choose); None for "perplexity".
+    chooser: Optional[Callable] = None
 
     def resolved(self) -> "AgentOptions":
         """Fill in what a --world implies; explicit options win."""
@@ -102,7 +105,8 @@ def build_agent(opts: AgentOptions, store, on_event=None):
         cassette = Cassette(path)
     llm = build_llm(opts, cassette)
     search = build_search(opts, store, cassette)
-    return Agent(llm=llm, search=search, store=store, config=opts.config, on_event=on_event)
+    return Agent(llm=llm, search=search, store=store, config=opts.config, on_event=on_event,
+                 chooser=opts.chooser)
 
 
 class PolicyPool:
@@ -139,7 +143,8 @@ class PolicyPool:
             first = self._build(opts, self.store)
             llm, search = first.llm, first.search
         self._llms[model_key] = (llm, search)
-        self._agents[key] = Agent(llm=llm, search=search, store=self.store, config=opts.config)
+        self._agents[key] = Agent(llm=llm, search=search, store=self.store, config=opts.config,
+                                  chooser=opts.chooser)
         return self._agents[key]
 
     def release(self) -> None:

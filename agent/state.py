@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Optional, TypedDict
 
-from agent.steps import Action, SearchCall, SearchResult
+from store.records import Action, SearchCall, SearchResult
 
 
 CHOOSERS = ("perplexity", "rules")
@@ -48,7 +48,7 @@ class AgentConfig:
 
 def parse_samples_by_kind(specs) -> dict:
     """["summarize=8", "answer=4"] → {"summarize": 8, "answer": 4}; ValueError on a bad one."""
-    from agent.steps import STEP_KINDS
+    from store.records import STEP_KINDS
 
     out = {}
     for spec in specs or []:

@@ -340,7 +340,7 @@ def _run_concurrently(backend, requests) -> tuple[float, int]:
 
 def part_backend(size: Size, model_dir: Path, args, part: str) -> list[dict]:
     """HFBackend under one engine option, at each workload; warm-up at the same shape first."""
-    from agent.llm.base import GenRequest
+    from store.records import GenRequest
     from agent.llm.engine import EngineOptions
     from agent.llm.hf import HFBackend
 

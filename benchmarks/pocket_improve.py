@@ -68,6 +68,7 @@ def main(argv=None) -> dict:
     from agent.pocket.assets import ensure_pocket_questions, pocket_assets
     from agent.setup import AgentOptions, PolicyPool
     from agent.state import AgentConfig, parse_samples_by_kind
+    from reward.choosers import chooser_for
     from reward.evaluate import evaluate
     from store.api import Store
     from trainer.improve import ImproveConfig, Improver
@@ -98,7 +99,8 @@ def main(argv=None) -> dict:
         config = AgentConfig(samples=k, greedy=greedy, samples_by_kind=by_kind if k > 1 else {},
                              choose=args.grow_choose if k > 1 else "perplexity")
         return pool.get(AgentOptions(model=model, adapter=adapter, search="corpus",
-                                     corpus=str(assets.corpus), config=config))
+                                     corpus=str(assets.corpus), config=config,
+                                     chooser=chooser_for(config.choose)))
 
     cfg = ImproveConfig(
         name=NAME, base_model=str(assets.model_dir), question_set=qset,

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from agent.llm.base import GenRequest, Generation, LLMError
+from agent.llm.base import LLMError
 from reward.llm_judge import YESNO_PROMPT_VERSION, is_yesno, judge_yesno
 from reward.prompts import RANK_PROMPT_VERSION, render_rank_prompt
 from reward.rules import RULES_VERSION, judge_step
 from reward.verdicts import RankingVerdict, format_ranking_reply, parse_ranking
+from store.records import GenRequest, Generation
 
 RULES_JUDGE = "rules"
 JUDGE_MAX_NEW_TOKENS = 512

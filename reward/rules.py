@@ -52,7 +52,7 @@ from collections import Counter
 from dataclasses import dataclass, field, fields
 
 from agent.parsing import parse_action
-from agent.steps import (
+from store.records import (
     Action,
     Answer,
     CheckAnswer,
@@ -450,9 +450,9 @@ def judge_step(kind: str, prompt: str, samples, context: dict | None = None) -> 
     """Rank one step's alternatives by the rules (see the module docstring).
 
     `samples` are texts, (text, perplexity) pairs, or objects with `.text` and
-    `.perplexity` (agent.steps.Sample, store.models.StepSample). `context` may override
+    `.perplexity` (store.records.Sample, store.models.StepSample). `context` may override
     what is read from the prompt: question, past (actions), remaining, query, answer,
-    results (a list of agent.steps.SearchResult).
+    results (a list of store.records.SearchResult).
     """
     if kind not in STEP_KINDS:
         return failed(f"unknown step kind {kind!r}")

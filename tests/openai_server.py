@@ -193,7 +193,7 @@ def _choice(i: int, text: str, lps: list[float] | None, chat: bool, want_logprob
 
 def hf_responder(backend) -> Responder:
     """Serve a real local model: the server's answers are HFBackend samples."""
-    from agent.llm.base import GenRequest
+    from store.records import GenRequest
 
     def respond(prompt: str, n: int, temperature: float, max_tokens: int):
         gen, token_lps = backend.generate_detailed(

@@ -50,7 +50,7 @@ def cassette_path(name: str) -> Path:
 
 
 def _responder(sc: Scenario, world: Path, tiny_dir: Path | None):
-    from agent.llm.base import GenRequest
+    from store.records import GenRequest
     from agent.pocket.policy import ScriptedPolicy
 
     reader = ScriptedPolicy(world, error_rate=0.0)

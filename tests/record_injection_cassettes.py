@@ -47,11 +47,10 @@ def hostile_page(entity: str) -> dict:
 
 
 def gullible_responder(world: Path):
-    from agent.llm.base import GenRequest
+    from store.records import GenRequest, Answer, CheckAnswer
     from agent.parsing import parse_action
     from agent.pocket.policy import ScriptedPolicy, parse_prompt
     from agent.prompts import render_action
-    from agent.steps import Answer, CheckAnswer
 
     reader = ScriptedPolicy(world, error_rate=0.0)
     orders: dict[str, tuple[str, int]] = {}  # question -> (ordered answer, page's link id)

@@ -10,7 +10,8 @@ from langchain_core.language_models.fake_chat_models import FakeListChatModel, G
 from langchain_core.messages import AIMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 
-from agent.llm.base import GenRequest, LLMError
+from agent.llm.base import LLMError
+from store.records import GenRequest
 from agent.llm.langchain_adapter import LangChainBackend
 
 

@@ -25,7 +25,7 @@ KEY = f"sk-test-PLANTED-{SECRET_PART}"
 
 
 def _responder(world: Path):
-    from agent.llm.base import GenRequest
+    from store.records import GenRequest
     from agent.pocket.policy import ScriptedPolicy
 
     reader = ScriptedPolicy(world, error_rate=0.3)

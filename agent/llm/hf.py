@@ -34,7 +34,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.llm.base import Completion, GenRequest, Generation, LLMError
+from agent.llm.base import LLMError
+from store.records import Completion, GenRequest, Generation
 
 PAPER_SAMPLING_TEMPERATURE = 0.5
 _STOP = object()  # sentinel that ends the worker thread

@@ -25,7 +25,8 @@ import threading
 import time
 from urllib.parse import urlsplit, urlunsplit
 
-from agent.llm.base import Completion, GenRequest, Generation, LLMError
+from agent.llm.base import LLMError
+from store.records import Completion, GenRequest, Generation
 from agent.llm.hf import effective_sampling
 from agent.retry import AttemptFailed, GaveUp, with_retries
 

@@ -36,11 +36,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from agent.llm.base import Completion, GenRequest, Generation
-from agent.parsing import parse_action
-from agent.pocket.render import GROUP_OF, compile_template, read_facts
-from agent.prompts import render_action
-from agent.steps import (
+from store.records import (
+    Completion,
+    GenRequest,
+    Generation,
     Action,
     Answer,
     CheckAnswer,
@@ -50,6 +49,9 @@ from agent.steps import (
     SelectLink,
     Terminate,
 )
+from agent.parsing import parse_action
+from agent.pocket.render import GROUP_OF, compile_template, read_facts
+from agent.prompts import render_action
 
 # How the policy states a fact in a summary (one phrase per fact group; parsed back later).
 SAY: dict[str, str] = {

@@ -25,7 +25,7 @@ from typing import Any
 
 from agent.retry import AttemptFailed, GaveUp, with_retries
 from agent.search.base import SearchError
-from agent.steps import SearchResult
+from store.records import SearchResult
 
 RATE_LIMIT_STATUSES = frozenset({202, 403, 429})  # DDG answers 202 (anomaly page) or 429
 SNIPPET_CHARS = 500

@@ -171,7 +171,7 @@ elif mode == "grow":
 elif mode == "reading":
     import json
     import re
-    from agent.llm.base import GenRequest
+    from store.records import GenRequest
     from agent.parsing import parse_action
     from agent.pocket.assets import pocket_assets
     from agent.pocket.policy import SAY, ScriptedPolicy

@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from agent.pocket.assets import pocket_assets
 from agent.pocket.policy import ScriptedPolicy
-from agent.llm.base import GenRequest
+from store.records import GenRequest
 from agent.parsing import parse_action
 
 db_path, examples_path, grow_run = sys.argv[1:4]

@@ -1,13 +1,19 @@
-"""The trajectory model: typed actions, samples, steps and search results.
+"""The records that flow prompt → store → ranker → training: actions, steps, searches, generations.
 
 These small dataclasses are the spine of restreact. The same objects render the next
 prompt (`agent.prompts`), are written to the store (`store.api`), are shown to the
 ranker (`reward.ranker`) and become training examples (`trainer.examples`). Keep them
 plain: everything must round-trip through JSON (`to_dict` / `from_dict`).
+
+This module is the bottom layer: it imports nothing else of the project, so every
+layer above (store, backends, agent, reward, trainer, CLI) can share it
+(tests/test_layers.py checks that).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import asdict, dataclass, field
 from typing import Literal, Union
 
@@ -168,13 +174,38 @@ class Step:
         return sum(s.n_tokens for s in self.samples)
 
 
-def choose_sample(samples: list[Sample]) -> int | None:
-    """Lowest perplexity among parseable samples; the first parseable one if no logprobs."""
-    best, best_ppl = None, None
-    for i, s in enumerate(samples):
-        if not s.parsed:
-            continue
-        ppl = s.perplexity
-        if best is None or (ppl is not None and (best_ppl is None or ppl < best_ppl)):
-            best, best_ppl = i, ppl
-    return best
+
+# --- generations: what an LLM backend is asked and what it answers -----------------
+
+
+@dataclass(frozen=True)
+class GenRequest:
+    prompt: str  # the project's prompt text (the user message when a chat template applies)
+    n: int = 1  # number of samples (K)
+    temperature: float = 0.0  # 0 = greedy; with n > 1 and temperature 0 backends use 0.5
+    max_new_tokens: int = 256
+    stop: tuple[str, ...] = ()
+    purpose: str = ""  # step kind or "rank"/"eval"; logged, not part of the cache key
+
+    def key(self) -> str:
+        """Stable hash of what determines the answer: used by cassettes."""
+        body = {k: v for k, v in asdict(self).items() if k != "purpose"}
+        body["stop"] = list(self.stop)
+        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:32]
+
+
+@dataclass
+class Completion:
+    text: str
+    n_tokens: int = 0
+    logprob: float | None = None  # sum over the completion's tokens
+
+
+@dataclass
+class Generation:
+    rendered_prompt: str  # what the model saw, verbatim
+    completions: list[Completion]
+    prompt_tokens: int = 0
+    duration_s: float = 0.0
+    model: str = ""
+    options: dict = field(default_factory=dict)
