@@ -72,7 +72,7 @@ def action_key(kind: str, text: str):
 
 def labelled_sets(store, run_name: str, world_dir: Path, limit: int) -> list[dict]:
     """Step sets with the oracle's verdict on each sample."""
-    from agent.llm.base import GenRequest
+    from store.records import GenRequest
     from agent.pocket.policy import ScriptedPolicy
 
     oracle = ScriptedPolicy(world_dir, error_rate=0.0, seed=0)

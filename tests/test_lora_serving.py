@@ -16,10 +16,11 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from agent.llm.base import GenRequest, LLMError  # noqa: E402
+from agent.llm.base import LLMError  # noqa: E402
 from agent.llm.factory import make_llm  # noqa: E402
 from agent.llm.lora_server import LoRAServer, adapter_name  # noqa: E402
 from agent.llm.openai_compat import ServerHTTP  # noqa: E402
+from store.records import GenRequest  # noqa: E402
 from tests.harness import cli_env, query, run_cli  # noqa: E402
 from tests.openai_server import (LoRAModels, build_lively_adapter,  # noqa: E402
                                  build_lively_model, start_server)
