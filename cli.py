@@ -266,7 +266,7 @@ def plan_questions(store, questions: Optional[str], world: Optional[str], split:
 
     pending, source = None, None  # rows to import into set `questions`, if not there yet
     if questions is None and world == "pocket":
-        from agent.pocket.assets import pocket_assets, pocket_question_rows
+        from agent.worlds.pocket.assets import pocket_assets, pocket_question_rows
 
         assets = pocket_assets()
         questions, source = assets.question_set, str(assets.questions)
@@ -686,7 +686,7 @@ def pocket_build(seed: int = typer.Option(7, "--seed", help="World seed: same se
                  out: str = typer.Option(..., "--out", help="Output directory."),
                  size: str = typer.Option("default", "--size", help="World size preset.")):
     """Generate a fictional world: corpus.jsonl, questions.jsonl, world.json, MANIFEST.json."""
-    from agent.pocket.build import build_world
+    from agent.worlds.pocket.build import build_world
 
     try:
         info = build_world(seed, Path(out), size=size)
@@ -700,7 +700,7 @@ def pocket_demo(n: int = typer.Option(1, "-n", help="How many questions to ask."
                 split: str = typer.Option("test", "--split"),
                 samples: Optional[int] = SAMPLES):
     """Ask the pocket model questions about a world it never trained on, step by step."""
-    from agent.pocket.assets import ensure_pocket_questions
+    from agent.worlds.pocket.assets import ensure_pocket_questions
 
     store = open_store()
     opts = agent_options(None, None, None, None, None, None, "pocket", samples, 10, 3, False, False)
@@ -713,7 +713,7 @@ def pocket_demo(n: int = typer.Option(1, "-n", help="How many questions to ask."
 
 def parse_mistake_weights(spec: str) -> dict:
     """"summarize=2,decide=0.3" -> {"summarize": 2.0, "decide": 0.3}; fail() on a bad one."""
-    from agent.pocket.policy import KIND_WEIGHT, check_kind_weights
+    from agent.worlds.pocket.policy import KIND_WEIGHT, check_kind_weights
 
     out = {}
     for part in filter(None, (p.strip() for p in spec.split(","))):

@@ -36,7 +36,7 @@ class AgentOptions:
             return self
         if self.world != "pocket":
             raise SetupError(f"unknown world {self.world!r}; the only world is 'pocket'")
-        from agent.pocket.assets import pocket_assets
+        from agent.worlds.pocket.assets import pocket_assets
 
         assets = pocket_assets()
         self.model = self.model or str(assets.model_dir)

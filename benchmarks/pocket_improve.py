@@ -65,7 +65,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    from agent.pocket.assets import ensure_pocket_questions, pocket_assets
+    from agent.worlds.pocket.assets import ensure_pocket_questions, pocket_assets
     from agent.setup import AgentOptions, PolicyPool
     from agent.state import AgentConfig, parse_samples_by_kind
     from reward.evaluate import evaluate

@@ -215,7 +215,7 @@ def main(argv=None) -> dict:
     with tempfile.TemporaryDirectory(prefix="scaling-") as tmp:
         env_cache = os.environ.setdefault("RESTREACT_CACHE", str(Path(tmp) / "cache"))
         report["settings"]["cache"] = env_cache
-        from agent.pocket.assets import pocket_assets
+        from agent.worlds.pocket.assets import pocket_assets
 
         pocket_assets()  # build the pocket world once, outside every timed run
         for n in counts:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.pocket.assets import MODEL_DIR
+from agent.worlds.pocket.assets import MODEL_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(not (MODEL_DIR / "config.json").is_file(),
@@ -67,7 +67,7 @@ def test_concurrent_trajectories_share_generate_calls(tmp_path, monkeypatch):
     from agent.collect import Item, collect
     from agent.graph import Agent
     from agent.llm.hf import HFBackend
-    from agent.pocket.assets import pocket_assets, pocket_question_rows
+    from agent.worlds.pocket.assets import pocket_assets, pocket_question_rows
     from agent.search.corpus import CorpusSearch
     from agent.state import AgentConfig
     from store.api import Store
@@ -99,7 +99,7 @@ def test_concurrent_trajectories_share_generate_calls(tmp_path, monkeypatch):
 
 def _a_question(tmp_path, monkeypatch) -> str:
     monkeypatch.setenv("RESTREACT_CACHE", str(tmp_path / "cache"))
-    from agent.pocket.assets import pocket_question_rows
+    from agent.worlds.pocket.assets import pocket_question_rows
 
     return next(r["question"] for r in pocket_question_rows() if r["split"] == "test")
 

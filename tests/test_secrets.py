@@ -26,7 +26,7 @@ KEY = f"sk-test-PLANTED-{SECRET_PART}"
 
 def _responder(world: Path):
     from agent.llm.base import GenRequest
-    from agent.pocket.policy import ScriptedPolicy
+    from agent.worlds.pocket.policy import ScriptedPolicy
 
     reader = ScriptedPolicy(world, error_rate=0.3)
 
@@ -48,7 +48,7 @@ def _leaks(root: Path) -> list[str]:
 
 
 def test_planted_api_key_is_never_written(tmp_path):
-    from agent.pocket.build import build_world
+    from agent.worlds.pocket.build import build_world
 
     world = tmp_path / "world"
     build_world(5, world, size="tiny")

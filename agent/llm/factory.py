@@ -66,13 +66,13 @@ def _scripted(spec: str, opts: dict) -> LLM:
     and a teacher for distillation tests. `scripted:pocket` means the demo world.
     """
     _check(spec, {k: v for k, v in opts.items() if v}, set())  # adapters, 4-bit: meaningless here
-    from agent.pocket.policy import ScriptedPolicy
+    from agent.worlds.pocket.policy import ScriptedPolicy
 
     where, _, rate = spec[len("scripted:"):].rpartition(":")
     if not where or not rate.replace(".", "", 1).isdigit():  # no ":RATE" suffix
         where, rate = spec[len("scripted:"):], ""
     if where == "pocket":
-        from agent.pocket.assets import pocket_assets
+        from agent.worlds.pocket.assets import pocket_assets
 
         where = str(pocket_assets().world_dir)
     try:

@@ -19,8 +19,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from agent.pocket.assets import pocket_assets
-from agent.pocket.policy import ScriptedPolicy
+from agent.worlds.pocket.assets import pocket_assets
+from agent.worlds.pocket.policy import ScriptedPolicy
 from agent.llm.base import GenRequest
 from agent.parsing import parse_action
 

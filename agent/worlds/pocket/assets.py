@@ -13,7 +13,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 MODEL_DIR = REPO / "data" / "pocket" / "model"
 DEMO_SEED = 7  # the world users meet; never seen in pretraining
 PRETRAIN_SEED_BASE = 100_000
@@ -34,8 +34,8 @@ def cache_dir() -> Path:
 
 def pocket_assets(seed: int = DEMO_SEED) -> PocketAssets:
     """The model and a built world (built now if missing)."""
-    from agent.pocket.build import build_world
-    from agent.pocket.world import WORLD_VERSION
+    from agent.worlds.pocket.build import build_world
+    from agent.worlds.pocket.world import WORLD_VERSION
 
     model_dir = Path(os.environ.get("RESTREACT_POCKET_MODEL") or MODEL_DIR)
     world_dir = cache_dir() / "pocket" / f"{WORLD_VERSION}-seed{seed}"

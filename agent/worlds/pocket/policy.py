@@ -10,7 +10,7 @@ It plans like a solver but reads like a reader:
   summaries, which it parses back out of PAST_ACTIONS. Everything it knows on a step is in
   that step's prompt: it keeps no state between calls.
 - It extracts facts from the SNIPPETS in CURRENT_SEARCH_RESULTS with the corpus templates
-  (agent.pocket.render), so a search that misses the document means a failed lookup.
+  (agent.worlds.pocket.render), so a search that misses the document means a failed lookup.
 - With probability ~error_rate a step makes a realistic mistake: a vague query, stopping
   early, reading a distractor's document, copying the wrong name, answering with the bridge
   entity or without a citation, failing a self-check that should pass.
@@ -38,7 +38,7 @@ from typing import Iterable
 
 from agent.llm.base import Completion, GenRequest, Generation
 from agent.parsing import parse_action
-from agent.pocket.render import GROUP_OF, compile_template, read_facts
+from agent.worlds.pocket.render import GROUP_OF, compile_template, read_facts
 from agent.prompts import render_action
 from agent.steps import (
     Action,
