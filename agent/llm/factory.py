@@ -6,6 +6,9 @@
     replay:PATH       answers from a recorded cassette (fails on unrecorded requests)
     hf:PATH | PATH    a local Hugging Face model directory or hub id (with --adapter)
 
+(`scripted:WORLD` names a world's scripted teacher; agent/setup.py resolves it through the
+world registry, agent/worlds.)
+
 Options that do not apply to the chosen kind are refused rather than ignored, so a
 misplaced `--adapter` cannot silently run the base model.
 """
@@ -38,8 +41,6 @@ def make_llm(spec: str, **opts) -> LLM:
         from agent.cassette import Cassette, ReplayLLM
 
         return ReplayLLM(Cassette(Path(spec[len("replay:"):]).expanduser()), **opts)
-    if spec.startswith("scripted:"):
-        return _scripted(spec, opts)
     _check(spec, opts, _HF_OPTS)
     from agent.llm.hf import HFBackend
 
@@ -57,25 +58,3 @@ def _check(spec: str, opts: dict, allowed: set[str]) -> None:
     extra = sorted(set(opts) - allowed)
     if extra:
         raise LLMError(f"option(s) {', '.join(extra)} do not apply to model '{spec}'")
-
-
-def _scripted(spec: str, opts: dict) -> LLM:
-    """`scripted:WORLD_DIR[:ERROR_RATE]` — the pocket world's scripted reader as a model.
-
-    A deliberately imperfect program, not a neural model: the pocket world's seed policy
-    and a teacher for distillation tests. `scripted:pocket` means the demo world.
-    """
-    _check(spec, {k: v for k, v in opts.items() if v}, set())  # adapters, 4-bit: meaningless here
-    from agent.worlds.pocket.policy import ScriptedPolicy
-
-    where, _, rate = spec[len("scripted:"):].rpartition(":")
-    if not where or not rate.replace(".", "", 1).isdigit():  # no ":RATE" suffix
-        where, rate = spec[len("scripted:"):], ""
-    if where == "pocket":
-        from agent.worlds.pocket.assets import pocket_assets
-
-        where = str(pocket_assets().world_dir)
-    try:
-        return ScriptedPolicy(Path(where), error_rate=float(rate) if rate else 0.3)
-    except (ValueError, OSError) as e:
-        raise LLMError(f"cannot use scripted model {spec!r}: {e}") from None

@@ -37,7 +37,6 @@ def pocket_assets(seed: int = DEMO_SEED) -> PocketAssets:
     from agent.worlds.pocket.build import build_world
     from agent.worlds.pocket.world import WORLD_VERSION
 
-    model_dir = Path(os.environ.get("RESTREACT_POCKET_MODEL") or MODEL_DIR)
     world_dir = cache_dir() / "pocket" / f"{WORLD_VERSION}-seed{seed}"
     if not (world_dir / "MANIFEST.json").is_file():
         tmp = world_dir.with_name(world_dir.name + f".tmp{os.getpid()}")
@@ -48,18 +47,9 @@ def pocket_assets(seed: int = DEMO_SEED) -> PocketAssets:
             if not (world_dir / "MANIFEST.json").is_file():
                 raise
             shutil.rmtree(tmp, ignore_errors=True)
-    return PocketAssets(model_dir=model_dir, world_dir=world_dir,
+    return PocketAssets(model_dir=MODEL_DIR, world_dir=world_dir,
                         corpus=world_dir / "corpus.jsonl", questions=world_dir / "questions.jsonl",
                         question_set=f"pocket-seed{seed}")
-
-
-def ensure_pocket_questions(store, seed: int = DEMO_SEED) -> str:
-    """Import the demo world's questions (train/dev/test splits) once; returns the set name."""
-    assets = pocket_assets(seed)
-    if not store.has_question_set(assets.question_set):
-        store.import_questions(assets.question_set, pocket_question_rows(seed),
-                               source=str(assets.questions))
-    return assets.question_set
 
 
 def pocket_question_rows(seed: int = DEMO_SEED) -> list[dict]:

@@ -455,6 +455,24 @@ def check_kind_weights(weights: dict[str, float]) -> None:
         raise ValueError("kind_weights must be finite numbers >= 0")
 
 
+def parse_kind_weights(spec: str, option: str = "kind weights") -> dict[str, float]:
+    """"summarize=2,decide=0.3" -> {"summarize": 2.0, "decide": 0.3}, checked as
+    check_kind_weights does; a bad entry is a ValueError naming `option`."""
+    out: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        kind, _, w = (x.strip() for x in part.partition("="))
+        try:
+            weight = float(w)
+            check_kind_weights({kind: weight})
+        except ValueError:
+            raise ValueError(f"{option} wants KIND=W with KIND one of {', '.join(KIND_WEIGHT)} "
+                             f"and W a number >= 0, not {part!r}") from None
+        if kind in out:
+            raise ValueError(f"{option} gives {kind} twice")
+        out[kind] = weight + 0.0  # -0 -> 0
+    return out
+
+
 class ScriptedPolicy:
     """agent.llm.base.LLM for the pocket world: a reader with a plan and a seeded error rate."""
 
