@@ -94,6 +94,8 @@ class ImproveOptions:
 
 @dataclass
 class ImproveConfig:
+    """The run's config as recorded with it; a derived run name hashes it (Improver.open)."""
+
     name: str  # the improve run's name: the same name resumes
     base_model: str  # the model every iteration's adapter is trained on
     question_set: str
@@ -105,7 +107,7 @@ class ImproveConfig:
     per_question: int = 1  # trajectories per question in Grow (the paper's 2nd gen used 4)
     samples: int = 4  # K alternatives per step for the ranker to choose from
     samples_by_kind: dict = field(default_factory=dict)  # K for some kinds, e.g. {"summarize": 8}
-    # Which sample a grow trajectory continues with (AgentConfig.choose); the policy factory
+    # Which sample a grow trajectory continues with (AgentConfig.choose); Improver.agent_options
     # applies it, this records it in the run's config and name
     grow_choose: str = "perplexity"
     eval_runs: int = 1  # evaluation runs per question (mean ± std over runs)
