@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
@@ -28,6 +29,15 @@ def fail(message: str, code: int = 1) -> None:
     """One clear line on stderr and a non-zero exit: how every user error ends."""
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
+
+
+@contextmanager
+def one_line_errors(*kinds: type[BaseException]):
+    """Errors of these kinds end the command as fail() does, with their first line."""
+    try:
+        yield
+    except kinds as e:
+        fail(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
 
 
 def open_store():
@@ -265,45 +275,11 @@ def _prompt_loop():
 
 def plan_questions(store, questions: Optional[str], world: Optional[str], split: Optional[str],
                    limit: Optional[int]):
-    """Check a question source and its selection, writing nothing yet.
+    """agent.questions_io.plan_questions (checks now, imports later), its errors one line."""
+    from agent.questions_io import plan_questions as plan
 
-    Returns a function that imports it (a file, or the pocket world's set; idempotent) and
-    returns (set name, questions). Commands call it after everything else that can fail
-    (loading the model or the adapter), so a bad option leaves the store as it was.
-    """
-    from agent.questions_io import QuestionFileError, read_question_file
-
-    pending, source = None, None  # rows to import into set `questions`, if not there yet
-    if questions is None and world == "pocket":
-        from agent.pocket.assets import pocket_assets, pocket_question_rows
-
-        assets = pocket_assets()
-        questions, source = assets.question_set, str(assets.questions)
-        if not store.has_question_set(questions):
-            pending = pocket_question_rows()
-    if questions is None:
-        fail("--questions SET_OR_FILE is required")
-    path = Path(questions)
-    if source is None and (path.suffix.lower() in (".csv", ".jsonl", ".json") or path.is_file()):
-        if not path.is_file():
-            fail(f"question file not found: {questions}")
-        try:
-            pending = read_question_file(path)
-        except QuestionFileError as e:
-            fail(str(e))
-        questions, source = path.stem, str(path)
-    elif pending is None and not store.has_question_set(questions):
-        fail(f"no question set named {questions!r} (import one with: questions import FILE --set NAME)")
-    in_file = any((r.get("split") or "train") == split if split else True for r in pending or [])
-    if not (in_file or store.questions(questions, split=split, limit=1)):
-        fail(f"question set {questions!r}{f' split {split!r}' if split else ''} has no questions")
-
-    def load():
-        if pending:
-            store.import_questions(questions, pending, source=source)
-        return questions, store.questions(questions, split=split, limit=limit)
-
-    return load
+    with one_line_errors(ValueError):
+        return plan(store, questions, world, split, limit)
 
 
 @app.command()
@@ -389,15 +365,12 @@ MAX_BATCH_TOKENS = typer.Option(0, "--max-batch-tokens", min=0, help="Cap on pad
 
 
 def make_judge(spec: str):
-    """'rules' → None (the rule judge needs no model); anything else is an LLM spec."""
-    if spec == "rules":
-        return None
+    """'rules' → None (the rule judge needs no model); anything else is a model spec."""
     from agent.llm.base import LLMError
-    from agent.llm.factory import make_llm
-    from reward.llm_judge import is_yesno, model_of
+    from agent.setup import make_judge as judge
 
-    try:  # `yesno:MODEL` scores candidates with MODEL's log-probabilities (reward/llm_judge.py)
-        return make_llm(model_of(spec) if is_yesno(spec) else spec)
+    try:
+        return judge(spec)
     except (LLMError, ValueError, OSError) as e:
         fail(f"judge: {e}")
 
@@ -534,30 +507,6 @@ def eval_cmd(questions: Optional[str] = typer.Option(None, "--questions", "-q", 
     console.print(table)
 
 
-def served_rollouts(model: str, base_dir: Optional[str], world: Optional[str], load_in_4bit: bool,
-                    workers: int):
-    """improve's rollouts on an OpenAI-compatible server (trainer/serving.py), or None."""
-    if not model.startswith("openai:"):
-        if base_dir:
-            fail("--base applies to --model openai:NAME (a local --model is its own base)")
-        return None
-    if load_in_4bit:
-        fail("--4bit applies to local rollouts; with --model openai: the server holds the model")
-    from agent.setup import AgentOptions
-    from trainer.serving import ServedRollouts, ServingError
-
-    base_dir = base_dir or (AgentOptions(world=world).resolved().model if world else None)
-    if not base_dir:
-        fail("--model openai:NAME needs --base DIR: the local copy of the served model that "
-             "each iteration's adapter trains on")
-    serving = ServedRollouts(model=model, base=str(Path(base_dir).expanduser().resolve()))
-    try:
-        serving.check(workers)
-    except ServingError as e:
-        fail(str(e))
-    return serving
-
-
 @app.command()
 def improve(iterations: int = typer.Option(3, "--iterations", "-n"),
             questions: Optional[str] = typer.Option(None, "--questions", "-q", help="Question set (train and dev splits)."),
@@ -585,117 +534,31 @@ def improve(iterations: int = typer.Option(3, "--iterations", "-n"),
             load_in_4bit: bool = typer.Option(False, "--4bit", help="4-bit rollouts of --model and QLoRA training (bitsandbytes, CUDA): the loop fits a 24 GB card."),
             samples_for: Optional[list[str]] = SAMPLES_FOR):
     """Grow → rank → build → train → evaluate → promote, N times (re-run to resume)."""
-    from agent.collect import run_name
     from agent.live import console
-    from agent.setup import AgentOptions
-    from agent.state import CHOOSERS, AgentConfig
-    from trainer.improve import TRAJECTORY_FILTERS, ImproveConfig, Improver
-
-    if trajectories not in TRAJECTORY_FILTERS:  # before the store is opened: nothing written
-        fail(f"--trajectories must be one of {', '.join(TRAJECTORY_FILTERS)}, not {trajectories!r}")
-    if grow_choose not in CHOOSERS:
-        fail(f"--grow-choose must be one of {', '.join(CHOOSERS)}, not {grow_choose!r}")
-    store = open_store()
-    from agent.setup import SetupError
-
-    try:
-        base = AgentOptions(model=model, search=search, corpus=corpus, world=world).resolved()
-    except SetupError as e:
-        fail(str(e))
-    if not base.model:
-        fail("no model: pass --model PATH or --world pocket")
-    serving = served_rollouts(base.model, base_dir, world, load_in_4bit, workers)
-    by_kind = samples_by_kind(samples_for)
-    if by_kind and samples < 2:  # grow is told apart from evaluation by K > 1
-        fail("--samples-for applies to grow, which needs --samples 2 or more")
-    if load_in_4bit:  # before any run is written, also when --workers load the models
-        import torch
-
-        if not torch.cuda.is_available():
-            fail("--4bit needs a CUDA GPU (bitsandbytes 4-bit); none is visible")
-    load_questions = plan_questions(store, questions, world, None, None)
-    # One copy of each model on the card at a time (two with a teacher); freed before training.
-    from agent.setup import PolicyPool
-
-    pool = PolicyPool(store, build=lambda opts, st: make_agent(st, opts),
-                      max_models=2 if teacher else 1)
-
-    def options(model_spec, adapter, k, greedy=True):
-        return AgentOptions(model=model_spec, adapter=adapter, search=base.search,
-                            corpus=base.corpus,
-                            load_in_4bit=load_in_4bit and model_spec == base.model,  # not the teacher
-                            config=AgentConfig(max_searches=max_searches, top_k=top_k,
-                                               samples=k, greedy=greedy,
-                                               # Grow only: evaluation stays one greedy sample
-                                               samples_by_kind=by_kind if k > 1 else {},
-                                               choose=grow_choose if k > 1 else "perplexity"),
-                            chooser=step_chooser(grow_choose) if k > 1 else None)
-
-    route = serving.route if serving else (lambda model_spec, adapter: (model_spec, adapter))
-
-    def policy(model_spec, adapter, k, greedy=True):
-        return pool.get(options(*route(model_spec, adapter), k, greedy))
-
-    # Everything that can fail on a bad option fails here, before anything is written.
-    if train_processes < 1:
-        fail("--train-processes must be at least 1")
-    if workers == 1:
-        policy(base.model, None, 1, eval_runs == 1)
-        if teacher:
-            policy(teacher, None, samples, False)
-    else:  # the worker processes load the models; the parent only checks the options
-        check_workers(store, options(base.model, None, 1), workers)
-        if teacher:
-            check_workers(store, options(teacher, None, samples), workers)
-    checked = make_judge(judge)  # loads now so a bad --judge fails early; ranking loads its own
-    if hasattr(checked, "close"):
-        checked.close()
-    set_name, _ = load_questions()
-    train_cfg = {"epochs": epochs, "learning_rate": lr}
-    if load_in_4bit:  # QLoRA: the adapter trains on a 4-bit base, as the rollouts run it
-        train_cfg["load_in_4bit"] = True
-    if max_batch_tokens:  # only when set: the run's name hashes its config, earlier runs keep theirs
-        train_cfg["max_batch_tokens"] = max_batch_tokens
-    cfg = ImproveConfig(name="", base_model=serving.base if serving else base.model,
-                        rollout_model=serving.model if serving else None, question_set=set_name,
-                        iterations=iterations, eval_split=eval_split, grow_questions=grow_questions,
-                        eval_questions=eval_questions, per_question=per_question, samples=samples,
-                        eval_runs=eval_runs, concurrency=concurrency, judge=judge, teacher=teacher,
-                        samples_by_kind=by_kind, trajectories=trajectories, grow_choose=grow_choose,
-                        workdir=workdir, train=train_cfg)
-    cfg.name = name or run_name("improve", set=set_name, **{k: v for k, v in cfg.to_dict().items()
-                                                          if k not in ("iterations", "name")})
-
-    run_items = None
-    if workers != 1:
-        from agent.workers import fan_out
-
-        spread = fan_out(store, workers, concurrency, log=console.print)
-
-        def run_items(model_spec, adapter, k, greedy, run_id, items, mv_id):
-            return spread(options(*route(model_spec, adapter), k, greedy), run_id, items,
-                          model_spec, mv_id)
-
     from agent.llm.base import LLMError
+    from agent.setup import SetupError
     from agent.workers import WorkersError
+    from trainer.improve import ImproveOptions, Improver
+    from trainer.report import results_table
     from trainer.sft import TrainError
 
-    improver = Improver(store, cfg, policy, make_judge, log=console.print, run_items=run_items,
-                        train_processes=train_processes, release=pool.release)
-    try:
-        results = improver.run_all()
-    except (WorkersError, TrainError, LLMError) as e:
-        fail(str(e))
-    from rich.table import Table
-
-    table = Table(title=f"improve {cfg.name}")
-    for col in ("iteration", "examples", "train loss", f"{eval_split} exact", "promoted"):
-        table.add_column(col)
-    for r in results:
-        table.add_row(str(r.iteration), str(r.examples),
-                      "" if r.train_loss is None else f"{r.train_loss:.3f}",
-                      f"{r.eval_exact:.3f} ± {r.eval_std:.3f}", "yes" if r.promoted else "")
-    console.print(table)
+    opts = ImproveOptions(
+        model=model, world=world, search=search, corpus=corpus, questions=questions, name=name,
+        iterations=iterations, judge=judge, teacher=teacher, samples=samples,
+        samples_by_kind=samples_by_kind(samples_for), per_question=per_question,
+        grow_choose=grow_choose, trajectories=trajectories, grow_questions=grow_questions,
+        eval_questions=eval_questions, eval_split=eval_split, eval_runs=eval_runs,
+        concurrency=concurrency, max_searches=max_searches, top_k=top_k, epochs=epochs,
+        learning_rate=lr, max_batch_tokens=max_batch_tokens, workdir=workdir, workers=workers,
+        train_processes=train_processes, load_in_4bit=load_in_4bit, base_dir=base_dir)
+    with one_line_errors(ValueError):
+        opts.check()  # before the store is opened: nothing written
+    improver = Improver(open_store(), opts, log=console.print)
+    with one_line_errors(SetupError, LLMError, ValueError, OSError):  # before anything is written
+        improver.prepare()
+    with one_line_errors(SetupError, LLMError, WorkersError, TrainError):
+        results = improver.run()
+    console.print(results_table(improver.cfg, results))
 
 
 @app.command()
@@ -727,12 +590,10 @@ def pocket_build(seed: int = typer.Option(7, "--seed", help="World seed: same se
                  out: str = typer.Option(..., "--out", help="Output directory."),
                  size: str = typer.Option("default", "--size", help="World size preset.")):
     """Generate a fictional world: corpus.jsonl, questions.jsonl, world.json, MANIFEST.json."""
-    from agent.pocket.build import build_world
+    from agent.worlds import get_world
 
-    try:
-        info = build_world(seed, Path(out), size=size)
-    except ValueError as e:
-        fail(str(e))
+    with one_line_errors(ValueError):
+        info = get_world("pocket").build(seed, Path(out), size=size)
     typer.echo(json.dumps(info.get("counts", info), default=str))
 
 
@@ -743,36 +604,17 @@ def pocket_demo(n: int = typer.Option(1, "-n", help="How many questions to ask."
                 model: Optional[str] = typer.Option(None, "--model", help="Another policy on the same world, e.g. 'smollm2' (the real SmolLM2-135M-Instruct with its shipped warm-start adapter)."),
                 adapter: Optional[str] = typer.Option(None, "--adapter", help="LoRA adapter for --model (default for smollm2: the shipped warm start).")):
     """Ask the pocket model questions about a world it never trained on, step by step."""
-    from agent.pocket.assets import SMOLLM2_ADAPTER, ensure_pocket_questions
+    from agent.worlds.pocket.assets import SMOLLM2_ADAPTER
 
     if model == "smollm2" and adapter is None and (SMOLLM2_ADAPTER / "adapter_config.json").is_file():
         adapter = str(SMOLLM2_ADAPTER)
     store = open_store()
     opts = agent_options(model, adapter, None, None, None, None, "pocket", samples, 10, 3, False, False)
-    rows = store.questions(ensure_pocket_questions(store), split=split, limit=n)
+    rows = store.questions(get_world("pocket").ensure_questions(store), split=split, limit=n)
     if not rows:
         fail(f"the pocket world has no {split!r} questions")
     ok = ask_many(store, opts, [q.text for q in rows], [q.answer for q in rows])
     raise typer.Exit(0 if ok else 2)
-
-
-def parse_mistake_weights(spec: str) -> dict:
-    """"summarize=2,decide=0.3" -> {"summarize": 2.0, "decide": 0.3}; fail() on a bad one."""
-    from agent.pocket.policy import KIND_WEIGHT, check_kind_weights
-
-    out = {}
-    for part in filter(None, (p.strip() for p in spec.split(","))):
-        kind, _, w = (x.strip() for x in part.partition("="))
-        try:
-            weight = float(w)
-            check_kind_weights({kind: weight})  # the policy's own rule, checked before seed data
-        except ValueError:
-            fail(f"--mistake-weights wants KIND=W with KIND one of {', '.join(KIND_WEIGHT)} "
-                 f"and W a number >= 0, not {part!r}")
-        if kind in out:
-            fail(f"--mistake-weights gives {kind} twice")
-        out[kind] = weight + 0.0  # -0 -> 0
-    return out
 
 
 @pocket_app.command("pretrain")
@@ -806,7 +648,8 @@ def pocket_pretrain(out: str = typer.Option("data/pocket/model", "--out"),
     kinds = tuple(k.strip() for k in year_boost_kinds.split(",") if k.strip())
     if not kinds or set(kinds) - set(STEP_KINDS):
         fail(f"--year-boost-kinds takes step kinds from {sorted(STEP_KINDS)}, not {year_boost_kinds!r}")
-    weights = parse_mistake_weights(mistake_weights)
+    with one_line_errors(ValueError):
+        weights = parse_kind_weights(mistake_weights, option="--mistake-weights")
     cfg = PocketConfig(worlds=worlds, epochs=epochs, error_rate=error_rate, mistake_weights=weights,
                        questions_per_world=questions_per_world, batch=batch, workers=workers,
                        time_limit_s=time_limit, learning_rate=lr, init_from=init_from, seed=seed,

@@ -46,7 +46,7 @@ def parse_args(argv=None):
 def collect_sets(store, args) -> None:
     """Sampled trajectories of the policy on the world's training questions."""
     from agent.collect import collect, items_for
-    from agent.pocket.assets import ensure_pocket_questions, pocket_assets
+    from agent.worlds.pocket.assets import ensure_pocket_questions, pocket_assets
     from agent.setup import AgentOptions, PolicyPool
     from agent.state import AgentConfig
 
@@ -73,7 +73,7 @@ def action_key(kind: str, text: str):
 def labelled_sets(store, run_name: str, world_dir: Path, limit: int) -> list[dict]:
     """Step sets with the oracle's verdict on each sample."""
     from store.records import GenRequest
-    from agent.pocket.policy import ScriptedPolicy
+    from agent.worlds.pocket.policy import ScriptedPolicy
 
     oracle = ScriptedPolicy(world_dir, error_rate=0.0, seed=0)
     run = store.get_or_create_run(run_name, "collect", {})
@@ -151,7 +151,7 @@ def _totals(per_kind) -> dict:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    from agent.pocket.assets import pocket_assets
+    from agent.worlds.pocket.assets import pocket_assets
     from benchmarks.provenance import commit
     from store.api import Store
 

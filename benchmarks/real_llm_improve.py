@@ -51,7 +51,7 @@ def parse_args(argv=None):
 
 def draw_seeds(spec: str) -> tuple[int, int]:
     """Two world seeds nobody chose: below the training worlds' range, not the demo world."""
-    from agent.pocket.assets import DEMO_SEED, PRETRAIN_SEED_BASE
+    from agent.worlds.pocket.assets import DEMO_SEED, PRETRAIN_SEED_BASE
 
     if spec:
         grow, test = (int(x) for x in spec.split(","))
@@ -65,7 +65,7 @@ def draw_seeds(spec: str) -> tuple[int, int]:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    from agent.pocket.assets import ensure_pocket_questions, pocket_assets
+    from agent.worlds.pocket.assets import ensure_pocket_questions, pocket_assets
     from agent.setup import AgentOptions, PolicyPool
     from agent.state import AgentConfig
     from benchmarks.pocket_improve import _card, _versions

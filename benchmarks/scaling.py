@@ -217,9 +217,9 @@ def main(argv=None) -> dict:
     with tempfile.TemporaryDirectory(prefix="scaling-") as tmp:
         env_cache = os.environ.setdefault("RESTREACT_CACHE", str(Path(tmp) / "cache"))
         report["settings"]["cache"] = env_cache
-        from agent.pocket.assets import pocket_assets
+        from agent.worlds import get_world
 
-        pocket_assets()  # build the pocket world once, outside every timed run
+        get_world("pocket").corpus  # build the pocket world once, outside every timed run
         for n in counts:
             if not args.skip_grow:
                 row = grow(model, n, args, Path(tmp))

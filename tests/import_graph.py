@@ -30,7 +30,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("protocol", ("agent.prompts", "agent.parsing")),
     # what the agent talks to: LLM and search backends, their cassettes and retries, the
     # offline worlds
-    ("backends", ("agent.llm", "agent.search", "agent.cassette", "agent.retry", "agent.pocket",
+    ("backends", ("agent.llm", "agent.search", "agent.cassette", "agent.retry", "agent.worlds.pocket",
                   "agent.worlds")),
     ("agent", ("agent",)),
     ("reward", ("reward",)),

@@ -121,7 +121,7 @@ def test_the_graph_prints_as_text_and_as_dot(capsys):
 
 
 @pytest.mark.parametrize("module,layer", [("agent.worlds.pocket.policy", "backends"),
-                                          ("agent.pocket.world", "backends"),
+                                          ("agent.worlds.pocket.world", "backends"),
                                           ("agent.retry", "backends"),
                                           ("benchmarks.analysis.headroom", "scripts")])
 def test_nested_modules_take_their_longest_prefix(module, layer):

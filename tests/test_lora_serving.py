@@ -276,7 +276,7 @@ def test_served_rollouts_train_on_the_prompt_the_server_renders(tmp_path):
     The grower is the scripted pocket policy, which also stores the bare prompt."""
     from types import SimpleNamespace
 
-    from agent.pocket.assets import ensure_pocket_questions
+    from agent.worlds.pocket.assets import ensure_pocket_questions
     from agent.setup import AgentOptions, build_agent
     from agent.state import AgentConfig
     from store.api import Store

@@ -25,10 +25,10 @@ from store.records import (
     Terminate,
 )
 from agent.parsing import parse_action
-from agent.pocket.build import build_world
-from agent.pocket.policy import ScriptedPolicy, parse_prompt, summary_facts
-from agent.pocket.questions import load_questions
-from agent.pocket.world import World
+from agent.worlds.pocket.build import build_world
+from agent.worlds.pocket.policy import ScriptedPolicy, parse_prompt, summary_facts
+from agent.worlds.pocket.questions import load_questions
+from agent.worlds.pocket.world import World
 from agent.prompts import (
     render_action,
     render_answer,

@@ -141,7 +141,7 @@ def test_untie_without_init_from_is_a_one_line_error(tmp_path):
 def test_mistake_weights_reach_the_seed_policy():
     """Weights of 0 on every step kind make even error_rate 1 write the error-free seed steps,
     and raising one kind's weight changes the seed steps."""
-    from agent.pocket.policy import KIND_WEIGHT
+    from agent.worlds.pocket.policy import KIND_WEIGHT
     from trainer.pocket import world_steps
 
     clean, _ = world_steps(100_005, PocketConfig(error_rate=0.0))

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from agent.cassette import Cassette, ReplayLLM, ReplaySearch
 from agent.graph import Agent
-from agent.pocket.policy import parse_prompt
+from agent.worlds.pocket.policy import parse_prompt
 from agent.prompts import render_answer, render_check, render_summarize
 from store.records import Search, SearchResult, SelectLink
 from reward.rules import parse_prompt_state

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from agent.pocket.assets import PRETRAIN_SEED_BASE
+from agent.worlds.pocket.assets import PRETRAIN_SEED_BASE
 
 # Llama-3's chat layout; {% generation %} marks what the model writes (TRL's assistant mask).
 CHAT_TEMPLATE = (
@@ -49,7 +49,7 @@ class PocketConfig:
     world_size: str = "small"  # size preset of each pretraining world
     questions_per_world: int = 20
     error_rate: float = 0.3  # the seed policy's mistake rate: keeps the warm start imperfect
-    # Per step kind, a weight on error_rate (agent.pocket.policy.KIND_WEIGHT when not given).
+    # Per step kind, a weight on error_rate (agent.worlds.pocket.policy.KIND_WEIGHT when not given).
     # Raising summarize makes a warm start misread more often, a mistake the rule judge sees
     # and another sample avoids: headroom the label-free loop can take (docs/BENCHMARKS.md §2).
     mistake_weights: dict = field(default_factory=dict)
@@ -101,8 +101,8 @@ def world_steps(world_seed: int, cfg: PocketConfig) -> tuple[list[dict], list[st
     Returns (steps as {kind, prompt, completion}, corpus texts).
     """
     from agent.graph import Agent
-    from agent.pocket.build import build_world
-    from agent.pocket.policy import ScriptedPolicy
+    from agent.worlds.pocket.build import build_world
+    from agent.worlds.pocket.policy import ScriptedPolicy
     from agent.search.corpus import CorpusSearch
     from agent.state import AgentConfig
 

@@ -73,3 +73,26 @@ def _server_urls(workers: int) -> list[Optional[str]]:
 
     urls = [u.strip() for u in os.environ.get(BASE_URLS_ENV, "").split(",") if u.strip()]
     return urls if workers > 1 and urls else [None]
+
+
+def served_rollouts(model: str, base_dir: Optional[str], world_model: Optional[str],
+                    load_in_4bit: bool, workers: int) -> Optional[ServedRollouts]:
+    """improve's rollouts on an OpenAI-compatible server, or None for a local --model.
+
+    `world_model` is the chosen world's model folder, the default base. ServingError on a
+    combination that cannot work, before anything is written.
+    """
+    if not model.startswith("openai:"):
+        if base_dir:
+            raise ServingError("--base applies to --model openai:NAME (a local --model is its own base)")
+        return None
+    if load_in_4bit:
+        raise ServingError("--4bit applies to local rollouts; with --model openai: the server "
+                           "holds the model")
+    base_dir = base_dir or world_model
+    if not base_dir:
+        raise ServingError("--model openai:NAME needs --base DIR: the local copy of the served "
+                           "model that each iteration's adapter trains on")
+    serving = ServedRollouts(model=model, base=str(Path(base_dir).expanduser().resolve()))
+    serving.check(workers)
+    return serving

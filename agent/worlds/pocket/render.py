@@ -20,7 +20,7 @@ import re
 import string
 from pathlib import Path
 
-from agent.pocket.world import World, doc_id
+from agent.worlds.pocket.world import World, doc_id
 
 MAX_DOC_CHARS = 300
 

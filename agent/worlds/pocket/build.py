@@ -15,9 +15,9 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from agent.pocket.questions import make_questions, write_questions
-from agent.pocket.render import render_corpus, write_corpus
-from agent.pocket.world import WORLD_VERSION, WorldSize, generate_world, resolve_size
+from agent.worlds.pocket.questions import make_questions, write_questions
+from agent.worlds.pocket.render import render_corpus, write_corpus
+from agent.worlds.pocket.world import WORLD_VERSION, WorldSize, generate_world, resolve_size
 
 FILES = ("corpus.jsonl", "questions.jsonl", "world.json")
 

@@ -13,7 +13,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 MODEL_DIR = REPO / "data" / "pocket" / "model"
 # SmolLM2-135M-Instruct's warm start on this world's kind of questions: a LoRA adapter
 # distilled from the scripted reader (trainer/warmstart.py, `cli.py pocket distill`).
@@ -37,10 +37,9 @@ def cache_dir() -> Path:
 
 def pocket_assets(seed: int = DEMO_SEED) -> PocketAssets:
     """The model and a built world (built now if missing)."""
-    from agent.pocket.build import build_world
-    from agent.pocket.world import WORLD_VERSION
+    from agent.worlds.pocket.build import build_world
+    from agent.worlds.pocket.world import WORLD_VERSION
 
-    model_dir = Path(os.environ.get("RESTREACT_POCKET_MODEL") or MODEL_DIR)
     world_dir = cache_dir() / "pocket" / f"{WORLD_VERSION}-seed{seed}"
     if not (world_dir / "MANIFEST.json").is_file():
         tmp = world_dir.with_name(world_dir.name + f".tmp{os.getpid()}")
@@ -51,18 +50,9 @@ def pocket_assets(seed: int = DEMO_SEED) -> PocketAssets:
             if not (world_dir / "MANIFEST.json").is_file():
                 raise
             shutil.rmtree(tmp, ignore_errors=True)
-    return PocketAssets(model_dir=model_dir, world_dir=world_dir,
+    return PocketAssets(model_dir=MODEL_DIR, world_dir=world_dir,
                         corpus=world_dir / "corpus.jsonl", questions=world_dir / "questions.jsonl",
                         question_set=f"pocket-seed{seed}")
-
-
-def ensure_pocket_questions(store, seed: int = DEMO_SEED) -> str:
-    """Import the demo world's questions (train/dev/test splits) once; returns the set name."""
-    assets = pocket_assets(seed)
-    if not store.has_question_set(assets.question_set):
-        store.import_questions(assets.question_set, pocket_question_rows(seed),
-                               source=str(assets.questions))
-    return assets.question_set
 
 
 def pocket_question_rows(seed: int = DEMO_SEED) -> list[dict]:

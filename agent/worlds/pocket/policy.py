@@ -10,7 +10,7 @@ It plans like a solver but reads like a reader:
   summaries, which it parses back out of PAST_ACTIONS. Everything it knows on a step is in
   that step's prompt: it keeps no state between calls.
 - It extracts facts from the SNIPPETS in CURRENT_SEARCH_RESULTS with the corpus templates
-  (agent.pocket.render), so a search that misses the document means a failed lookup.
+  (agent.worlds.pocket.render), so a search that misses the document means a failed lookup.
 - With probability ~error_rate a step makes a realistic mistake: a vague query, stopping
   early, reading a distractor's document, copying the wrong name, answering with the bridge
   entity or without a citation, failing a self-check that should pass.
@@ -455,6 +455,24 @@ def check_kind_weights(weights: dict[str, float]) -> None:
         raise ValueError(f"kind_weights: unknown step kind {sorted(unknown)[0]!r}")
     if not all(math.isfinite(w) and w >= 0 for w in weights.values()):
         raise ValueError("kind_weights must be finite numbers >= 0")
+
+
+def parse_kind_weights(spec: str, option: str = "kind weights") -> dict[str, float]:
+    """"summarize=2,decide=0.3" -> {"summarize": 2.0, "decide": 0.3}, checked as
+    check_kind_weights does; a bad entry is a ValueError naming `option`."""
+    out: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        kind, _, w = (x.strip() for x in part.partition("="))
+        try:
+            weight = float(w)
+            check_kind_weights({kind: weight})
+        except ValueError:
+            raise ValueError(f"{option} wants KIND=W with KIND one of {', '.join(KIND_WEIGHT)} "
+                             f"and W a number >= 0, not {part!r}") from None
+        if kind in out:
+            raise ValueError(f"{option} gives {kind} twice")
+        out[kind] = weight + 0.0  # -0 -> 0
+    return out
 
 
 class ScriptedPolicy:
