@@ -406,7 +406,8 @@ def train(run: Optional[str] = typer.Option(None, "--run", help="Train on the ra
           epochs: float = typer.Option(1.0, "--epochs"), lr: float = typer.Option(2e-4, "--lr"),
           full: bool = typer.Option(False, "--full", help="Full fine-tuning instead of LoRA."),
           load_in_4bit: bool = FOURBIT, max_batch_tokens: int = MAX_BATCH_TOKENS,
-          processes: int = typer.Option(1, "--processes", help="Train on this many GPUs (processes, DDP under accelerate launch); the global batch grows with them.")):
+          processes: int = typer.Option(1, "--processes", help="Train on this many GPUs (processes, DDP under accelerate launch); the global batch grows with them."),
+          report_to: str = typer.Option("none", "--report-to", help="Where TRL reports training: none, tensorboard or wandb.")):
     """Fine-tune a LoRA adapter (or the full model) and record it as a model version."""
     from agent.live import console
     from reward.ranker import prompt_version
@@ -432,7 +433,7 @@ def train(run: Optional[str] = typer.Option(None, "--run", help="Train on the ra
             fail(str(e))
     cfg = TrainConfig(base_model=model, output_dir=out, method="full" if full else "lora",
                       epochs=epochs, learning_rate=lr, load_in_4bit=load_in_4bit,
-                      max_batch_tokens=max_batch_tokens)
+                      max_batch_tokens=max_batch_tokens, report_to=check_report_to(report_to))
     try:
         if processes != 1:  # one process per GPU; the main one saves, this one registers
             from trainer.distributed import launch_train
@@ -507,6 +508,19 @@ def eval_cmd(questions: Optional[str] = typer.Option(None, "--questions", "-q", 
     console.print(table)
 
 
+def check_report_to(value: str) -> str:
+    """A --report-to value whose package is installed, or one error line before any work."""
+    import importlib.util
+
+    from trainer.config import REPORT_TO
+
+    if value not in REPORT_TO:
+        fail(f"--report-to must be one of {', '.join(REPORT_TO)}, not {value!r}")
+    if value != "none" and importlib.util.find_spec(value) is None:
+        fail(f"--report-to {value} needs the {value} package (pip install {value})")
+    return value
+
+
 @app.command()
 def improve(iterations: int = typer.Option(3, "--iterations", "-n"),
             questions: Optional[str] = typer.Option(None, "--questions", "-q", help="Question set (train and dev splits)."),
@@ -532,7 +546,8 @@ def improve(iterations: int = typer.Option(3, "--iterations", "-n"),
             workers: int = WORKERS,
             train_processes: int = typer.Option(1, "--train-processes", help="Train on this many GPUs (processes, DDP under accelerate launch); the global batch grows with them."),
             load_in_4bit: bool = typer.Option(False, "--4bit", help="4-bit rollouts of --model and QLoRA training (bitsandbytes, CUDA): the loop fits a 24 GB card."),
-            samples_for: Optional[list[str]] = SAMPLES_FOR):
+            samples_for: Optional[list[str]] = SAMPLES_FOR,
+            report_to: str = typer.Option("none", "--report-to", help="Where TRL reports each iteration's training: none, tensorboard or wandb.")):
     """Grow → rank → build → train → evaluate → promote, N times (re-run to resume)."""
     from agent.live import console
     from agent.llm.base import LLMError
@@ -550,7 +565,8 @@ def improve(iterations: int = typer.Option(3, "--iterations", "-n"),
         eval_questions=eval_questions, eval_split=eval_split, eval_runs=eval_runs,
         concurrency=concurrency, max_searches=max_searches, top_k=top_k, epochs=epochs,
         learning_rate=lr, max_batch_tokens=max_batch_tokens, workdir=workdir, workers=workers,
-        train_processes=train_processes, load_in_4bit=load_in_4bit, base_dir=base_dir)
+        train_processes=train_processes, load_in_4bit=load_in_4bit, base_dir=base_dir,
+        report_to=check_report_to(report_to))
     with one_line_errors(ValueError):
         opts.check()  # before the store is opened: nothing written
     improver = Improver(open_store(), opts, log=console.print)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Literal, Union
 
+REPORT_TO = ("none", "tensorboard", "wandb")
 LLAMA_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
@@ -70,6 +71,8 @@ class TrainConfig:
         "auto", "unsloth's FastLanguageModel: 'auto' = when CUDA and `import unsloth` work; "
         "True = required; False = never.")
     logging_steps: int = _f(1, "Report the loss every this many optimizer steps.")
+    report_to: str = _f("none", "Where TRL reports training: 'none', 'tensorboard' or 'wandb' (each "
+                        "needs its package).")
     time_limit_s: float = _f(0.0, "Stop training (and still save) after this many seconds; 0 = no limit.")
 
     def __post_init__(self) -> None:
@@ -83,6 +86,8 @@ class TrainConfig:
             raise ValueError(f"bf16 must be 'auto', True or False, not {self.bf16!r}")
         if self.max_batch_tokens < 0:
             raise ValueError(f"max_batch_tokens must be 0 (off) or positive, not {self.max_batch_tokens}")
+        if self.report_to not in REPORT_TO:
+            raise ValueError(f"report_to must be one of {', '.join(REPORT_TO)}, not {self.report_to!r}")
         if self.max_length < 2:
             raise ValueError(f"max_length must be at least 2, not {self.max_length}")
 

@@ -66,6 +66,7 @@ class ImproveOptions:
     # With model "openai:NAME": the local copy of the served weights each adapter trains on
     # (default: the world's model); trainer/serving.py
     base_dir: Optional[str] = None
+    report_to: str = "none"  # where each iteration's training reports (TrainConfig.report_to)
 
     def check(self) -> None:
         """Refuse options that cannot work, needing nothing but the options (ValueError)."""
@@ -92,6 +93,8 @@ class ImproveOptions:
             out["load_in_4bit"] = True
         if self.max_batch_tokens:
             out["max_batch_tokens"] = self.max_batch_tokens
+        if self.report_to != "none":
+            out["report_to"] = self.report_to
         return {**out, **self.train}
 
 

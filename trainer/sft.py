@@ -241,7 +241,7 @@ def sft_config(cfg: TrainConfig, cuda: bool, output_dir: str, unsloth: bool = Fa
     # Padding-free without packing cannot enforce max_length; examples are already cut to it.
     max_length = None if (cfg.padding_free and not cfg.packing) else cfg.max_length
     return SFTConfig(
-        output_dir=output_dir, report_to="none", save_strategy="no", disable_tqdm=True,
+        output_dir=output_dir, report_to=cfg.report_to, save_strategy="no", disable_tqdm=True,
         use_cpu=not cuda, bf16=cfg.resolved_bf16(cuda), fp16=False,
         per_device_train_batch_size=cfg.per_device_batch,
         gradient_accumulation_steps=cfg.grad_accum, learning_rate=cfg.learning_rate,
