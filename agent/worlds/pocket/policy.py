@@ -50,7 +50,7 @@ from store.records import (
     Terminate,
 )
 from agent.parsing import parse_action
-from agent.pocket.render import GROUP_OF, compile_template, read_facts
+from agent.worlds.pocket.render import GROUP_OF, compile_template, read_facts
 from agent.prompts import render_action
 
 # How the policy states a fact in a summary (one phrase per fact group; parsed back later).
