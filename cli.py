@@ -620,6 +620,7 @@ def pocket_demo(n: int = typer.Option(1, "-n", help="How many questions to ask."
                 model: Optional[str] = typer.Option(None, "--model", help="Another policy on the same world, e.g. 'smollm2' (the real SmolLM2-135M-Instruct with its shipped warm-start adapter)."),
                 adapter: Optional[str] = typer.Option(None, "--adapter", help="LoRA adapter for --model (default for smollm2: the shipped warm start).")):
     """Ask the pocket model questions about a world it never trained on, step by step."""
+    from agent.worlds import get_world
     from agent.worlds.pocket.assets import SMOLLM2_ADAPTER
 
     if model == "smollm2" and adapter is None and (SMOLLM2_ADAPTER / "adapter_config.json").is_file():
@@ -655,6 +656,7 @@ def pocket_pretrain(out: str = typer.Option("data/pocket/model", "--out"),
                     mistake_weights: str = typer.Option("", "--mistake-weights", help="KIND=W,...: the seed policy's mistake chance at a step of KIND is --error-rate x W, at most 1 (defaults: decide 0.55, summarize 0.8, answer 0.45, relevance and grounding 0.15).")):
     """Warm-start the pocket model from scratch (a GPU makes this minutes instead of hours)."""
     from store.records import STEP_KINDS
+    from agent.worlds.pocket.policy import parse_kind_weights
     from trainer.pocket import PocketConfig, pretrain
 
     if loss not in ("full", "completion"):
@@ -691,11 +693,12 @@ def pocket_distill(out: str = typer.Option(..., "--out", help="Folder for the Lo
                    workers: int = typer.Option(0, "--workers", help="Processes for the teacher's walks (0 = all cores)."),
                    seed: int = typer.Option(1, "--seed", help="Picks the training worlds.")):
     """Warm-start a pretrained model (SmolLM2 by default) on a teacher's steps: LoRA distillation."""
+    from agent.worlds.pocket.policy import parse_kind_weights
     from trainer.warmstart import DistillConfig, distill
 
     cfg = DistillConfig(model=model, worlds=worlds, questions_per_world=questions_per_world,
                         teacher=teacher, error_rate=error_rate,
-                        mistake_weights=parse_mistake_weights(mistake_weights), lora_r=lora_r,
+                        mistake_weights=parse_kind_weights(mistake_weights, option="--mistake-weights"), lora_r=lora_r,
                         learning_rate=lr, epochs=epochs, batch=batch, workers=workers, seed=seed)
     metrics = distill(cfg, Path(out), log=typer.echo)
     typer.echo(json.dumps({k: v for k, v in metrics.items() if k != "config"}, default=str))

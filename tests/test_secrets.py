@@ -26,7 +26,7 @@ KEY = f"sk-test-PLANTED-{SECRET_PART}"
 
 def _responder(world: Path):
     from store.records import GenRequest
-    from agent.worlds.pocket.policy import ScriptedPolicy
+    from agent.worlds import get_world
 
     reader = get_world("pocket").teacher(0.3, where=world)
 

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from agent.llm.base import GenRequest, LLMError
+from store.records import GenRequest, LLMError
 from agent.setup import AgentOptions, SetupError, make_model
 from agent.worlds import UnknownWorld, get_world, scripted_model, world_names
 
