@@ -706,7 +706,19 @@ def pocket_distill(out: str = typer.Option(..., "--out", help="Folder for the Lo
 
 
 
+def quiet_library_deprecations() -> None:
+    """Deprecation notices that libraries raise about each other's calls (peft and TRL calling
+    renamed transformers methods) are for those libraries' authors; on a user's terminal they
+    read like errors, so the CLI keeps them off stderr. Our own warnings still show."""
+    import warnings
+
+    for lib in ("transformers", "peft", "trl", "torch"):
+        warnings.filterwarnings("ignore", category=FutureWarning, module=lib + r"(\.|$)")
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=lib + r"(\.|$)")
+
+
 def main() -> None:
+    quiet_library_deprecations()
     app()
 
 

@@ -276,16 +276,16 @@ def test_served_rollouts_train_on_the_prompt_the_server_renders(tmp_path):
     The grower is the scripted pocket policy, which also stores the bare prompt."""
     from types import SimpleNamespace
 
-    from agent.worlds.pocket.assets import ensure_pocket_questions
     from agent.setup import AgentOptions, build_agent
     from agent.state import AgentConfig
+    from agent.worlds import get_world
     from store.api import Store
     from tests.tiny import build_tiny_model
-    from trainer.improve import ImproveConfig, Improver
+    from trainer.improve import ImproveOptions, Improver
 
     tiny = build_tiny_model(tmp_path / "tiny", hidden=32, layers=1)
     store = Store(str(tmp_path / "s.db"))
-    question_set = ensure_pocket_questions(store)
+    question_set = get_world("pocket").ensure_questions(store)
 
     def scripted(model, adapter, k, greedy=True):
         return build_agent(AgentOptions(model="scripted:pocket:0.0", world="pocket",
@@ -293,10 +293,11 @@ def test_served_rollouts_train_on_the_prompt_the_server_renders(tmp_path):
                                                            max_searches=2)), store)
 
     for rollout in (None, "openai:tiny"):
-        cfg = ImproveConfig(name=f"served-{rollout}", base_model=str(tiny), question_set=question_set,
-                            grow_questions=2, samples=2, rollout_model=rollout,
-                            workdir=str(tmp_path / "work"))
-        improver = Improver(store, cfg, scripted, lambda spec: None, log=lambda line: None)
+        opts = ImproveOptions(model=str(tiny), world="pocket", name=f"served-{rollout}",
+                              grow_questions=2, samples=2, workdir=str(tmp_path / "work"))
+        improver = Improver(store, opts, log=lambda line: None).open(question_set)
+        improver.cfg.rollout_model = rollout
+        improver.policy = scripted
         improver.rank(1, improver.grow(1, SimpleNamespace(name="base", adapter_path=None, id=None)))
         examples, _ = improver.build(1)
         assert examples

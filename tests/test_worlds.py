@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from store.records import GenRequest, LLMError
+from agent.llm.base import LLMError
+from store.records import GenRequest
 from agent.setup import AgentOptions, SetupError, make_model
 from agent.worlds import UnknownWorld, get_world, scripted_model, world_names
 
