@@ -691,7 +691,8 @@ def pocket_distill(out: str = typer.Option(..., "--out", help="Folder for the Lo
                    lora_r: int = typer.Option(8, "--lora-r", min=1),
                    batch: int = typer.Option(16, "--batch", min=1),
                    workers: int = typer.Option(0, "--workers", help="Processes for the teacher's walks (0 = all cores)."),
-                   seed: int = typer.Option(1, "--seed", help="Picks the training worlds.")):
+                   seed: int = typer.Option(1, "--seed", help="Picks the training worlds."),
+                   time_limit: float = typer.Option(0.0, "--time-limit", min=0, help="Stop training after this many seconds and still save the adapter (0 = no limit).")):
     """Warm-start a pretrained model (SmolLM2 by default) on a teacher's steps: LoRA distillation."""
     from agent.worlds.pocket.policy import parse_kind_weights
     from trainer.warmstart import DistillConfig, distill
@@ -699,7 +700,8 @@ def pocket_distill(out: str = typer.Option(..., "--out", help="Folder for the Lo
     cfg = DistillConfig(model=model, worlds=worlds, questions_per_world=questions_per_world,
                         teacher=teacher, error_rate=error_rate,
                         mistake_weights=parse_kind_weights(mistake_weights, option="--mistake-weights"), lora_r=lora_r,
-                        learning_rate=lr, epochs=epochs, batch=batch, workers=workers, seed=seed)
+                        learning_rate=lr, epochs=epochs, batch=batch, workers=workers, seed=seed,
+                        time_limit_s=time_limit)
     metrics = distill(cfg, Path(out), log=typer.echo)
     typer.echo(json.dumps({k: v for k, v in metrics.items() if k != "config"}, default=str))
 

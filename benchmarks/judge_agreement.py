@@ -46,14 +46,15 @@ def parse_args(argv=None):
 def collect_sets(store, args) -> None:
     """Sampled trajectories of the policy on the world's training questions."""
     from agent.collect import collect, items_for
-    from agent.worlds.pocket.assets import ensure_pocket_questions, pocket_assets
     from agent.setup import AgentOptions, PolicyPool
     from agent.state import AgentConfig
+    from agent.worlds.pocket import PocketWorld
 
-    qset = ensure_pocket_questions(store, args.world_seed)
+    world = PocketWorld(args.world_seed)
+    qset = world.ensure_questions(store)
     run = store.get_or_create_run(args.run, "collect", {"model": args.collect_model})
     agent = PolicyPool(store).get(AgentOptions(
-        model=args.collect_model, search="corpus", corpus=str(pocket_assets(args.world_seed).corpus),
+        model=args.collect_model, search="corpus", corpus=str(world.corpus),
         config=AgentConfig(samples=args.samples, greedy=False)))
     questions = store.questions(qset, "train", args.collect_questions)
     collect(agent, run.id, items_for(questions), concurrency=64, model=args.collect_model)
@@ -99,7 +100,7 @@ def verdict_of(judge: str, llm, s: dict):
 
 
 def measure(judge: str, sets: list[dict], rank_limit: int) -> dict:
-    from benchmarks.real_llm_improve import make_judge
+    from agent.setup import make_judge
 
     llm = None if judge == "rules" else make_judge(judge.replace("rank:", "", 1) if judge.startswith("rank:") else judge)
     if judge.startswith("rank:"):

