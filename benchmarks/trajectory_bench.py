@@ -28,7 +28,10 @@ HBM bound (decode only; prefill is compute-bound and left out, so the bound is o
                      (weight bytes + sum over active rows of context tokens x KV bytes a token)
                      / HBM bandwidth (3.35e12 B/s, H100 SXM)
 with KV bytes a token = layers x 2 x KV heads x head dim x 2 (bf16), each row reading its own
-context (the K samples of a prompt each hold a copy, as in every engine measured here).
+context (the K samples of a prompt each hold a copy, as in every engine measured here). The
+stored trajectories' steps generate few tokens (12-41) after long prompts, so prefill weighs
+as much as decode: `roofline_tokens_per_s` adds the least prefill any engine must do (the
+first-time prompt tokens x 2 FLOPs a layer weight, at 989 TFLOP/s dense bf16).
 
     python benchmarks/trajectory_bench.py --out $OUT/trajectory_bench.json   # GPU: everything
     python benchmarks/trajectory_bench.py --tiny                             # CPU smoke run
@@ -55,11 +58,13 @@ sys.path.insert(0, str(ROOT))
 
 WORKLOAD = ROOT / "benchmarks" / "workloads" / "trajectory_pocket.json"
 HBM_BYTES_PER_S = 3.35e12  # H100 SXM
+BF16_FLOP_PER_S = 989e12  # H100 SXM, dense
 TARGET_PROMPTS = (600, 3000)  # a web trajectory's first and last step prompt, in tokens
 TARGET_STEPS = 6
 HBM_FORMULA = ("bound tokens/s = generated tokens / sum over decode steps of (weight bytes + sum over "
                "active rows of context tokens x KV bytes a token) / 3.35e12 B/s; KV bytes a token = "
-               "layers x 2 x KV heads x head dim x 2; decode only (prefill left out)")
+               "layers x 2 x KV heads x head dim x 2; decode only (prefill left out). roofline tokens/s "
+               "adds the least prefill: first-time prompt tokens x 2 x layer weights / 989e12 FLOP/s")
 
 
 # --- the workload ---------------------------------------------------------------------------
@@ -97,6 +102,8 @@ def workload_from_store(db: str, tokenizer_dir: str | None = None) -> dict:
         for j, p in enumerate(ids):
             others = [q for k, o in enumerate(firsts) if k != i for q in o]
             real[i][j]["shared_with_other_trajectories"] = max((_lcp(p, q) for q in others), default=0)
+    if not real:
+        raise ValueError(f"no finished trajectories in {db}")
     return {"source": {"store": Path(db).name, "trajectories": len(real), "tokenizer": "pocket model"
                        if tokenizer_dir is None else Path(tokenizer_dir).name},
             "real": real, "scaled": scale(real)}
@@ -304,7 +311,13 @@ def hbm_bound(arch: Arch, trajs: list[list[Step]], max_rows: int) -> dict:
                 live = [(p + step) for p, n in batch if step < n]
                 seconds += (wb + sum(live) * kvb) / HBM_BYTES_PER_S
                 tokens += len(live)
+    # With the least prefill any engine must do (the first-time prompt tokens, at the card's
+    # dense bf16 peak, 2 FLOPs a weight a token) added: where the workload is prefill-bound.
+    layer_weights = wb / 2 - arch.vocab * arch.hidden * (1 if arch.tied else 2)  # no embeddings, no head
+    prefill = first_time_tokens(trajs) * 2 * layer_weights / BF16_FLOP_PER_S
     return {"hbm_bound_tokens_per_s": round(tokens / seconds, 1) if seconds else None,
+            "roofline_tokens_per_s": round(tokens / (seconds + prefill), 1) if seconds else None,
+            "decode_bound_s": round(seconds, 3), "prefill_bound_s": round(prefill, 3),
             "weight_bytes": wb, "kv_bytes_per_token": kvb,
             "hbm_bound_formula": HBM_FORMULA}
 
@@ -476,6 +489,8 @@ def measure(engine: str, arch_name: str, arch: Arch, trajs_all: dict, warm_all: 
                 row.update(hbm_bound(arch, trajs, rows_cap))
                 b = row["hbm_bound_tokens_per_s"]
                 row["fraction_of_hbm_bound"] = round(row["tokens_per_s"] / b, 3) if b else None
+                roof = row["roofline_tokens_per_s"]
+                row["fraction_of_roofline"] = round(row["tokens_per_s"] / roof, 3) if roof else None
             out.append(row)
             print(json.dumps(row), flush=True)
     finally:
@@ -582,7 +597,8 @@ def targets(rows: list[dict]) -> list[str]:
     if g and g.get("fraction_of_hbm_bound") is not None:
         f = g["fraction_of_hbm_bound"]
         out.append(f"- llama3-8b at 32: ≥ 60% of the HBM bound ({g['hbm_bound_tokens_per_s']} tok/s): "
-                   f"{f:.0%} → {'MET' if f >= 0.6 else 'MISSED'}")
+                   f"{f:.0%} → {'MET' if f >= 0.6 else 'MISSED'} (of the roofline with the least "
+                   f"prefill, {g['roofline_tokens_per_s']} tok/s: {g['fraction_of_roofline']:.0%})")
     if g and g.get("recomputed_fraction") is not None:
         f = g["recomputed_fraction"]
         out.append(f"- llama3-8b at 32: recomputed prompt tokens ≤ 10%: {f:.1%} → {'MET' if f <= 0.1 else 'MISSED'}")
@@ -597,9 +613,13 @@ def main(argv=None) -> int:
         p.add_argument("--out", default=str(WORKLOAD))
         p.add_argument("--tokenizer", default=None, help="default: the pocket model's")
         a = p.parse_args(argv[1:])
-        wl = workload_from_store(a.store, a.tokenizer)
-        if not wl["real"]:
-            print(f"error: no finished trajectories in {a.store}", file=sys.stderr)
+        if not Path(a.store).is_file():
+            print(f"error: no store file {a.store}", file=sys.stderr)
+            return 1
+        try:
+            wl = workload_from_store(a.store, a.tokenizer)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
             return 1
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         Path(a.out).write_text(json.dumps(wl, indent=1) + "\n")
@@ -612,8 +632,8 @@ def main(argv=None) -> int:
                    else ROOT / "benchmarks" / "results" / "trajectory_bench.json")
     p.add_argument("--out", default=None, help=f"results JSON (default {out_default}; "
                    "--tiny: runs/trajectory_bench_tiny.json)")
-    p.add_argument("--only", default=None, help="run only plan entries whose model or engine is in "
-                   "this comma-separated list (e.g. 'graph,anchor-generate-dynamic')")
+    p.add_argument("--only", default=None, help="run only plan entries whose model, engine or "
+                   "model/engine is in this comma-separated list (e.g. 'graph,smollm2-135m/plain')")
     p.add_argument("--budget-s", type=float, default=570.0, help="stop starting parts after this long")
     p.add_argument("--part-timeout", type=float, default=300.0)
     p.add_argument("--no-warmup", action="store_true", help=argparse.SUPPRESS)
@@ -631,7 +651,7 @@ def main(argv=None) -> int:
     plan = TINY_PLAN if args.tiny else PLAN
     if args.only:
         keep = {x.strip() for x in args.only.split(",")}
-        plan = [e for e in plan if e[0] in keep or e[1] in keep]
+        plan = [e for e in plan if e[0] in keep or e[1] in keep or f"{e[0]}/{e[1]}" in keep]
     wl = json.loads(Path(args.workload).read_text())
     result = {"environment": environment(), "workload": {"file": str(args.workload), "source": wl["source"],
               "scaled": tiny_shape(wl["scaled"]) if args.tiny else wl["scaled"]},
