@@ -355,12 +355,14 @@ def _replay_backend(backend, trajs: list[list[Step]]) -> dict:
     return {"wall_s": wall, "generated_tokens": tokens[0], "latencies": latencies}
 
 
-def _anchor_batches(model, tok, trajs, engine: str, max_rows: int) -> dict:
+def _anchor_batches(model, tok, trajs, engine: str, cap: list) -> dict:
     """Raw transformers, lock-step: step i of every trajectory as one batch of K rows a prompt
     (at most max_rows rows a call), through generate (dynamic or static+compile) or continuous
-    batching. Latency of a step = its batch's wall time."""
+    batching. Latency of a step = its batch's wall time. `cap[0]` rows a call, halved for good
+    (the warm-up pass finds it) when a call runs out of GPU memory."""
     import torch
 
+    max_rows = cap[0]
     latencies, tokens = [], 0
     pad, eos = tok.pad_token_id, tok.eos_token_id
     t_all = time.perf_counter()
@@ -368,13 +370,23 @@ def _anchor_batches(model, tok, trajs, engine: str, max_rows: int) -> dict:
         reqs = [t[i] for t in trajs if i < len(t)]
         rows = [([tok.bos_token_id] + s.ids, s.new, s.k) for s in reqs for _ in range(s.k)]
         t0 = time.perf_counter()
-        for start in range(0, len(rows), max_rows):
+        start = 0
+        while start < len(rows):
             chunk = rows[start:start + max_rows]
-            tokens += _anchor_call(model, chunk, engine, pad, eos)
+            try:
+                tokens += _anchor_call(model, chunk, engine, pad, eos)
+            except torch.OutOfMemoryError:  # generate holds every row's whole prompt: fewer rows a call
+                if max_rows == 1:
+                    raise
+                torch.cuda.empty_cache()
+                max_rows = cap[0] = max_rows // 2
+                continue
+            start += len(chunk)
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         latencies += [time.perf_counter() - t0] * len(reqs)
-    return {"wall_s": time.perf_counter() - t_all, "generated_tokens": tokens, "latencies": latencies}
+    return {"wall_s": time.perf_counter() - t_all, "generated_tokens": tokens, "latencies": latencies,
+            "rows_a_call": max_rows}
 
 
 def _anchor_call(model, chunk, engine: str, pad: int, eos: int) -> int:
@@ -455,11 +467,12 @@ def measure(engine: str, arch_name: str, arch: Arch, trajs_all: dict, warm_all: 
     try:
         for conc, trajs in trajs_all.items():
             rows_cap = max_batch * max(s.k for t in trajs for s in t)
+            anchor_cap = [rows_cap]
 
             def once(ts):
                 if backend is not None:
                     return _replay_backend(backend, ts)
-                return _anchor_batches(model, tok, ts, engine, rows_cap)
+                return _anchor_batches(model, tok, ts, engine, anchor_cap)
 
             if warm_all:
                 once(warm_all[conc])
@@ -482,6 +495,7 @@ def measure(engine: str, arch_name: str, arch: Arch, trajs_all: dict, warm_all: 
                        first_time_prompt_tokens=first, prefilled_prompt_tokens=prefilled,
                        recomputed_prompt_tokens=None if prefilled is None else max(0, prefilled - first),
                        peak_gib=_peak_gib(), max_batch_requests=max_batch,
+                       **({"anchor_rows_a_call": got["rows_a_call"]} if "rows_a_call" in got else {}),
                        **({"engine_prefix_stats": stats} if stats else {}))
             if row["recomputed_prompt_tokens"] is not None:
                 row["recomputed_fraction"] = round(row["recomputed_prompt_tokens"] / req_tokens, 4)

@@ -90,6 +90,12 @@ def _bucket(n: int) -> int:
     return b
 
 
+def torch_element_size(dtype) -> int:
+    import torch
+
+    return torch.empty((), dtype=dtype).element_size()
+
+
 def _bind_static_cache(cache, kv) -> None:
     """Point every layer of a fresh `StaticCache` at views of one [layers, 2, rows, kv heads,
     length, head dim] tensor (what `StaticLayer.lazy_initialization` would allocate per layer),
@@ -159,7 +165,7 @@ class GraphEngine:
                          or cfg.num_attention_heads,
                          getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads)
         self.kv_token_bytes = (self.kv_shape[0] * 2 * self.kv_shape[2] * self.kv_shape[3]
-                               * torch.empty((), dtype=self.dtype).element_size())
+                               * torch_element_size(self.dtype))
         # Prompt tokens: as rows ask for them, prefilled, served from the prefix cache, and
         # prefilled although computed before (evicted, or two prompts of one batch sharing them).
         self.prefix_stats = {"rows": 0, "prompt_tokens": 0, "distinct_prompt_tokens": 0,
@@ -270,6 +276,19 @@ class GraphEngine:
             self.slots.popitem(last=False)
         if self.prefix is not None and self._free_bytes() < need:
             self.prefix.evict(need - self._free_bytes())
+
+    def _room_for_prefill(self, rows: int, tokens: int, width: int) -> None:
+        """On a GPU, cached prefixes make room for a prefill's activations: the packed gate/up
+        output, a few hidden-size copies, and the key mask and head-repeated K/V of a layer."""
+        if self.device.type != "cuda":
+            return
+        cfg = self.model.config.get_text_config()
+        size = torch_element_size(self.dtype)
+        need = rows * tokens * (2 * cfg.intermediate_size + 6 * cfg.hidden_size) * size
+        need += rows * tokens * width + 2 * rows * cfg.num_attention_heads * width * self.kv_shape[3] * size
+        free = self._free_bytes()
+        if free < need + self.RESERVE_BYTES:
+            self.prefix.evict(need + self.RESERVE_BYTES - free)
 
     def _new_slot(self, rows: int, length: int) -> _Slot:
         import torch
@@ -477,6 +496,7 @@ class GraphEngine:
         ids, attn = left_pad([p[r:] for p, r in zip(prompts, reused)], self.pad_id)
         ids, attn = ids.to(dev), attn.to(dev)
         tail = ids.shape[1]  # the prefilled tokens sit in columns [width - tail, width)
+        self._room_for_prefill(len(prompts), tail, width)
         start = torch.tensor(reused, device=dev)[:, None]
         pos = torch.where(attn.bool(), positions(attn) + start, 0)
         lens = torch.tensor([len(p) for p in prompts], device=dev)

@@ -12,6 +12,9 @@ starts with the node's path. A node holds one segment of tokens and its KV as on
 [layers, 2 (keys, values), kv heads, segment length, head dim]; a lookup may end inside a
 segment. Nodes are split where sequences diverge.
 
+The KV is only valid for the weights that computed it: an engine, and so its cache, serves
+one model (a new adapter is a new backend, agent/setup.py's PolicyPool).
+
 Memory is bounded by `budget_bytes`: the least recently used leaves lose their KV first, so
 the nodes holding KV always form a prefix-closed tree. A node that lost its KV keeps its
 tokens (a few bytes each, capped by `max_seen_tokens`), which is how the counters tell a
