@@ -81,7 +81,7 @@ def workload_from_store(db: str, tokenizer_dir: str | None = None) -> dict:
     the prompt's tokens an earlier step (same trajectory) or another trajectory had already."""
     from transformers import AutoTokenizer
 
-    from agent.pocket.assets import pocket_assets
+    from agent.worlds.pocket.assets import pocket_assets
     from store.api import Store
 
     store = Store(db)
@@ -324,7 +324,7 @@ def hbm_bound(arch: Arch, trajs: list[list[Step]], max_rows: int) -> dict:
 
 def _replay_backend(backend, trajs: list[list[Step]]) -> dict:
     """Every trajectory in its own thread, its steps in order; per-step latencies and tokens."""
-    from agent.llm.base import GenRequest
+    from store.records import GenRequest
 
     latencies, tokens, errors = [], [0], []
     lock = threading.Lock()

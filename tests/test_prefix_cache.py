@@ -167,7 +167,7 @@ def test_sampled_k_rows_from_a_cached_prefix_carry_raw_logprobs(lively):
 
 
 def test_the_backend_reports_the_counters_and_the_option_parses(lively, tmp_path):
-    from agent.llm.base import GenRequest
+    from store.records import GenRequest
     from agent.llm.engine import EngineOptions
     from agent.llm.hf import HFBackend
 

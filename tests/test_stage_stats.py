@@ -38,15 +38,32 @@ def test_a_stage_records_its_time_and_memory_and_a_failure_its_error(store):
 
 
 def test_the_improver_times_each_stage_it_runs_and_not_one_a_resume_skips(store, tmp_path):
-    from trainer.improve import ImproveConfig, Improver
+    from trainer.improve import ImproveOptions, Improver
 
-    cfg = ImproveConfig(name="imp", base_model="tiny", question_set="none", workdir=str(tmp_path))
-    imp = Improver(store, cfg, make_agent=None, make_judge=None, log=lambda m: None)
+    opts = ImproveOptions(name="imp", model="tiny", workdir=str(tmp_path))
+    imp = Improver(store, opts, log=lambda m: None).open("none")
     assert imp._timed("build", 2, lambda a, b: a + b, 3, 4) == 7  # passes the stage's result on
     imp.mark(2, "build")
     imp._timed("build", 2, lambda: None)  # done before: a resumed run does not time it again
-    rows = store.stage_stats(imp.run.id)
+    rows = store.stage_stats(imp.improve_run.id)
     assert [(r.stage, r.iteration) for r in rows] == [("build", 2)]
+
+
+def test_the_baseline_evaluation_of_a_real_improve_run_is_timed(store, tmp_path, monkeypatch):
+    """Iteration 0 of improve on the pocket world (scripted policy, two held-out questions)
+    leaves its evaluate row under the improve run."""
+    from trainer.improve import ImproveOptions, Improver
+
+    monkeypatch.setenv("RESTREACT_CACHE", str(tmp_path / "cache"))
+    opts = ImproveOptions(world="pocket", model="scripted:pocket", eval_questions=2,
+                          workdir=str(tmp_path))
+    imp = Improver(store, opts, log=lambda m: None).prepare()
+    imp.baseline()
+    rows = store.stage_stats(imp.improve_run.id)
+    assert [(r.stage, r.iteration, r.error) for r in rows] == [("evaluate", 0, None)]
+    assert rows[0].wall_s > 0 and rows[0].peak_rss_bytes > 0
+    imp.baseline()  # done: not run, not timed again
+    assert len(store.stage_stats(imp.improve_run.id)) == 1
 
 
 def test_report_prints_the_stage_rows(store, tmp_path):
