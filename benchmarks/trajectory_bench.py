@@ -35,6 +35,7 @@ first-time prompt tokens x 2 FLOPs a layer weight, at 989 TFLOP/s dense bf16).
 
     python benchmarks/trajectory_bench.py --out $OUT/trajectory_bench.json   # GPU: everything
     python benchmarks/trajectory_bench.py --tiny                             # CPU smoke run
+    bash benchmarks/device/trajectory.sh   # one device call: --plan device under a deadline
     python benchmarks/trajectory_bench.py workload --store runs.db --out FILE
 """
 
@@ -533,6 +534,19 @@ PLAN = [
 TINY_PLAN = [("llama3-8b", "graph", (1, 2)), ("llama3-8b", "graph+no-prefix-cache", (2,)),
              ("llama3-8b", "plain", (2,)), ("llama3-8b", "anchor-generate-dynamic", (2,)),
              ("smollm2-135m", "graph", (2,))]
+# One device call: prefix reuse against the same engine without it, at the target sizes, then
+# the transformers anchors and the fixed shape as the time allows (benchmarks/device/trajectory.sh).
+DEVICE_PLAN = [
+    ("llama3-8b", "graph", (32,)), ("llama3-8b", "graph+no-prefix-cache", (32,)),
+    ("smollm2-135m", "graph", (128,)), ("smollm2-135m", "graph+no-prefix-cache", (128,)),
+    ("llama3-8b", "anchor-generate-static-compile", (32,)),
+    ("smollm2-135m", "anchor-generate-static-compile", (128,)),
+    ("llama3-8b", "anchor-generate-dynamic", (32,)), ("smollm2-135m", "anchor-generate-dynamic", (128,)),
+    ("fixed-512+128", "gpu_perf", ()),
+    ("llama3-8b", "anchor-continuous", (32,)), ("smollm2-135m", "anchor-continuous", (128,)),
+]
+PLANS = {"full": PLAN, "device": DEVICE_PLAN}
+TINY_CONCURRENCY = {1: 1, 8: 2, 32: 2, 128: 3}  # --tiny: a plan's levels at CPU size
 MAX_BATCH = {"llama3-8b": 32, "smollm2-135m": 128}  # requests a batch: K=4 rows each fit one H100
 
 
@@ -561,17 +575,32 @@ def child(args) -> int:
     return 0
 
 
-def run_fixed(args, tmp: Path) -> list[dict]:
+def run_fixed(args, tmp: Path, timeout_s: float) -> list[dict]:
     """The fixed 512 + 128 shape through benchmarks/gpu_perf.py's own parts (graph engine and the
     generate anchors), rows tagged as such."""
     out = tmp / "gpu_perf.json"
     cmd = [sys.executable, str(ROOT / "benchmarks" / "gpu_perf.py"), "--parts",
            "save,anchor-gen,backend-graph", "--out", str(out), "--model-dir", str(tmp / "fixed-model"),
-           "--part-timeout", str(args.part_timeout)] + (["--tiny"] if args.tiny else [])
-    subprocess.run(cmd, cwd=ROOT, timeout=args.part_timeout * 3)
+           "--part-timeout", str(min(args.part_timeout, timeout_s / 3))] + (["--tiny"] if args.tiny else [])
+    try:
+        subprocess.run(cmd, cwd=ROOT, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        pass  # the parts gpu_perf.py finished are in its file
     rows = json.loads(out.read_text()) if out.is_file() else []
     return [{**r, "model": "llama3-8b", "engine": "gpu_perf", "workload": "fixed 512+128"}
             for r in rows if r.get("tokens_per_s")]
+
+
+def commit() -> str:
+    """The checked-out commit (TRAJ_COMMIT where the copy has no git history)."""
+    try:
+        got = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                             text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        got = None
+    if got is not None and got.returncode == 0 and got.stdout.strip():
+        return got.stdout.strip()
+    return os.environ.get("TRAJ_COMMIT", "unknown")
 
 
 def environment() -> dict:
@@ -581,7 +610,7 @@ def environment() -> dict:
     import torch
 
     env = {"card": torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({platform.machine()})",
-           "python": platform.python_version()}
+           "python": platform.python_version(), "commit": commit()}
     for pkg in ("torch", "transformers"):
         try:
             env[pkg] = md.version(pkg)
@@ -619,6 +648,25 @@ def targets(rows: list[dict]) -> list[str]:
     return out
 
 
+def side_by_side(rows: list[dict]) -> list[dict]:
+    """The graph engine with its prefix cache against the same engine without, per model and
+    concurrency measured both ways: end-to-end speed-up and prompt tokens prefilled."""
+    by = {(r["model"], r["engine"], r.get("concurrency")): r for r in rows}
+    out = []
+    for (model, engine, conc), base in by.items():
+        reuse = by.get((model, "graph", conc))
+        if engine != "graph+no-prefix-cache" or reuse is None:
+            continue
+        out.append(dict(model=model, concurrency=conc,
+                        speedup=round(reuse["tokens_per_s"] / base["tokens_per_s"], 2),
+                        tokens_per_s=reuse["tokens_per_s"], tokens_per_s_without=base["tokens_per_s"],
+                        prefilled_tokens=reuse["prefilled_prompt_tokens"],
+                        prefilled_tokens_without=base["prefilled_prompt_tokens"],
+                        step_latency_p50_s=reuse["step_latency_p50_s"],
+                        step_latency_p50_s_without=base["step_latency_p50_s"]))
+    return out
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "workload":
@@ -650,6 +698,10 @@ def main(argv=None) -> int:
                    "model/engine is in this comma-separated list (e.g. 'graph,smollm2-135m/plain')")
     p.add_argument("--budget-s", type=float, default=570.0, help="stop starting parts after this long")
     p.add_argument("--part-timeout", type=float, default=300.0)
+    p.add_argument("--deadline-s", type=float, default=None, help="no part runs past this many "
+                   "seconds from the start (its timeout shortened to fit; none started with < 20 s left)")
+    p.add_argument("--plan", choices=sorted(PLANS), default="full", help="full: every engine and "
+                   "level; device: prefix reuse against no reuse at the target sizes first, then anchors")
     p.add_argument("--no-warmup", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     p.add_argument("--jsonl", default=None, help=argparse.SUPPRESS)
@@ -662,24 +714,31 @@ def main(argv=None) -> int:
         print(f"error: no workload file {args.workload} (make one with the 'workload' command)", file=sys.stderr)
         return 1
     out = Path(args.out or (ROOT / "runs" / "trajectory_bench_tiny.json" if args.tiny else out_default))
-    plan = TINY_PLAN if args.tiny else PLAN
+    plan = PLANS[args.plan]
+    if args.tiny:
+        plan = TINY_PLAN if args.plan == "full" else [
+            (m, e, tuple(sorted({TINY_CONCURRENCY.get(c, 2) for c in concs}))) for m, e, concs in plan]
     if args.only:
         keep = {x.strip() for x in args.only.split(",")}
         plan = [e for e in plan if e[0] in keep or e[1] in keep or f"{e[0]}/{e[1]}" in keep]
     wl = json.loads(Path(args.workload).read_text())
-    result = {"environment": environment(), "workload": {"file": str(args.workload), "source": wl["source"],
+    result = {"environment": environment(),
+              "command": " ".join(["python", "benchmarks/trajectory_bench.py"] + argv), "workload": {"file": str(args.workload), "source": wl["source"],
               "scaled": tiny_shape(wl["scaled"]) if args.tiny else wl["scaled"]},
               "hbm_bound_formula": HBM_FORMULA, "rows": [], "not_run": [], "failed": []}
     t_start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="trajectory-bench-") as tmp:
         for model, engine, concs in plan:
             label = f"{model} {engine} {list(concs)}"
-            if time.perf_counter() - t_start > args.budget_s:
+            elapsed = time.perf_counter() - t_start
+            left = args.part_timeout if args.deadline_s is None else min(
+                args.part_timeout, args.deadline_s - elapsed)
+            if elapsed > args.budget_s or left < 20:
                 result["not_run"].append(label)
                 continue
             print(f"## {label}", flush=True)
             if engine == "gpu_perf":
-                result["rows"] += run_fixed(args, Path(tmp))
+                result["rows"] += run_fixed(args, Path(tmp), left)
             else:
                 jsonl = Path(tmp) / f"{model}-{engine}.jsonl"
                 spec = json.dumps({"model": model, "engine": engine, "concurrency": list(concs)})
@@ -687,7 +746,7 @@ def main(argv=None) -> int:
                        "--workload", args.workload] + (["--tiny"] if args.tiny else []) + (
                        ["--no-warmup"] if args.no_warmup else [])
                 try:
-                    rc = subprocess.run(cmd, cwd=ROOT, timeout=args.part_timeout).returncode
+                    rc = subprocess.run(cmd, cwd=ROOT, timeout=left).returncode
                 except subprocess.TimeoutExpired:
                     rc = "timeout"
                 if jsonl.is_file():
@@ -696,10 +755,18 @@ def main(argv=None) -> int:
                 if rc != 0:
                     result["failed"].append(f"{label} (exit {rc})")
             result["targets"] = targets(result["rows"])
+            result["prefix_reuse"] = side_by_side(result["rows"])
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text(json.dumps(result, indent=1) + "\n")  # after every part
+    result["targets"] = targets(result["rows"])
+    result["prefix_reuse"] = side_by_side(result["rows"])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")  # also when no part ran
     print(table(result["rows"]))
     print("\n".join(result["targets"] if result["rows"] else []))
+    for r in result.get("prefix_reuse", []):
+        print(f"- {r['model']} at {r['concurrency']}: prefix reuse {r['speedup']}× the engine without it "
+              f"({r['prefilled_tokens']:,} against {r['prefilled_tokens_without']:,} prompt tokens prefilled)")
     for key in ("not_run", "failed"):
         if result[key]:
             print(f"{key}: {'; '.join(result[key])}")

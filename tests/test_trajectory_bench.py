@@ -104,3 +104,36 @@ def test_tiny_run_measures_the_graph_engine_and_an_anchor_on_a_cpu(tmp_path):
     assert anchor["recomputed_prompt_tokens"] > graph["recomputed_prompt_tokens"]
     assert result["hbm_bound_formula"].startswith("bound tokens/s")
     assert result["not_run"] == [] and result["failed"] == []
+
+
+def test_side_by_side_pairs_prefix_reuse_with_the_same_engine_without_it():
+    def row(model, engine, conc, tps, prefilled):
+        return dict(model=model, engine=engine, concurrency=conc, tokens_per_s=tps,
+                    prefilled_prompt_tokens=prefilled, step_latency_p50_s=1.0)
+
+    rows = [row("llama3-8b", "graph", 32, 900.0, 400), row("llama3-8b", "graph+no-prefix-cache", 32, 300.0, 1000),
+            row("llama3-8b", "graph", 8, 500.0, 100),  # no partner at 8: left out
+            row("smollm2-135m", "graph+no-prefix-cache", 128, 50.0, 10)]  # no reuse row: left out
+    got = tb.side_by_side(rows)
+    assert [(r["model"], r["concurrency"], r["speedup"]) for r in got] == [("llama3-8b", 32, 3.0)]
+    assert (got[0]["prefilled_tokens"], got[0]["prefilled_tokens_without"]) == (400, 1000)
+
+
+def test_the_device_plan_puts_prefix_reuse_and_its_baseline_first_at_the_target_sizes():
+    first = tb.DEVICE_PLAN[:4]
+    assert first == [("llama3-8b", "graph", (32,)), ("llama3-8b", "graph+no-prefix-cache", (32,)),
+                     ("smollm2-135m", "graph", (128,)), ("smollm2-135m", "graph+no-prefix-cache", (128,))]
+    assert {e for _, e, _ in tb.DEVICE_PLAN} - set(tb.ENGINES) == {"gpu_perf"}
+
+
+def test_a_deadline_leaves_parts_not_run_and_still_writes_the_file(tmp_path):
+    out = tmp_path / "bench.json"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "benchmarks/trajectory_bench.py", "--tiny", "--plan", "device",
+           "--out", str(out), "--deadline-s", "10"]  # under the 20 s a part needs: none starts
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["rows"] == [] and len(result["not_run"]) == len(tb.DEVICE_PLAN)
+    assert result["not_run"][0] == "llama3-8b graph [2]"  # the tiny plan's level for 32
+    assert result["environment"]["commit"] and "--plan device" in result["command"]
