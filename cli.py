@@ -580,7 +580,7 @@ def improve(iterations: int = typer.Option(3, "--iterations", "-n"),
 @app.command()
 def report(name: Optional[str] = typer.Option(None, "--name", help="Improve run (default: the latest)."),
            out: str = typer.Option("improve.png", "--out", help="PNG file to write.")):
-    """Plot held-out accuracy per iteration of an improve run to a PNG."""
+    """Plot held-out accuracy per iteration of an improve run to a PNG; print each stage's time and peak memory."""
     from trainer.report import plot_improve
 
     store = open_store()
@@ -590,6 +590,11 @@ def report(name: Optional[str] = typer.Option(None, "--name", help="Improve run 
         fail(f"no improve run {name!r}" if name else "no improve run in this database")
     path = plot_improve(store, run, out)
     typer.echo(f"wrote {path}")
+    from trainer.stage_stats import format_rows
+
+    rows = store.stage_stats(run.id)
+    if rows:  # where each iteration's time and memory went
+        typer.echo("\n".join(format_rows(rows)))
 
 
 

@@ -32,6 +32,7 @@ from store.models import (
     Ranking,
     Run,
     SearchCallRow,
+    StageStat,
     StepRow,
     StepSample,
     Trajectory,
@@ -458,6 +459,22 @@ class Store:
                 mv.metrics = {**(mv.metrics or {}), **metrics}
             if promoted is not None:
                 mv.promoted = promoted
+
+    # --- improve stage timings ------------------------------------------------------
+
+    def add_stage_stat(self, run_id: int, iteration: int, stage: str, wall_s: float,
+                       peak_gpu_bytes: int | None, peak_rss_bytes: int | None, device: str,
+                       error: str | None = None) -> None:
+        with self.session() as s:
+            s.add(StageStat(run_id=run_id, iteration=iteration, stage=stage, wall_s=float(wall_s),
+                            peak_gpu_bytes=peak_gpu_bytes, peak_rss_bytes=peak_rss_bytes,
+                            device=device, error=error))
+
+    def stage_stats(self, run_id: int) -> list[StageStat]:
+        """Every recorded stage attempt of an improve run, in the order they ran."""
+        with self.session() as s:
+            return list(s.scalars(select(StageStat).where(StageStat.run_id == run_id)
+                                  .order_by(StageStat.id)))
 
     # --- evaluations ----------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Float,
@@ -216,4 +217,20 @@ class Evaluation(Base):
     exact: Mapped[float] = mapped_column(Float, default=0.0)
     f1: Mapped[float] = mapped_column(Float, default=0.0)
     judge_verdict: Mapped[bool | None] = mapped_column(Boolean)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class StageStat(Base):
+    """Wall time and peak memory of one attempt at one improve stage (trainer/stage_stats.py)."""
+
+    __tablename__ = "stage_stats"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    iteration: Mapped[int] = mapped_column(Integer)
+    stage: Mapped[str] = mapped_column(String(50))
+    wall_s: Mapped[float] = mapped_column(Float)
+    peak_gpu_bytes: Mapped[int | None] = mapped_column(BigInteger)  # None without CUDA
+    peak_rss_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    device: Mapped[str] = mapped_column(String(200), default="cpu")
+    error: Mapped[str | None] = mapped_column(Text)  # the stage raised this (one line)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

@@ -84,3 +84,24 @@ def test_two_models_fit_when_allowed_and_release_frees_all(models):
     pool.get(_opts(a, corpus))
     assert build.loads == [a, b, a]
     pool.release()
+
+
+@pytest.mark.parametrize("engine", ["plain", "graph"])
+def test_an_evicted_policy_frees_its_weights(models, monkeypatch, engine):
+    """Only one policy is resident: once the pool moves on to the next iteration's model,
+    nothing (backend, engine, caches, agent) still holds the old model's tensors."""
+    import gc
+    import weakref
+
+    a, b, corpus = models
+    monkeypatch.setenv("RESTREACT_ENGINE", engine)
+    pool = PolicyPool(None)
+    agent = pool.get(_opts(a, corpus, samples=2, greedy=False))
+    agent.llm.generate(GenRequest(prompt="hi", n=2, max_new_tokens=3))  # caches filled, graphs built
+    old = weakref.ref(agent.llm.model)
+    weight = weakref.ref(next(agent.llm.model.parameters()))
+    del agent
+    pool.get(_opts(b, corpus))
+    gc.collect()
+    assert old() is None and weight() is None
+    pool.release()

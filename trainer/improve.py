@@ -337,20 +337,30 @@ class Improver:
         """Iteration 0: the base policy's held-out score, the bar the first adapter must beat."""
         if self.state("done", 0):
             return
-        summary = self.evaluate(0, None)
+        summary = self._timed("evaluate", 0, self.evaluate, 0, None)
         mv = self._model_version(0, None, [], {}, summary)
         self.store.update_model_version(mv.id, promoted=True)
         self.mark(0, "done", best=mv.id)
 
     def iteration(self, it: int) -> None:
         current = self.store.model_version(self.state_value("best"))
-        grow_run = self.grow(it, current)
-        self.rank(it, grow_run)
-        examples, step_ids = self.build(it)
-        trained = self.train(it, current, examples, step_ids)
-        summary = self.evaluate(it, trained)
-        self.promote(it, current, trained, summary)
+        grow_run = self._timed("grow", it, self.grow, it, current)
+        self._timed("rank", it, self.rank, it, grow_run)
+        examples, step_ids = self._timed("build", it, self.build, it)
+        trained = self._timed("train", it, self.train, it, current, examples, step_ids)
+        summary = self._timed("evaluate", it, self.evaluate, it, trained)
+        self._timed("promote", it, self.promote, it, current, trained, summary)
         self.mark(it, "done")
+
+    def _timed(self, name: str, it: int, fn, *args):
+        """A stage, its wall time and peak memory stored (trainer/stage_stats.py); one a resumed
+        run skips (marked done before) is not timed again."""
+        if self.state(name, it):
+            return fn(*args)
+        from trainer.stage_stats import stage
+
+        with stage(self.store, self.improve_run.id, name, it):
+            return fn(*args)
 
     # --- stages ---------------------------------------------------------------------
 

@@ -79,6 +79,11 @@ class EngineOptions:
     compile_fused: bool = True  # graph: torch.compile those fused pieces (GPU only; eager on a CPU)
     pack_projections: bool = True  # fused step: one matmul for q/k/v and one for gate/up
     fused_prefill: bool = True  # graph: prompts run through the fused step's pieces too
+    # graph: keep the KV of computed sequences and prefill only what a prompt adds to the longest
+    # cached prefix (agent/llm/prefix_cache.py); needs the fused prefill, ignored without it
+    prefix_cache: bool = True
+    prefix_cache_gib: float | None = None  # graph: its memory (None: 8 GiB on a GPU's free memory, 1 on a CPU)
+    prefix_outputs: bool = True  # graph: cache each row's prompt + generated tokens, not the prompt alone
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -101,6 +106,10 @@ class EngineOptions:
             raise ValueError("'unpacked' is an option of the graph engine's fused step")
         if not self.fused_prefill and (self.kind != "graph" or not self.fused_decode):
             raise ValueError("'hf-prefill' is an option of the graph engine's fused step")
+        if not self.prefix_cache and self.kind != "graph":
+            raise ValueError("'no-prefix-cache' is an option of the graph engine")
+        if self.prefix_cache_gib is not None and self.prefix_cache_gib < 0:
+            raise ValueError("prefix_cache_gib must be >= 0")
         if self.check_every < 1 or self.max_shapes < 1:
             raise ValueError("check_every and max_shapes must be >= 1")
         if self.cache_len_step < 1 or self.cb_block_size < 4:
@@ -114,7 +123,7 @@ class EngineOptions:
     @classmethod
     def parse(cls, spec: str | None) -> "EngineOptions":
         """From a short spec: 'plain', 'static', 'static+compile', 'share-prefix', 'continuous',
-        'graph', 'graph+unfused', 'graph+unpacked', 'graph+hf-prefill'.
+        'graph', 'graph+unfused', 'graph+unpacked', 'graph+hf-prefill', 'graph+no-prefix-cache'.
 
         Parts join with '+'; an unknown part is a ValueError naming it.
         """
@@ -138,17 +147,21 @@ class EngineOptions:
                 kw["pack_projections"] = False
             elif part in ("hf-prefill", "hfprefill"):  # prompts through the model's own forward
                 kw["fused_prefill"] = False
+            elif part in ("no-prefix-cache", "noprefix"):  # every prompt prefilled from its first token
+                kw["prefix_cache"] = False
             else:
                 raise ValueError(f"unknown engine option {part!r} (use plain, static, compile, "
-                                 "share-prefix, continuous, graph, unfused, unpacked, hf-prefill, joined with '+')")
+                                 "share-prefix, continuous, graph, unfused, unpacked, hf-prefill, "
+                                 "no-prefix-cache, joined with '+')")
         return cls(**kw)
 
     def label(self) -> str:
         if self.kind == "graph":
             if not self.fused_decode:
-                return "graph+unfused"
+                return "graph+unfused" + ("" if self.prefix_cache else "+no-prefix-cache")
             return "+".join(["graph"] + ([] if self.pack_projections else ["unpacked"])
-                            + ([] if self.fused_prefill else ["hf-prefill"]))
+                            + ([] if self.fused_prefill else ["hf-prefill"])
+                            + ([] if self.prefix_cache else ["no-prefix-cache"]))
         if self.kind == "continuous":
             return self.kind
         parts = ([] if self.cache == "dynamic" else [self.cache]) + (

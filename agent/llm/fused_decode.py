@@ -220,6 +220,10 @@ class FusedLlamaStep:
     def prefill(self, ids, position, mask, write):
         """Logits [rows, vocab] after each row's last prompt token; `write(i, k, v)` stores layer i's
         keys (after rotary) and values, [rows, kv heads, width, head dim], wherever the caller keeps them.
+        When `write` returns (keys, values) instead of None, the prompt's queries attend to those
+        (a cached prefix followed by these tokens, [rows, kv heads, keys, head dim]) under `mask`
+        [rows, 1, width, keys], which must then be given: how the graph engine prefills only what
+        a prompt adds to its cached prefix.
 
         The same fusion as the decode step, for a prompt batch: at 32 rows x 512 tokens the
         matrix products are compute-bound, and transformers' eager norms, rotary and SiLU move
@@ -250,7 +254,9 @@ class FusedLlamaStep:
             q, k, v = self._project(n, qkv, (attn.q_proj, attn.k_proj, attn.v_proj))
             q, k, v = (t.view(rows, width, -1, d).transpose(1, 2) for t in (q, k, v))
             q, k = ops.rotary(q, k, cos, sin)
-            write(i, k, v)
+            seen = write(i, k, v)
+            if seen is not None:  # the caller's cached prefix and these tokens, under `mask`
+                k, v = seen
             causal = True
             if i == len(layers) - 1:  # from here on only the last position matters
                 q, h, causal = q[:, :, -1:], h[:, -1:], False  # the last query sees every key

@@ -90,6 +90,29 @@ def _bucket(n: int) -> int:
     return b
 
 
+def torch_element_size(dtype) -> int:
+    import torch
+
+    return torch.empty((), dtype=dtype).element_size()
+
+
+def _bind_static_cache(cache, kv) -> None:
+    """Point every layer of a fresh `StaticCache` at views of one [layers, 2, rows, kv heads,
+    length, head dim] tensor (what `StaticLayer.lazy_initialization` would allocate per layer),
+    so one copy moves a sequence's K/V for all layers in and out of a row."""
+    import torch
+
+    for i, layer in enumerate(cache.layers):
+        layer.dtype, layer.device = kv.dtype, kv.device
+        layer.batch_size, layer.num_heads = kv.shape[2], kv.shape[3]
+        layer.k_head_dim = layer.v_head_dim = kv.shape[5]
+        layer.keys, layer.values = kv[i, 0], kv[i, 1]
+        layer.cumulative_length = layer.cumulative_length.to(kv.device)
+        for t in (layer.keys, layer.values, layer.cumulative_length):
+            torch._dynamo.mark_static_address(t)
+        layer.is_initialized = True
+
+
 @dataclass
 class _Slot:
     """A persistent cache and (on CUDA) the captured decode step for one (rows, length) shape."""
@@ -102,6 +125,7 @@ class _Slot:
     valid: Any  # [rows, length] which cache columns each row may attend to
     column: Any  # [1] the cache column this step writes
     mask: Any  # the 4D view of `valid` handed to the model
+    kv: Any = None  # [layers, 2, rows, kv heads, length, head dim]: the cache's K/V, one tensor
     graph: Any = None
     logits: Any = None  # the graph's output buffer (or the last eager output)
 
@@ -136,6 +160,18 @@ class GraphEngine:
         self.fused = self._fused_step(model, options)
         # Embeddings are never quantized, so this is the compute dtype in 4-bit models too.
         self.dtype = model.get_input_embeddings().weight.dtype
+        cfg = model.config.get_text_config()
+        self.kv_shape = (cfg.num_hidden_layers, 2, getattr(cfg, "num_key_value_heads", None)
+                         or cfg.num_attention_heads,
+                         getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads)
+        self.kv_token_bytes = (self.kv_shape[0] * 2 * self.kv_shape[2] * self.kv_shape[3]
+                               * torch_element_size(self.dtype))
+        # Prompt tokens: as rows ask for them, prefilled, served from the prefix cache, and
+        # prefilled although computed before (evicted, or two prompts of one batch sharing them).
+        self.prefix_stats = {"rows": 0, "prompt_tokens": 0, "distinct_prompt_tokens": 0,
+                             "prefilled_tokens": 0, "reused_tokens": 0, "recomputed_tokens": 0}
+        self.prefix = self._prefix_cache(options)
+        self._batch = None  # the last prefill's layout, for storing its KV after the decode
 
     def _fused_step(self, model, options):
         """The fused Llama decode step (fused_decode.py) when asked for and the model allows it."""
@@ -148,6 +184,24 @@ class GraphEngine:
                                   pack=options.pack_projections)
         except ValueError:  # not a Llama layout: transformers' own step serves it
             return None
+
+    def _prefix_cache(self, options):
+        """A PrefixCache when asked for and the fused prefill runs (it prefills suffixes only)."""
+        if not (options.prefix_cache and self.fused is not None and options.fused_prefill):
+            return None
+        from agent.llm.prefix_cache import PrefixCache
+
+        gib = options.prefix_cache_gib
+        if gib is None:
+            gib = self._free_bytes() / 2**30 / 2 if self.device.type == "cuda" else 1.0
+        return PrefixCache(int(gib * 2**30))
+
+    def _free_bytes(self) -> int:
+        """Device memory a new tensor can take: free on the card plus what torch holds unused."""
+        import torch
+
+        free, _ = torch.cuda.mem_get_info(self.device)
+        return free + torch.cuda.memory_reserved(self.device) - torch.cuda.memory_allocated(self.device)
 
     # --- public -----------------------------------------------------------------------
 
@@ -172,6 +226,7 @@ class GraphEngine:
             t2 = time.perf_counter()
             out = self._decode(slot, first, n, width, new, list(row_max), do_sample,
                                float(temperature), done_check)
+            self._remember(slot, rows, width, out[0], list(row_max))
         t3 = time.perf_counter()
         self.timings["capture_s"] += t1 - t0
         self.timings["prefill_s"] += t2 - t1
@@ -187,6 +242,8 @@ class GraphEngine:
 
     def close(self) -> None:
         self.slots.clear()
+        if self.prefix is not None:
+            self.prefix.clear()
 
     # --- shapes -----------------------------------------------------------------------
 
@@ -202,9 +259,36 @@ class GraphEngine:
             return self.slots[key]
         while len(self.slots) >= self.options.max_shapes:
             self.slots.popitem(last=False)  # frees that cache and graph
+        self._make_room(rows * length * self.kv_token_bytes)
         slot = self._new_slot(rows, length)
         self.slots[(rows, length)] = slot
         return slot
+
+    # Room a batch needs beyond its cache: logits, prefill activations (a GPU only).
+    RESERVE_BYTES = 3 * 2**30
+
+    def _make_room(self, need: int) -> None:
+        """On a GPU, free older shapes' caches, then prefix-cache KV, until `need` bytes fit."""
+        if self.device.type != "cuda":
+            return
+        need += self.RESERVE_BYTES
+        while self._free_bytes() < need and self.slots:
+            self.slots.popitem(last=False)
+        if self.prefix is not None and self._free_bytes() < need:
+            self.prefix.evict(need - self._free_bytes())
+
+    def _room_for_prefill(self, rows: int, tokens: int, width: int) -> None:
+        """On a GPU, cached prefixes make room for a prefill's activations: the packed gate/up
+        output, a few hidden-size copies, and the key mask and head-repeated K/V of a layer."""
+        if self.device.type != "cuda":
+            return
+        cfg = self.model.config.get_text_config()
+        size = torch_element_size(self.dtype)
+        need = rows * tokens * (2 * cfg.intermediate_size + 6 * cfg.hidden_size) * size
+        need += rows * tokens * width + 2 * rows * cfg.num_attention_heads * width * self.kv_shape[3] * size
+        free = self._free_bytes()
+        if free < need + self.RESERVE_BYTES:
+            self.prefix.evict(need + self.RESERVE_BYTES - free)
 
     def _new_slot(self, rows: int, length: int) -> _Slot:
         import torch
@@ -219,8 +303,11 @@ class GraphEngine:
                      valid=valid, column=torch.zeros(1, dtype=torch.long, device=dev),
                      mask=None)
         slot.mask = self._mask_view(valid)
-        # Initialise the cache tensors (StaticCache allocates them on first write) by one
-        # eager step; the prefill of every batch overwrites what it wrote.
+        layers, _, heads, dim = self.kv_shape
+        slot.kv = torch.zeros(layers, 2, rows, heads, length, dim, dtype=self.dtype, device=dev)
+        _bind_static_cache(cache, slot.kv)
+        # One eager step checks the cache as bound (and warms the model up); the prefill of
+        # every batch overwrites what it wrote.
         with torch.inference_mode():
             valid[:, 0] = True
             slot.logits = self._model_step(slot)
@@ -306,6 +393,10 @@ class GraphEngine:
         from agent.llm.engine import left_pad, positions, unique_rows
 
         distinct, index = unique_rows(rows)
+        self._count_rows(rows, distinct)
+        if self.prefix is not None:
+            return self._prefill_from_prefixes(slot, distinct, index, len(rows), width)
+        self._count_prefill(distinct, [0] * len(distinct), [0] * len(distinct))
         ids, attn = left_pad(distinct, self.pad_id)
         ids, attn = ids.to(self.device), attn.to(self.device)
         keys = attn.bool()
@@ -332,6 +423,160 @@ class GraphEngine:
         slot.valid[:, :width] = keys.index_select(0, pick)
         slot.position.copy_(attn.sum(-1, keepdim=True).index_select(0, pick))  # next position = length
         return last.index_select(0, pick)
+
+    # --- prefill from cached prefixes ---------------------------------------------------------
+
+    def _count_rows(self, rows, distinct) -> None:
+        st = self.prefix_stats
+        st["rows"] += len(rows)
+        st["prompt_tokens"] += sum(len(r) for r in rows)
+        st["distinct_prompt_tokens"] += sum(len(p) for p in distinct)
+
+    def _count_prefill(self, prompts, reused: list[int], seen: list[int]) -> None:
+        """Counters for one prefill of `prompts`, `reused[j]` tokens of prompt j from the cache and
+        its first `seen[j]` tokens computed at some earlier point. Two prompts of this prefill
+        sharing a prefix compute it twice: the second (in sorted order) counts as recomputed."""
+        from agent.llm.prefix_cache import common_prefix
+
+        order = sorted(range(len(prompts)), key=lambda j: prompts[j])
+        shared = [0] * len(prompts)
+        for a, b in zip(order, order[1:]):
+            shared[b] = common_prefix(prompts[a], prompts[b])
+        st = self.prefix_stats
+        for j, p in enumerate(prompts):
+            st["prefilled_tokens"] += len(p) - reused[j]
+            st["reused_tokens"] += reused[j]
+            st["recomputed_tokens"] += max(0, min(len(p), max(seen[j], shared[j])) - reused[j])
+
+    def _prefill_from_prefixes(self, slot: _Slot, distinct, index, n: int, width: int):
+        """`_prefill` with a prefix cache: each distinct prompt's longest cached prefix is copied
+        into its row, only the rest runs through the model, and rows sharing a prompt copy it.
+
+        A row's tokens end at column `width` - 1 as always (prefix, then the prefilled rest),
+        and K/V depend on positions, not columns, so the result is the full prefill's.
+        """
+        import torch
+
+        self._prefill_shared_prefixes(slot, distinct)
+        rep = [index.index(j) for j in range(len(distinct))]  # the slot row prefilled for prompt j
+        last = self._prefill_rows(slot, distinct, rep, width)
+        pick = index + [index[0]] * (slot.rows - n)
+        src = [rep[j] for j in pick]
+        dst = [r for r in range(slot.rows) if src[r] != r]
+        if dst:  # the other rows of each prompt (K samples, the shape's padding rows)
+            d = torch.tensor(dst, device=self.device)
+            s = torch.tensor([src[r] for r in dst], device=self.device)
+            for layer in slot.cache.layers:
+                layer.keys[d, :, :width] = layer.keys[s, :, :width]
+                layer.values[d, :, :width] = layer.values[s, :, :width]
+        lens = torch.tensor([len(distinct[j]) for j in pick], device=self.device)
+        cols = torch.arange(slot.length, device=self.device)
+        self._set_cache_length(slot, width)
+        slot.valid.copy_((cols[None, :] >= (width - lens)[:, None]) & (cols[None, :] < width))
+        slot.position.copy_(lens[:, None])
+        self._batch = (distinct, index, rep)
+        return last.index_select(0, torch.tensor(pick, device=self.device))
+
+    def _prefill_rows(self, slot: _Slot, prompts, rep: list[int], width: int, min_left: int = 1):
+        """Prompt j into slot row rep[j], columns [width - len, width): its cached prefix copied,
+        the rest prefilled (at least `min_left` tokens). Raw logits after each prompt's last token."""
+        import torch
+
+        from agent.llm.engine import left_pad, positions
+
+        matches = [self.prefix.match(p, limit=len(p) - min_left) for p in prompts]
+        reused = [m.length for m in matches]
+        self._count_prefill(prompts, reused, [m.seen for m in matches])
+        for j, m in enumerate(matches):
+            col = width - len(prompts[j])
+            for kv, a, b in m.pieces:
+                slot.kv[:, :, rep[j], :, col:col + b - a].copy_(kv[:, :, :, a:b])
+                col += b - a
+        dev = self.device
+        ids, attn = left_pad([p[r:] for p, r in zip(prompts, reused)], self.pad_id)
+        ids, attn = ids.to(dev), attn.to(dev)
+        tail = ids.shape[1]  # the prefilled tokens sit in columns [width - tail, width)
+        self._room_for_prefill(len(prompts), tail, width)
+        start = torch.tensor(reused, device=dev)[:, None]
+        pos = torch.where(attn.bool(), positions(attn) + start, 0)
+        lens = torch.tensor([len(p) for p in prompts], device=dev)
+        cols = torch.arange(width, device=dev)
+        qcol = width - tail + torch.arange(tail, device=dev)
+        keys_ok = cols[None, :] >= (width - lens)[:, None]  # [prompts, width]
+        causal = cols[None, :] <= qcol[:, None]  # [queries, width]
+        itself = cols[None, :] == qcol[:, None]  # pad queries: finite, never read
+        mask = ((causal[None] & keys_ok[:, None, :]) | itself[None])[:, None]
+        rows = torch.tensor(rep, device=dev)
+        fresh = attn.bool()[:, None, :, None]
+
+        def write(i, k, v):
+            layer = slot.cache.layers[i]
+            out = []
+            for big, new in ((layer.keys, k), (layer.values, v)):
+                mine = big[:, :, :width].index_select(0, rows)
+                mine[:, :, width - tail:] = torch.where(fresh, new, mine[:, :, width - tail:])
+                big[rows, :, :width] = mine
+                out.append(mine)
+            return out
+
+        return self.fused.prefill(ids, pos, mask, write)
+
+    # Prompts of one batch sharing at least this many tokens beyond the cache prefill them once.
+    MIN_SHARED = 16
+
+    def _prefill_shared_prefixes(self, slot: _Slot, distinct) -> None:
+        """Common prefixes of this batch's prompts (trajectories with one instruction text, on
+        their first step) prefilled once into the cache, so each prompt then reuses them."""
+        from agent.llm.prefix_cache import common_prefix
+
+        if len(distinct) < 2:
+            return
+        order = sorted(distinct)
+        wanted = set()
+        for a, b in zip(order, order[1:]):
+            n = min(common_prefix(a, b), len(a) - 1, len(b) - 1)
+            if n >= self.MIN_SHARED:
+                wanted.add(tuple(a[:n]))
+        todo = [list(p) for p in sorted(wanted)
+                if len(p) - self.prefix.match(p).length >= self.MIN_SHARED]
+        if not todo:
+            return
+        width = max(len(p) for p in todo)
+        self._prefill_rows(slot, todo, list(range(len(todo))), width)
+        for j, p in enumerate(todo):
+            self.prefix.insert(p, self._kv_reader(slot, j, width - len(p)))
+
+    def _kv_reader(self, slot: _Slot, row: int, first_col: int):
+        """kv_of(a, b) for the sequence held in `row` from column `first_col` on: a copy (on a
+        GPU, older cached prefixes make room for it first)."""
+        def kv_of(a: int, b: int):
+            if self.device.type == "cuda":
+                need = (b - a) * self.kv_token_bytes + self.RESERVE_BYTES
+                free = self._free_bytes()
+                if free < need:
+                    self.prefix.evict(need - free)
+            return slot.kv[:, :, row, :, first_col + a:first_col + b].clone()
+
+        return kv_of
+
+    def _remember(self, slot: _Slot, rows, width: int, tokens: list[list[int]], row_max: list[int]) -> None:
+        """After a batch: its prompts' (and rows' generated tokens') K/V into the prefix cache."""
+        if self.prefix is None or self._batch is None:
+            return
+        distinct, index, rep = self._batch
+        self._batch = None
+        eos = set(self.eos_ids)
+        for j, p in enumerate(distinct):
+            self.prefix.insert(p, self._kv_reader(slot, rep[j], width - len(p)))
+        if not self.options.prefix_outputs:
+            return
+        for r, new in enumerate(tokens):
+            # The last chosen token was never fed, so its K/V is not in the cache.
+            fed = new[:max(0, min(len(new) - 1, row_max[r]))]
+            end = next((i for i, t in enumerate(fed) if t in eos), len(fed))
+            if end:
+                p = distinct[index[r]]
+                self.prefix.insert(list(p) + fed[:end], self._kv_reader(slot, r, width - len(p)))
 
     def _model_prefill(self, slot: _Slot, ids, attn, mask, pick, width: int):
         """The prefill through the model's own forward, into a temporary cache copied to the slot."""

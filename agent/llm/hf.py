@@ -152,6 +152,17 @@ class HFBackend:
         """The CUDA-graph engine, when that is the rows engine."""
         return self._rows if getattr(self._rows, "kind", None) == "graph" else None
 
+    @property
+    def prefix_stats(self) -> dict | None:
+        """The graph engine's prompt-token counters (graph_engine.py), else None."""
+        g = self._graph
+        if g is None:
+            return None
+        out = dict(g.prefix_stats)
+        if g.prefix is not None:
+            out.update(cache_bytes=g.prefix.bytes, cache_tokens=g.prefix.kv_tokens, **g.prefix.stats)
+        return out
+
     # --- public ---------------------------------------------------------------
 
     def render(self, prompt: str) -> str:
