@@ -72,6 +72,11 @@ class TrainConfig:
     logging_steps: int = _f(1, "Report the loss every this many optimizer steps.")
     time_limit_s: float = _f(0.0, "Stop training (and still save) after this many seconds; 0 = no limit.")
 
+    # --- experiment tracking (trainer/tracking.py) ---
+    report_to: str = _f("none", "Where TRL reports the training logs: 'none', 'tensorboard' or 'wandb'.")
+    run_name: str = _f("", "The tracked run's name (W&B run name); '' = the trainer's default.")
+    logging_dir: str = _f("", "TensorBoard event folder for this training; '' = under the output dir.")
+
     def __post_init__(self) -> None:
         if self.method not in ("lora", "full"):
             raise ValueError(f"method must be 'lora' or 'full', not {self.method!r}")
@@ -83,6 +88,8 @@ class TrainConfig:
             raise ValueError(f"bf16 must be 'auto', True or False, not {self.bf16!r}")
         if self.max_batch_tokens < 0:
             raise ValueError(f"max_batch_tokens must be 0 (off) or positive, not {self.max_batch_tokens}")
+        if self.report_to not in ("none", "tensorboard", "wandb"):
+            raise ValueError(f"report_to must be 'none', 'tensorboard' or 'wandb', not {self.report_to!r}")
         if self.max_length < 2:
             raise ValueError(f"max_length must be at least 2, not {self.max_length}")
 

@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
 from agent.collect import items_for
 from agent.collect import collect as collect_trajectories
+from agent.progress import Bar, Display
 
 STAGES = ("grow", "rank", "build", "train", "evaluate", "promote")
 TRAJECTORY_FILTERS = ("all", "clean")
@@ -117,13 +119,26 @@ class Improver:
     items, model_version_id)` the grow and evaluate stages hand their items to worker
     processes (agent/workers.py) instead of an in-process agent; with `train_processes` > 1
     the train stage runs under a multi-GPU launch (trainer/distributed.py).
+
+    Watching it: `display` (agent/progress.py) draws the iteration, the stage and its
+    progress; `on_iteration(it)` is called once each iteration is done (the baseline is 0),
+    which is where experiment tracking logs it (trainer/tracking.py); `train_args(it)` adds
+    TrainConfig fields for that iteration's training (report_to, run_name, logging_dir).
     """
 
     def __init__(self, store, cfg: ImproveConfig, make_agent: Callable, make_judge: Callable,
                  log: Callable[[str], None] = print, run_items: Optional[Callable] = None,
-                 train_processes: int = 1, release: Optional[Callable[[], None]] = None):
+                 train_processes: int = 1, release: Optional[Callable[[], None]] = None,
+                 display: Optional[Display] = None,
+                 on_iteration: Optional[Callable[[int], None]] = None,
+                 train_args: Optional[Callable[[int], dict]] = None):
         self.store, self.cfg, self.make_agent, self.make_judge, self.log = (
             store, cfg, make_agent, make_judge, log)
+        self.display = display or Display(enabled=False)
+        self.on_iteration = on_iteration or (lambda it: None)
+        self.train_args = train_args or (lambda it: {})
+        self._entered: tuple = (None, None, 0.0)  # (stage, iteration, start) for its timing
+        self._bar = Bar()  # the current stage's line (quiet until a stage begins)
         self.release = release or (lambda: None)  # frees the rollout models before training
         self.run_items, self.train_processes = run_items, train_processes
         self.run = store.get_or_create_run(cfg.name, "improve", cfg.to_dict())
@@ -133,10 +148,12 @@ class Improver:
 
     def run_all(self) -> list[IterationResult]:
         self.baseline()
+        self.on_iteration(0)
         for it in range(1, self.cfg.iterations + 1):
-            if self.state("done", it):
-                continue
-            self.iteration(it)
+            if not self.state("done", it):
+                self.iteration(it)
+            self.display.iteration_done(it)
+            self.on_iteration(it)
         self.store.finish_run(self.run.id)
         return self.results()
 
@@ -162,7 +179,7 @@ class Improver:
     # --- stages ---------------------------------------------------------------------
 
     def grow(self, it: int, current):
-        _kill_point("grow", it)
+        self._enter("grow", it)
         cfg = self.cfg
         name = f"{cfg.name}:grow:{it}"
         run = self.store.get_or_create_run(name, "grow", {"iteration": it})
@@ -177,8 +194,9 @@ class Improver:
             self.run_items(model, adapter, cfg.samples, False, run.id, items, mv_id)
         else:
             agent = self.make_agent(model, adapter, cfg.samples, greedy=False)
+            self._bar.update(total=len(items))
             collect_trajectories(agent, run.id, items, concurrency=cfg.concurrency, model=model,
-                                 model_version_id=mv_id)
+                                 model_version_id=mv_id, on_done=self._bar.on_collected)
         self.store.finish_run(run.id)
         self.mark(it, "grow", grow_run=run.id)
         return run
@@ -198,7 +216,7 @@ class Improver:
         (rules-v1 → rules-v2) must re-rank the earlier iterations' grow runs too, or their
         steps would silently drop out of training. rank_run skips what is already done.
         """
-        _kill_point("rank", it)
+        self._enter("rank", it)
         from reward.ranker import prompt_version, rank_run
 
         version = prompt_version(self.cfg.judge)
@@ -208,7 +226,8 @@ class Improver:
         try:
             for j in self._built_from(it):
                 run = grow_run if j == it else self.store.get_run(f"{self.cfg.name}:grow:{j}")
-                counts = rank_run(self.store, run.id, judge, self.cfg.judge)
+                counts = rank_run(self.store, run.id, judge, self.cfg.judge,
+                                  progress=self._bar.on_count)
                 self.log(f"iteration {it}: ranked grow run {j} ({version}): {counts}")
         finally:  # a local judge model must not stay on the card through training
             close = getattr(judge, "close", None)
@@ -221,7 +240,7 @@ class Improver:
         return range(1, it + 1) if self.cfg.keep_data else range(it, it + 1)
 
     def build(self, it: int) -> tuple[list, list[int]]:
-        _kill_point("build", it)
+        self._enter("build", it)
         from reward.ranker import prompt_version
         from trainer.examples import examples_from_steps
 
@@ -259,7 +278,7 @@ class Improver:
                 replace(ex, prompt=render_prompt(tok, ex.prompt)) for ex in examples]
 
     def train(self, it: int, current, examples: list, step_ids: list[int]):
-        _kill_point("train", it)
+        self._enter("train", it)
         from trainer.config import TrainConfig
         from trainer.sft import train
 
@@ -269,20 +288,22 @@ class Improver:
             return existing
         out = self.dir / f"it{it}" / "adapter"
         self.release()  # training loads its own copy of the base: make room on the card
-        tcfg = TrainConfig(base_model=self.cfg.base_model, output_dir=str(out), **self.cfg.train)
+        tcfg = TrainConfig(base_model=self.cfg.base_model, output_dir=str(out),
+                           **{**self.cfg.train, **self.train_args(it)})
         if self.train_processes > 1:  # one process per GPU; only the main one saves
             from trainer.distributed import launch_train
 
             result = launch_train(examples, tcfg, self.train_processes)
         else:
-            result = train(examples, tcfg)
+            self._bar.update(total=tcfg.epochs)
+            result = train(examples, tcfg, on_log=self._bar.on_train_log)
         mv = self._model_version(it, str(result.output_dir), step_ids, asdict(tcfg), None,
                                  parent=current, train_metrics=result.metrics)
         self.mark(it, "train", model_version=mv.id)
         return mv
 
     def evaluate(self, it: int, mv):
-        _kill_point("evaluate", it)
+        self._enter("evaluate", it)
         from reward.evaluate import evaluate
 
         cfg = self.cfg
@@ -299,9 +320,10 @@ class Improver:
             summary = summarize(self.store, run.id, len(questions), cfg.eval_runs)
         else:
             agent = self.make_agent(cfg.base_model, adapter, 1, greedy=cfg.eval_runs == 1)
+            self._bar.update(total=len(questions) * cfg.eval_runs)
             summary = evaluate(agent, run.id, questions, runs=cfg.eval_runs,
                                concurrency=cfg.concurrency, model=cfg.base_model,
-                               model_version_id=mv_id)
+                               model_version_id=mv_id, on_done=self._bar.on_collected)
         self.store.finish_run(run.id)
         if mv is not None:
             self.store.update_model_version(mv.id, metrics={"eval": summary.to_dict()})
@@ -311,7 +333,7 @@ class Improver:
         return summary
 
     def promote(self, it: int, current, trained, summary) -> None:
-        _kill_point("promote", it)
+        self._enter("promote", it)
         if self.state("promote", it):  # decided before a crash: `current` has moved on since
             return
         best = (current.metrics or {}).get("eval", {}).get("exact_mean", 0.0)
@@ -349,9 +371,18 @@ class Improver:
     def state_value(self, key: str):
         return self._state().get(key)
 
+    def _enter(self, stage: str, it: int) -> None:
+        """A stage begins: the crash-test hook, its clock and its line on the display."""
+        _kill_point(stage, it)
+        self._entered = (stage, it, time.perf_counter())
+        self._bar = self.display.stage(it, stage, self.cfg.iterations)
+
     def mark(self, it: int, stage: str, best: int | None = None, **info) -> None:
         st = self._state()
         entry = {**st.get(f"it{it}", {}), stage: info or True}
+        if self._entered[:2] == (stage, it):  # how long the stage took this time (report, tracking)
+            entry["seconds"] = {**entry.get("seconds", {}),
+                                stage: round(time.perf_counter() - self._entered[2], 3)}
         update = {f"it{it}": entry}
         if best is not None:
             update["best"] = best
