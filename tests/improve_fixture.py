@@ -24,6 +24,7 @@ class ImproveRun:
     workdir: Path
     name: str
     model: Path  # the tiny base model the adapters were trained on
+    tb_dir: Path | None = None  # its TensorBoard folder, when tensorboard is installed
 
 
 def _policy(store, corpus: str):
@@ -77,7 +78,22 @@ _CACHE: dict[str, ImproveRun] = {}
 
 
 def shared_improve_run(tmp_path_factory) -> ImproveRun:
-    """One run per test process, shared by the test files that only read it."""
+    """One run per test process, shared by the test files that only read it; tracked in
+    TensorBoard (as `improve --report-to tensorboard` does) when tensorboard is installed."""
     if "run" not in _CACHE:
-        _CACHE["run"] = build_improve_run(tmp_path_factory.mktemp("improve-run"))
+        import importlib.util
+
+        from trainer.tracking import Tracker
+
+        root = tmp_path_factory.mktemp("improve-run")
+        tracker = None
+        if importlib.util.find_spec("tensorboard") is not None:
+            tracker = Tracker("tensorboard", "fixture-improve", root / "tb")
+        try:
+            run = build_improve_run(root, tracker=tracker)
+        finally:
+            if tracker is not None:
+                tracker.close()
+        run.tb_dir = tracker.dir if tracker is not None else None
+        _CACHE["run"] = run
     return _CACHE["run"]

@@ -22,6 +22,7 @@ from pathlib import Path
 
 REPORT_TO = ("none", "tensorboard", "wandb")
 PACKAGE = {"tensorboard": "tensorboard", "wandb": "wandb"}
+EXTRA = {"tensorboard": "tracking", "wandb": "wandb"}  # pyproject's optional extras
 
 
 class TrackingError(RuntimeError):
@@ -35,7 +36,7 @@ def check(report_to: str) -> None:
     pkg = PACKAGE.get(report_to)
     if pkg and importlib.util.find_spec(pkg) is None:
         raise TrackingError(f"--report-to {report_to} needs the {pkg} package: "
-                            f"pip install 'restreact[tracking]'")
+                            f"pip install 'restreact[{EXTRA[report_to]}]'")
 
 
 def slug(name: str) -> str:
