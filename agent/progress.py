@@ -98,7 +98,9 @@ class Display:
             self.rich = Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"),
                                  BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
                                  TimeElapsedColumn(),
-                                 console=console or Console(stderr=True), transient=False)
+                                 console=console or Console(
+                                     stderr=True, force_terminal=os.environ.get(ENV) == "1" or None),
+                                 transient=False)
 
     def __enter__(self) -> "Display":
         if self.rich is not None:
