@@ -668,6 +668,8 @@ def improve(iterations: int = typer.Option(3, "--iterations", "-n"),
     tracker = make_tracker(report_to, cfg.name, log_dir, config=cfg.to_dict())
 
     def track(it: int) -> None:  # the loop's numbers of iteration `it`, read back from the store
+        if report_to == "none":
+            return
         row = next((r for r in iteration_stats(store, improver.run) if r.iteration == it), None)
         if row is not None:
             tracker.log(it, iteration_metrics(row))
@@ -799,7 +801,11 @@ def browse(port: int = typer.Option(8001, "--port", "-p"),
             meta_file = Path(tmp) / "metadata.json"
             meta_file.write_text(json.dumps(meta, indent=2))
             cmd = datasette_command(db, str(meta_file), port, open_browser)
-            raise typer.Exit(subprocess.call(cmd))
+            try:
+                code = subprocess.call(cmd)
+            except KeyboardInterrupt:  # Ctrl-C is how one stops a server
+                code = 0
+            raise typer.Exit(code)
     except BrowseError as e:
         fail(str(e))
 

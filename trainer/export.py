@@ -93,10 +93,14 @@ def model_version_for(store, run, iteration: Optional[int]):
 
 
 def export_model(mv, out: str | Path, stage: Callable[[str], None] = lambda s: None) -> Path:
+    """A model version as a plain model: base + adapter merged, or a fully trained one as is."""
     lineage = {"model_version": mv.name, "iteration": mv.iteration, "base": mv.base,
                "adapter": mv.adapter_path, "run_id": mv.run_id, "promoted": mv.promoted,
                "metrics": mv.metrics}
-    return merge_model(mv.base, mv.adapter_path, out, lineage, stage)
+    path = mv.adapter_path
+    if path and not Path(path, "adapter_config.json").is_file() and Path(path, "config.json").is_file():
+        return merge_model(path, None, out, lineage, stage)  # `train --full`: already whole
+    return merge_model(mv.base, path, out, lineage, stage)
 
 
 # --- data ----------------------------------------------------------------------------------
