@@ -201,15 +201,21 @@ def _correct(by_run: dict[int, float]) -> bool:
 
 
 def flips(store, run) -> list[Flip]:
-    """Questions whose correctness changed between consecutive evaluated iterations."""
+    """Questions whose correctness changed between consecutive evaluated iterations (on the
+    training split: between consecutive grow runs that both had the question)."""
     texts = {}
     qset = (run.config or {}).get("question_set")
     if qset:
         texts = {q.id: (q.text, q.answer) for q in store.questions(qset)}
     out = []
-    for split, by_it in eval_runs(store, run).items():
-        its = sorted(by_it)
-        per_it = {it: scores(store, by_it[it]) for it in its}
+    per_split = {split: {it: scores(store, r) for it, r in by_it.items()}
+                 for split, by_it in eval_runs(store, run).items()}
+    grows = grow_runs(store, run)
+    if grows:  # a training question grown again in a later iteration (the window wrapped)
+        answers = {qid: ref for qid, (_, ref) in texts.items()}
+        per_split["train"] = {it: grow_scores(store, r, answers) for it, r in grows.items()}
+    for split, per_it in per_split.items():
+        its = sorted(per_it)
         for before, after in zip(its, its[1:]):
             for qid in sorted(set(per_it[before]) & set(per_it[after])):
                 was, now = _correct(per_it[before][qid]), _correct(per_it[after][qid])
