@@ -32,9 +32,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Iterable
 
-from agent.llm.base import Completion, GenRequest, Generation, LLMError
+from agent.llm.base import LLMError
+from store.records import Completion, GenRequest, Generation, SearchResult
 from agent.search.base import SearchError
-from agent.steps import SearchResult
 
 REDACTED = "***"
 _SECRET_ENV = re.compile(r"(API_KEY|_TOKEN|_SECRET|_PASSWORD)$", re.IGNORECASE)

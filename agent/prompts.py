@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from typing import Sequence
 
-from agent.steps import (
+from store.records import (
     Action,
     Answer,
     CheckAnswer,

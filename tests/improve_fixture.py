@@ -40,38 +40,29 @@ def _policy(store, corpus: str):
     return make
 
 
-def build_improve_run(root: Path, name: str = "fixture-improve", tracker=None) -> ImproveRun:
-    from agent.pocket.assets import ensure_pocket_questions, pocket_assets
+def build_improve_run(root: Path, name: str = "fixture-improve",
+                      tb_dir: Path | None = None) -> ImproveRun:
+    """The run, tracked in TensorBoard under `tb_dir` when given (`--report-to tensorboard`)."""
+    from agent.worlds import get_world
+    from agent.worlds.pocket.assets import pocket_assets
     from store.api import Store
     from tests.tiny import build_tiny_model
-    from trainer.improve import ImproveConfig, Improver
+    from trainer.improve import ImproveOptions, Improver
 
     root.mkdir(parents=True, exist_ok=True)
     model = build_tiny_model(root / "tiny", hidden=32, layers=1)
     db, workdir = root / "improve.db", root / "work"
     store = Store(str(db))
-    qset = ensure_pocket_questions(store)
-    cfg = ImproveConfig(name=name, base_model=str(model), question_set=qset,
-                        iterations=ITERATIONS, grow_questions=GROW_QUESTIONS,
-                        eval_questions=EVAL_QUESTIONS, samples=2, concurrency=2,
-                        workdir=str(workdir), train={"epochs": 1.0})
-    kw = {}
-    if tracker is not None:
-        kw = {"train_args": lambda it: tracker.train_args(f"train-it{it}")}
-    improver = Improver(store, cfg, _policy(store, str(pocket_assets().corpus)),
-                        lambda spec: None, log=lambda *a: None, **kw)
-    if tracker is not None:
-        from trainer.history import iterations
-        from trainer.tracking import iteration_metrics
-
-        def track(it):
-            row = next(r for r in iterations(store, improver.run) if r.iteration == it)
-            tracker.log(it, iteration_metrics(row))
-
-        improver.on_iteration = track
-    improver.run_all()
+    qset = get_world("pocket").ensure_questions(store)
+    tracked = {"report_to": "tensorboard", "log_dir": str(tb_dir)} if tb_dir else {}
+    opts = ImproveOptions(name=name, model=str(model), world="pocket", iterations=ITERATIONS,
+                          grow_questions=GROW_QUESTIONS, eval_questions=EVAL_QUESTIONS, samples=2,
+                          concurrency=2, workdir=str(workdir), epochs=1.0, **tracked)
+    improver = Improver(store, opts, log=lambda *a: None).open(qset)
+    improver.policy = _policy(store, str(pocket_assets().corpus))
+    improver.run()
     store.close()
-    return ImproveRun(db, workdir, name, model)
+    return ImproveRun(db, workdir, name, model, tb_dir / name if tb_dir else None)
 
 
 _CACHE: dict[str, ImproveRun] = {}
@@ -83,17 +74,7 @@ def shared_improve_run(tmp_path_factory) -> ImproveRun:
     if "run" not in _CACHE:
         import importlib.util
 
-        from trainer.tracking import Tracker
-
         root = tmp_path_factory.mktemp("improve-run")
-        tracker = None
-        if importlib.util.find_spec("tensorboard") is not None:
-            tracker = Tracker("tensorboard", "fixture-improve", root / "tb")
-        try:
-            run = build_improve_run(root, tracker=tracker)
-        finally:
-            if tracker is not None:
-                tracker.close()
-        run.tb_dir = tracker.dir if tracker is not None else None
-        _CACHE["run"] = run
+        tracked = importlib.util.find_spec("tensorboard") is not None
+        _CACHE["run"] = build_improve_run(root, tb_dir=root / "tb" if tracked else None)
     return _CACHE["run"]

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from agent.steps import SearchCall, SearchResult
+from store.records import SearchCall, SearchResult
 from store.browse import CANNED
 from tests.conftest import write_trajectory
 from tests.harness import cli_env, run_cli

@@ -20,7 +20,8 @@ import importlib.util
 import os
 from pathlib import Path
 
-REPORT_TO = ("none", "tensorboard", "wandb")
+from trainer.config import REPORT_TO
+
 PACKAGE = {"tensorboard": "tensorboard", "wandb": "wandb"}
 EXTRA = {"tensorboard": "tracking", "wandb": "wandb"}  # pyproject's optional extras
 
