@@ -86,6 +86,17 @@ def _browser():
     return exe
 
 
+def _launch(p, exe: str):
+    """The browser, or a skip naming why it would not start (a chromium that cannot run
+    here, e.g. a container without its libraries): the page is not at fault then."""
+    from playwright.sync_api import Error
+
+    try:  # root in a container needs --no-sandbox; a small /dev/shm needs the other flag
+        return p.chromium.launch(executable_path=exe, args=["--no-sandbox", "--disable-dev-shm-usage"])
+    except Error as e:
+        pytest.skip(f"{exe} does not start under Playwright: {str(e).strip().splitlines()[0]}")
+
+
 def test_page_in_a_headless_browser(page):
     exe = _browser()
     from playwright.sync_api import sync_playwright
@@ -93,7 +104,7 @@ def test_page_in_a_headless_browser(page):
     data = _data(page)
     problems, requests = [], []
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=exe, args=["--no-sandbox"])
+        browser = _launch(p, exe)
         try:
             tab = browser.new_page()
             tab.on("console", lambda m: problems.append(m.text) if m.type in ("error", "warning") else None)
