@@ -52,16 +52,28 @@ def page_data(store, run) -> dict:
 
 
 def _trajectory(store, tid: int, reference) -> dict:
-    """A stored trajectory for the page: prompts left out (long, and `show --full` has them)."""
-    from agent.console import trajectory_to_dict
+    """A stored trajectory as the page draws it: each step's samples, rankings and searches.
+    Prompts are left out (long, and `show --full` has them)."""
     from reward.autoeval import exact_match
 
-    t = trajectory_to_dict(store.trajectory(tid))
-    for step in t["steps"]:
-        step.pop("prompt", None)
-    pred = t.get("final_answer") or ""
-    t["exact"] = bool(pred and reference and exact_match(pred, reference))
-    return t
+    t = store.trajectory(tid)
+    pred = t.final_answer or ""
+    return {
+        "id": t.id, "status": t.status, "final_answer": t.final_answer, "error": t.error,
+        "exact": bool(pred and reference and exact_match(pred, reference)),
+        "steps": [{"id": s.id, "idx": s.idx, "kind": s.kind, "status": s.status,
+                   "action": s.action, "chosen_index": s.chosen_index,
+                   "samples": [{"idx": x.idx, "text": x.text, "perplexity": x.perplexity,
+                                "action": x.action, "parse_error": x.parse_error}
+                               for x in s.samples],
+                   "rankings": [{"judge": r.judge, "prompt_version": r.prompt_version,
+                                 "status": r.status, "best_index": r.best_index,
+                                 "order": list(r.order), "bad": list(r.bad),
+                                 "explanation": r.explanation} for r in s.rankings]}
+                  for s in t.steps],
+        "searches": [{"step_id": c.step_id, "query": c.query, "results": list(c.results),
+                      "error": c.error} for c in t.searches],
+    }
 
 
 def render(data: dict) -> str:
