@@ -132,3 +132,20 @@ def test_report_to_unknown_fails_in_one_line_before_training(tmp_path):
     assert out.stderr.strip().splitlines() == [
         "error: --report-to must be one of none, tensorboard, wandb, not 'mlflow'"]
     assert not (tmp_path / "a").exists()
+
+
+def test_improve_report_to_unknown_fails_before_the_store_is_opened(tmp_path):
+    db = tmp_path / "i.db"
+    out = run_cli(["--db", str(db), "improve", "--world", "pocket", "--report-to", "mlflow"],
+                  cli_env(tmp_path))
+    assert out.returncode != 0
+    assert out.stderr.strip().splitlines() == [
+        "error: --report-to must be one of none, tensorboard, wandb, not 'mlflow'"]
+    assert not db.exists()
+
+
+def test_improve_options_refuse_an_unknown_target():
+    from trainer.improve import ImproveOptions
+
+    with pytest.raises(ValueError, match="--report-to must be one of"):
+        ImproveOptions(report_to="mlflow").check()
