@@ -297,12 +297,9 @@ def collect(questions: Optional[str] = typer.Option(None, "--questions", "-q", h
             load_in_4bit: bool = FOURBIT, workers: int = WORKERS,
             samples_for: Optional[list[str]] = SAMPLES_FOR, choose: str = CHOOSE):
     """Collect trajectories over a question set; re-running the same command resumes."""
-    import time
-
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from agent.collect import collect as run_collect, items_for, run_name
     from agent.live import console
+    from agent.progress import display
 
     store = open_store()
     opts = agent_options(model, adapter, search, corpus, record, replay, world, samples,
@@ -318,18 +315,10 @@ def collect(questions: Optional[str] = typer.Option(None, "--questions", "-q", h
     items = items_for(rows, per_question)
     if workers != 1:
         return collect_workers(store, opts, run, items, workers, concurrency)
-    t0 = time.perf_counter()
-    with Progress(TextColumn("[bold]collect[/bold]"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), console=console) as bar:
-        task = bar.add_task("collect", total=len(items), rate="")
-        bar.update(task, completed=len(store.finished_keys(run.id)))
-
-        def tick(stats):
-            rate = stats.done / max(time.perf_counter() - t0, 1e-9)
-            bar.update(task, advance=1, rate=f"{rate:.2f} traj/s")
-
+    with display() as d:
+        bar = d.bar("collect", total=len(items), done=len(store.finished_keys(run.id)))
         stats = run_collect(agent, run.id, items, concurrency=concurrency, model=opts.model,
-                            on_done=tick)
+                            on_done=bar.on_collected)
     store.finish_run(run.id)
     console.print(f"run [bold]{name}[/bold] (id {run.id}): {stats.finished} finished, "
                   f"{stats.failed} failed, {stats.skipped} skipped (already done)")
@@ -352,7 +341,7 @@ def collect_workers(store, opts, run, items, workers: int, concurrency: int) -> 
     from agent.workers import WorkersError, collect_in_workers, describe
 
     try:
-        result = collect_in_workers(store, opts, run, items, workers, concurrency, console)
+        result = collect_in_workers(store, opts, run, items, workers, concurrency)
     except WorkersError as e:
         fail(str(e))
     store.finish_run(run.id)
@@ -362,6 +351,27 @@ def collect_workers(store, opts, run, items, workers: int, concurrency: int) -> 
 # --- loop: rank, train, eval, improve, report --------------------------------------------
 
 MAX_BATCH_TOKENS = typer.Option(0, "--max-batch-tokens", min=0, help="Cap on padded tokens (rows x longest row) per training forward pass, which sets peak memory; rows of similar length are batched together. 0 = off.")
+
+
+LOG_DIR = typer.Option("tensorboard", "--log-dir", help="TensorBoard's folder (one subfolder per run; view with `tensorboard --logdir DIR`).")
+
+
+def check_report_to(value: str) -> str:
+    """A --report-to value whose package is installed, or one error line before any work."""
+    from trainer.tracking import TrackingError, check
+
+    try:
+        check(value)
+    except TrackingError as e:
+        fail(str(e))
+    return value
+
+
+def make_tracker(report_to: str, run_name: str, log_dir: str):
+    """`train`'s Tracker for --report-to (`improve`'s Improver opens its own)."""
+    from trainer.tracking import Tracker
+
+    return Tracker(check_report_to(report_to), run_name, log_dir)
 
 
 def make_judge(spec: str):
@@ -387,9 +397,12 @@ def rank(run: str = typer.Option(..., "--run", help="Run name or id whose steps 
     if r is None:
         fail(f"no run named {run!r}")
     from agent.llm.base import LLMError
+    from agent.progress import display
 
+    llm = make_judge(judge)
     try:
-        counts = rank_run(store, r.id, make_judge(judge), judge)
+        with display() as d:
+            counts = rank_run(store, r.id, llm, judge, progress=d.bar("rank").on_count)
     except LLMError as e:
         fail(f"judge: {e}")
     console.print(f"ranked steps of run {r.name}: {counts}")
@@ -407,9 +420,11 @@ def train(run: Optional[str] = typer.Option(None, "--run", help="Train on the ra
           full: bool = typer.Option(False, "--full", help="Full fine-tuning instead of LoRA."),
           load_in_4bit: bool = FOURBIT, max_batch_tokens: int = MAX_BATCH_TOKENS,
           processes: int = typer.Option(1, "--processes", help="Train on this many GPUs (processes, DDP under accelerate launch); the global batch grows with them."),
-          report_to: str = typer.Option("none", "--report-to", help="Where TRL reports training: none, tensorboard or wandb.")):
+          report_to: str = typer.Option("none", "--report-to", help="Where TRL reports training: none, tensorboard or wandb."),
+          log_dir: str = LOG_DIR):
     """Fine-tune a LoRA adapter (or the full model) and record it as a model version."""
     from agent.live import console
+    from agent.progress import display
     from reward.ranker import prompt_version
     from trainer.config import TrainConfig
     from trainer.examples import examples_from_steps, load_alpaca
@@ -431,18 +446,22 @@ def train(run: Optional[str] = typer.Option(None, "--run", help="Train on the ra
             examples = load_alpaca(alpaca)
         except (ValueError, OSError) as e:
             fail(str(e))
+    tracker = make_tracker(report_to, name or out, log_dir)
     cfg = TrainConfig(base_model=model, output_dir=out, method="full" if full else "lora",
                       epochs=epochs, learning_rate=lr, load_in_4bit=load_in_4bit,
-                      max_batch_tokens=max_batch_tokens, report_to=check_report_to(report_to))
+                      max_batch_tokens=max_batch_tokens, **tracker.train_args())
     try:
         if processes != 1:  # one process per GPU; the main one saves, this one registers
             from trainer.distributed import launch_train
 
             result = launch_train(examples, cfg, processes)
         else:
-            result = run_train(examples, cfg)
+            with display() as d:
+                result = run_train(examples, cfg, on_log=d.bar("train", total=epochs).on_train_log)
     except TrainError as e:
         fail(str(e))
+    finally:
+        tracker.close()
     from dataclasses import asdict
 
     mv = store.add_model_version(name or out, base=model, adapter_path=str(result.output_dir),
@@ -469,6 +488,7 @@ def eval_cmd(questions: Optional[str] = typer.Option(None, "--questions", "-q", 
 
     from agent.collect import run_name
     from agent.live import console
+    from agent.progress import display
     from reward.evaluate import evaluate
 
     store = open_store()
@@ -488,8 +508,10 @@ def eval_cmd(questions: Optional[str] = typer.Option(None, "--questions", "-q", 
     from agent.llm.base import LLMError
 
     try:
-        summary = evaluate(agent, run.id, rows, runs=runs, concurrency=concurrency, judge=judge,
-                           model=opts.model)
+        with display(as_json) as d:
+            bar = d.bar("eval", total=len(rows) * runs)
+            summary = evaluate(agent, run.id, rows, runs=runs, concurrency=concurrency,
+                               judge=judge, model=opts.model, on_done=bar.on_collected)
     except LLMError as e:  # the judge failed; finished trajectories stay stored for a re-run
         fail(f"judge: {e}")
     store.finish_run(run.id)
@@ -506,19 +528,6 @@ def eval_cmd(questions: Optional[str] = typer.Option(None, "--questions", "-q", 
     if summary.judge_mean is not None:
         table.add_row("LLM judge", f"{summary.judge_mean:.3f}", f"{summary.judge_std or 0:.3f}")
     console.print(table)
-
-
-def check_report_to(value: str) -> str:
-    """A --report-to value whose package is installed, or one error line before any work."""
-    import importlib.util
-
-    from trainer.config import REPORT_TO
-
-    if value not in REPORT_TO:
-        fail(f"--report-to must be one of {', '.join(REPORT_TO)}, not {value!r}")
-    if value != "none" and importlib.util.find_spec(value) is None:
-        fail(f"--report-to {value} needs the {value} package (pip install {value})")
-    return value
 
 
 @app.command()
@@ -547,10 +556,12 @@ def improve(iterations: int = typer.Option(3, "--iterations", "-n"),
             train_processes: int = typer.Option(1, "--train-processes", help="Train on this many GPUs (processes, DDP under accelerate launch); the global batch grows with them."),
             load_in_4bit: bool = typer.Option(False, "--4bit", help="4-bit rollouts of --model and QLoRA training (bitsandbytes, CUDA): the loop fits a 24 GB card."),
             samples_for: Optional[list[str]] = SAMPLES_FOR,
-            report_to: str = typer.Option("none", "--report-to", help="Where TRL reports each iteration's training: none, tensorboard or wandb.")):
+            report_to: str = typer.Option("none", "--report-to", help="Where TRL reports each iteration's training: none, tensorboard or wandb."),
+            log_dir: str = LOG_DIR):
     """Grow → rank → build → train → evaluate → promote, N times (re-run to resume)."""
     from agent.live import console
     from agent.llm.base import LLMError
+    from agent.progress import display
     from agent.setup import SetupError
     from agent.workers import WorkersError
     from trainer.improve import ImproveOptions, Improver
@@ -566,35 +577,134 @@ def improve(iterations: int = typer.Option(3, "--iterations", "-n"),
         concurrency=concurrency, max_searches=max_searches, top_k=top_k, epochs=epochs,
         learning_rate=lr, max_batch_tokens=max_batch_tokens, workdir=workdir, workers=workers,
         train_processes=train_processes, load_in_4bit=load_in_4bit, base_dir=base_dir,
-        report_to=check_report_to(report_to))
+        report_to=check_report_to(report_to), log_dir=log_dir)
     with one_line_errors(ValueError):
         opts.check()  # before the store is opened: nothing written
-    improver = Improver(open_store(), opts, log=console.print)
-    with one_line_errors(SetupError, LLMError, ValueError, OSError):  # before anything is written
-        improver.prepare()
-    with one_line_errors(SetupError, LLMError, WorkersError, TrainError):
-        results = improver.run()
+    with display() as d:
+        improver = Improver(open_store(), opts, log=console.print, display=d)
+        with one_line_errors(SetupError, LLMError, ValueError, OSError):  # before anything is written
+            improver.prepare()
+        with one_line_errors(SetupError, LLMError, WorkersError, TrainError):
+            results = improver.run()
     console.print(results_table(improver.cfg, results))
 
 
 @app.command()
 def report(name: Optional[str] = typer.Option(None, "--name", help="Improve run (default: the latest)."),
-           out: str = typer.Option("improve.png", "--out", help="PNG file to write.")):
-    """Plot held-out accuracy per iteration of an improve run to a PNG; print each stage's time and peak memory."""
-    from trainer.report import plot_improve
+           out: Optional[str] = typer.Option(None, "--out", help="PNG file to write (default improve.png when --html is not given)."),
+           html: Optional[str] = typer.Option(None, "--html", help="Also (or only) write one self-contained HTML page: accuracy, judge keep-rate, stage times, flipped questions and their trajectories side by side.")):
+    """Report on an improve run: accuracy per iteration as a PNG, and/or the HTML page."""
+    from trainer.history import improve_run
 
     store = open_store()
-    runs = store.runs(kind="improve")
-    run = next((r for r in runs if r.name == name), None) if name else (runs[-1] if runs else None)
+    run = improve_run(store, name)
     if run is None:
         fail(f"no improve run {name!r}" if name else "no improve run in this database")
-    path = plot_improve(store, run, out)
-    typer.echo(f"wrote {path}")
-    from trainer.stage_stats import format_rows
+    try:
+        if html:
+            from trainer.report_page import write_html
 
-    rows = store.stage_stats(run.id)
-    if rows:  # where each iteration's time and memory went
-        typer.echo("\n".join(format_rows(rows)))
+            typer.echo(f"wrote {write_html(store, run, html)}")
+        if out or not html:
+            from trainer.report import plot_improve
+
+            typer.echo(f"wrote {plot_improve(store, run, out or 'improve.png')}")
+        from trainer.stage_stats import format_rows
+
+        rows = store.stage_stats(run.id)
+        if rows:  # where each iteration's time and memory went
+            typer.echo("\n".join(format_rows(rows)))
+    except (ValueError, OSError) as e:
+        fail(str(e))
+
+
+# --- export and browse ---------------------------------------------------------------------
+
+export_app = typer.Typer(help="Export the improved model (merged) or the collected data (a datasets folder).",
+                         no_args_is_help=True)
+app.add_typer(export_app, name="export")
+
+
+@export_app.command("model")
+def export_model_cmd(out: str = typer.Option(..., "--out", help="Folder for the merged model."),
+                     iteration: Optional[int] = typer.Option(None, "--iteration", "-i", help="Which iteration of the improve run (default: the last promoted)."),
+                     name: Optional[str] = typer.Option(None, "--name", help="Improve run (default: the latest)."),
+                     version: Optional[str] = typer.Option(None, "--version", help="Or any model version by name (e.g. one `train` made).")):
+    """Write a plain Hugging Face model: the LoRA folded into the base, tokenizer and chat
+    template included (transformers and vLLM load it as is)."""
+    from agent.progress import display
+    from trainer.export import ExportError, export_model, model_version_for
+    from trainer.history import improve_run
+
+    store = open_store()
+    try:
+        if version:
+            mv = store.model_version(version)
+            if mv is None:
+                fail(f"no model version {version!r}")
+        else:
+            run = improve_run(store, name)
+            if run is None:
+                fail(f"no improve run {name!r}" if name else "no improve run in this database (or pass --version)")
+            mv = model_version_for(store, run, iteration)
+        with display() as d:
+            bar = d.bar("export model")
+            path = export_model(mv, out, stage=lambda s: bar.update(info=s))
+    except ExportError as e:
+        fail(str(e))
+    typer.echo(f"wrote {path} ({mv.name}{', merged' if mv.adapter_path else ', base as is'})")
+
+
+@export_app.command("data")
+def export_data_cmd(run: Optional[str] = typer.Option(None, "--run", help="An improve run (all its grow runs) or any collect run; default the latest improve run."),
+                    out: str = typer.Option(..., "--out", help="Folder for the dataset (load with datasets.load_from_disk)."),
+                    judge: Optional[str] = typer.Option(None, "--judge", help="Whose rankings (default: the run's judge, else 'rules').")):
+    """Write the ranked steps and the SFT examples as a Hugging Face datasets folder (+ JSONL)."""
+    from agent.progress import display
+    from trainer.export import ExportError, export_data
+    from trainer.history import improve_run
+
+    store = open_store()
+    r = store.get_run(run) if run else improve_run(store)
+    if r is None:
+        fail(f"no run named {run!r}" if run else "no improve run in this database (pass --run)")
+    try:
+        with display() as d:
+            bar = d.bar("export data")
+            counts = export_data(store, r, out, judge=judge, stage=lambda s: bar.update(info=s))
+    except ExportError as e:
+        fail(str(e))
+    typer.echo(f"wrote {out}: {counts['steps']} ranked steps, {counts['sft']} SFT examples")
+
+
+@app.command()
+def browse(port: int = typer.Option(8001, "--port", "-p"),
+           open_browser: bool = typer.Option(True, "--open/--no-open", help="Open a web browser on the page."),
+           dry_run: bool = typer.Option(False, "--dry-run", help="Print the datasette command and metadata as JSON; start nothing.")):
+    """Open the store in Datasette with canned queries: worst questions, steps the judge
+    rejected, searches that returned nothing, the slowest LLM calls."""
+    from store.browse import BrowseError, datasette_command, metadata, sqlite_path
+
+    try:
+        db = sqlite_path(Ctx.db)
+        meta = metadata(db)
+        if dry_run:
+            return _print_json({"command": datasette_command(db, "METADATA.json", port, open_browser),
+                                "metadata": meta})
+        import subprocess
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="restreact-browse-") as tmp:
+            meta_file = Path(tmp) / "metadata.json"
+            meta_file.write_text(json.dumps(meta, indent=2))
+            cmd = datasette_command(db, str(meta_file), port, open_browser)
+            try:
+                code = subprocess.call(cmd)
+            except KeyboardInterrupt:  # Ctrl-C is how one stops a server
+                code = 0
+            raise typer.Exit(code)
+    except BrowseError as e:
+        fail(str(e))
 
 
 
@@ -679,7 +789,12 @@ def pocket_pretrain(out: str = typer.Option("data/pocket/model", "--out"),
                        split_digits=split_digits, loss=loss, doc_fraction=doc_fraction,
                        untie=untie, reinit_years=reinit_years, year_boost=year_boost,
                        year_boost_kinds=kinds)
-    metrics = pretrain(cfg, Path(out), log=typer.echo)
+    from agent.progress import display
+
+    with display() as d:
+        bar = d.bar("pretrain", total=epochs)
+        bar.update(info="seed data")
+        metrics = pretrain(cfg, Path(out), log=typer.echo, on_train_log=bar.on_train_log)
     typer.echo(json.dumps({k: v for k, v in metrics.items() if k != "config"}, default=str))
 
 

@@ -275,23 +275,14 @@ def describe(result: FanOutResult) -> str:
 
 
 def collect_in_workers(store, opts: AgentOptions, run, items: list[Item], workers: int,
-                       concurrency: int, console) -> FanOutResult:
+                       concurrency: int) -> FanOutResult:
     """`collect --workers N`: fan the run out and draw one progress bar for all workers."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from agent.progress import display
 
     order = WorkOrder.make(run.id, items, opts, workers, concurrency=concurrency, model=opts.model)
-    t0 = time.perf_counter()
-    with Progress(TextColumn(f"[bold]collect[/bold] ×{workers}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), console=console) as bar:
-        task = bar.add_task("collect", total=len(items), rate="")
-        start: list[int] = []
-
-        def progress(done: int, total: int) -> None:
-            start[:] = start or [done]
-            rate = (done - start[0]) / max(time.perf_counter() - t0, 1e-9)
-            bar.update(task, completed=done, rate=f"{rate:.2f} traj/s")
-
-        result = run_workers(store, order, on_progress=progress)
+    with display() as d:
+        bar = d.bar(f"collect ×{workers}", total=len(items))
+        result = run_workers(store, order, on_progress=bar.on_count)
     return result
 
 

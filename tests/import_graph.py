@@ -44,11 +44,12 @@ PRODUCT = ("store", "agent", "reward", "trainer", "cli")  # the packages the cyc
 RANK = {name: i for i, (name, _) in enumerate(LAYERS)}
 
 # The agent layer's public interface: the modules reward and trainer may use to build and run
-# the agent (grow, evaluate). The rest of the agent layer (agent.console, agent.live: the
-# CLI's views) is internal to the agent and the CLI; a new agent module is internal until
-# listed here.
+# the agent (grow, evaluate), and the progress display a long run draws on (agent.progress,
+# which the improve loop and training take). The rest of the agent layer (agent.console,
+# agent.live: the CLI's views) is internal to the agent and the CLI; a new agent module is
+# internal until listed here.
 AGENT_PUBLIC = ("agent.setup", "agent.graph", "agent.state", "agent.collect", "agent.workers",
-                "agent.questions_io")
+                "agent.questions_io", "agent.progress")
 RECORDS = "store.records"
 
 

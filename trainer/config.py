@@ -71,9 +71,13 @@ class TrainConfig:
         "auto", "unsloth's FastLanguageModel: 'auto' = when CUDA and `import unsloth` work; "
         "True = required; False = never.")
     logging_steps: int = _f(1, "Report the loss every this many optimizer steps.")
+    time_limit_s: float = _f(0.0, "Stop training (and still save) after this many seconds; 0 = no limit.")
+
+    # --- experiment tracking (trainer/tracking.py) ---
     report_to: str = _f("none", "Where TRL reports training: 'none', 'tensorboard' or 'wandb' (each "
                         "needs its package).")
-    time_limit_s: float = _f(0.0, "Stop training (and still save) after this many seconds; 0 = no limit.")
+    run_name: str = _f("", "The tracked run's name (W&B run name); '' = the trainer's default.")
+    logging_dir: str = _f("", "TensorBoard event folder for this training; '' = under the output dir.")
 
     def __post_init__(self) -> None:
         if self.method not in ("lora", "full"):

@@ -19,12 +19,14 @@ command after a crash or Ctrl-C resumes at the stage it stopped in.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
 from agent.collect import items_for, run_name
 from agent.collect import collect as collect_trajectories
+from agent.progress import Bar, Display
 
 STAGES = ("grow", "rank", "build", "train", "evaluate", "promote")
 TRAJECTORY_FILTERS = ("all", "clean")
@@ -67,6 +69,7 @@ class ImproveOptions:
     # (default: the world's model); trainer/serving.py
     base_dir: Optional[str] = None
     report_to: str = "none"  # where each iteration's training reports (TrainConfig.report_to)
+    log_dir: str = "tensorboard"  # TensorBoard's folder, one subfolder per run (trainer/tracking.py)
 
     def check(self) -> None:
         """Refuse options that cannot work, needing nothing but the options (ValueError)."""
@@ -84,6 +87,11 @@ class ImproveOptions:
             raise ValueError("--train-processes must be at least 1")
         if self.workers < 1:
             raise ValueError("--workers must be at least 1")
+        from trainer.config import REPORT_TO
+
+        if self.report_to not in REPORT_TO:
+            raise ValueError(f"--report-to must be one of {', '.join(REPORT_TO)}, "
+                             f"not {self.report_to!r}")
 
     def train_overrides(self) -> dict:
         """TrainConfig overrides; a setting left at its default is left out, so the names of
@@ -172,10 +180,15 @@ class Improver:
     items to worker processes (agent/workers.py) instead of an in-process agent; with
     `train_processes` > 1 the train stage runs under a multi-GPU launch (trainer/distributed.py).
     `make_judge(spec)` builds the ranker's judge (default agent.setup.make_judge).
+
+    Watching it: `display` (agent/progress.py) draws the iteration, the stage and its
+    progress. With `report_to` set, each iteration's training reports through TRL under the
+    run's name and, once an iteration is done (the baseline is 0), its accuracy, keep-rate,
+    stage times and example counts are logged beside it (trainer/tracking.py).
     """
 
     def __init__(self, store, opts: ImproveOptions, log: Callable[[str], None] = print,
-                 make_judge: Optional[Callable] = None):
+                 make_judge: Optional[Callable] = None, display: Optional[Display] = None):
         from agent.setup import PolicyPool, make_judge as default_judge
 
         opts.check()
@@ -189,6 +202,10 @@ class Improver:
         self.improve_run = None  # the run row (store), once open
         self._base = None
         self.serving = None  # trainer.serving.ServedRollouts when rollouts run on a server
+        self.display = display or Display(enabled=False)
+        self.tracker = None  # trainer.tracking.Tracker while run() runs
+        self._entered: tuple = (None, None, 0.0)  # (stage, iteration, start) for its timing
+        self._bar = Bar()  # the current stage's line (quiet until a stage begins)
 
     # --- setting up -----------------------------------------------------------------
 
@@ -324,14 +341,34 @@ class Improver:
     # --- the loop -------------------------------------------------------------------
 
     def run(self) -> list[IterationResult]:
+        from trainer.tracking import Tracker
+
         self.prepare()
-        self.baseline()
-        for it in range(1, self.cfg.iterations + 1):
-            if self.state("done", it):
-                continue
-            self.iteration(it)
+        self.tracker = Tracker(self.opts.report_to, self.cfg.name, self.opts.log_dir,
+                               config=self.cfg.to_dict())
+        try:
+            self.baseline()
+            self.track(0)
+            for it in range(1, self.cfg.iterations + 1):
+                if not self.state("done", it):
+                    self.iteration(it)
+                self.display.iteration_done(it)
+                self.track(it)
+        finally:
+            self.tracker.close()
         self.store.finish_run(self.improve_run.id)
         return self.results()
+
+    def track(self, it: int) -> None:
+        """Log iteration `it`'s numbers, read back from the store, to the tracker."""
+        if self.tracker is None or self.tracker.report_to == "none":
+            return
+        from trainer.history import iterations
+        from trainer.tracking import iteration_metrics
+
+        row = next((r for r in iterations(self.store, self.improve_run) if r.iteration == it), None)
+        if row is not None:
+            self.tracker.log(it, iteration_metrics(row))
 
     def baseline(self) -> None:
         """Iteration 0: the base policy's held-out score, the bar the first adapter must beat."""
@@ -365,6 +402,7 @@ class Improver:
     # --- stages ---------------------------------------------------------------------
 
     def grow(self, it: int, current):
+        self._enter("grow", it)
         cfg = self.cfg
         name = f"{cfg.name}:grow:{it}"
         run = self.store.get_or_create_run(name, "grow", {"iteration": it})
@@ -379,8 +417,9 @@ class Improver:
             self.run_items(model, adapter, cfg.samples, False, run.id, items, mv_id)
         else:
             agent = self.policy(model, adapter, cfg.samples, greedy=False)
+            self._bar.update(total=len(items))
             collect_trajectories(agent, run.id, items, concurrency=cfg.concurrency, model=model,
-                                 model_version_id=mv_id)
+                                 model_version_id=mv_id, on_done=self._bar.on_collected)
         self.store.finish_run(run.id)
         self.mark(it, "grow", grow_run=run.id)
         return run
@@ -400,6 +439,7 @@ class Improver:
         (rules-v1 → rules-v2) must re-rank the earlier iterations' grow runs too, or their
         steps would silently drop out of training. rank_run skips what is already done.
         """
+        self._enter("rank", it)
         from reward.ranker import prompt_version, rank_run
 
         version = prompt_version(self.cfg.judge)
@@ -409,7 +449,8 @@ class Improver:
         try:
             for j in self._built_from(it):
                 run = grow_run if j == it else self.store.get_run(f"{self.cfg.name}:grow:{j}")
-                counts = rank_run(self.store, run.id, judge, self.cfg.judge)
+                counts = rank_run(self.store, run.id, judge, self.cfg.judge,
+                                  progress=self._bar.on_count)
                 self.log(f"iteration {it}: ranked grow run {j} ({version}): {counts}")
         finally:  # a local judge model must not stay on the card through training
             close = getattr(judge, "close", None)
@@ -422,6 +463,7 @@ class Improver:
         return range(1, it + 1) if self.cfg.keep_data else range(it, it + 1)
 
     def build(self, it: int) -> tuple[list, list[int]]:
+        self._enter("build", it)
         from reward.ranker import prompt_version
         from trainer.examples import examples_from_steps
 
@@ -460,6 +502,7 @@ class Improver:
                 replace(ex, prompt=render_prompt(tok, ex.prompt)) for ex in examples]
 
     def train(self, it: int, current, examples: list, step_ids: list[int]):
+        self._enter("train", it)
         from trainer.config import TrainConfig
         from trainer.sft import train
 
@@ -469,19 +512,23 @@ class Improver:
             return existing
         out = self.dir / f"it{it}" / "adapter"
         self.release()  # training loads its own copy of the base: make room on the card
-        tcfg = TrainConfig(base_model=self.cfg.base_model, output_dir=str(out), **self.cfg.train)
+        tracked = self.tracker.train_args(f"train-it{it}") if self.tracker else {}
+        tcfg = TrainConfig(base_model=self.cfg.base_model, output_dir=str(out),
+                           **{**self.cfg.train, **tracked})
         if self.opts.train_processes > 1:  # one process per GPU; only the main one saves
             from trainer.distributed import launch_train
 
             result = launch_train(examples, tcfg, self.opts.train_processes)
         else:
-            result = train(examples, tcfg)
+            self._bar.update(total=tcfg.epochs)
+            result = train(examples, tcfg, on_log=self._bar.on_train_log)
         mv = self._model_version(it, str(result.output_dir), step_ids, asdict(tcfg), None,
                                  parent=current, train_metrics=result.metrics)
         self.mark(it, "train", model_version=mv.id)
         return mv
 
     def evaluate(self, it: int, mv):
+        self._enter("evaluate", it)
         from reward.evaluate import evaluate
 
         cfg = self.cfg
@@ -498,9 +545,10 @@ class Improver:
             summary = summarize(self.store, run.id, len(questions), cfg.eval_runs)
         else:
             agent = self.policy(cfg.base_model, adapter, 1, greedy=cfg.eval_runs == 1)
+            self._bar.update(total=len(questions) * cfg.eval_runs)
             summary = evaluate(agent, run.id, questions, runs=cfg.eval_runs,
                                concurrency=cfg.concurrency, model=cfg.base_model,
-                               model_version_id=mv_id)
+                               model_version_id=mv_id, on_done=self._bar.on_collected)
         self.store.finish_run(run.id)
         if mv is not None:
             self.store.update_model_version(mv.id, metrics={"eval": summary.to_dict()})
@@ -510,6 +558,7 @@ class Improver:
         return summary
 
     def promote(self, it: int, current, trained, summary) -> None:
+        self._enter("promote", it)
         if self.state("promote", it):  # decided before a crash: `current` has moved on since
             return
         best = (current.metrics or {}).get("eval", {}).get("exact_mean", 0.0)
@@ -547,9 +596,17 @@ class Improver:
     def state_value(self, key: str):
         return self._state().get(key)
 
+    def _enter(self, stage: str, it: int) -> None:
+        """A stage begins: its clock and its line on the display."""
+        self._entered = (stage, it, time.perf_counter())
+        self._bar = self.display.stage(it, stage, self.cfg.iterations)
+
     def mark(self, it: int, stage: str, best: int | None = None, **info) -> None:
         st = self._state()
         entry = {**st.get(f"it{it}", {}), stage: info or True}
+        if self._entered[:2] == (stage, it):  # how long the stage took this time (report, tracking)
+            entry["seconds"] = {**entry.get("seconds", {}),
+                                stage: round(time.perf_counter() - self._entered[2], 3)}
         update = {f"it{it}": entry}
         if best is not None:
             update["best"] = best

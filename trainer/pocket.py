@@ -200,8 +200,10 @@ def init_model(tok, cfg: PocketConfig, out: Path) -> Path:
     return out
 
 
-def pretrain(cfg: PocketConfig, out: Path, log=print) -> dict:
-    """The whole warm start; returns metrics. `out` receives a bf16 model + tokenizer."""
+def pretrain(cfg: PocketConfig, out: Path, log=print, on_train_log=None) -> dict:
+    """The whole warm start; returns metrics. `out` receives a bf16 model + tokenizer.
+
+    `on_train_log` also gets every training log dict (a progress bar, agent/progress.py)."""
     import time
 
     from trainer.config import TrainConfig
@@ -237,7 +239,13 @@ def pretrain(cfg: PocketConfig, out: Path, log=print) -> dict:
                            use_unsloth=False, optim="adamw_torch", weight_decay=0.0,
                            lr_scheduler="cosine", logging_steps=50, seed=cfg.seed,
                            time_limit_s=cfg.time_limit_s)
-        result = train(examples, tcfg, on_log=lambda d: log(json.dumps(d)) if "loss" in d else None)
+        def on_log(d: dict) -> None:
+            if "loss" in d:
+                log(json.dumps(d))
+            if on_train_log is not None:
+                on_train_log(d)
+
+        result = train(examples, tcfg, on_log=on_log)
     _to_bf16(out)
     metrics = {**result.metrics, "seed_steps": len(steps), "documents": len(docs),
                "examples": len(examples), "config": asdict(cfg),

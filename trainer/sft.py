@@ -241,7 +241,8 @@ def sft_config(cfg: TrainConfig, cuda: bool, output_dir: str, unsloth: bool = Fa
     # Padding-free without packing cannot enforce max_length; examples are already cut to it.
     max_length = None if (cfg.padding_free and not cfg.packing) else cfg.max_length
     return SFTConfig(
-        output_dir=output_dir, report_to=cfg.report_to, save_strategy="no", disable_tqdm=True,
+        output_dir=output_dir, report_to=cfg.report_to, run_name=cfg.run_name or None,
+        save_strategy="no", disable_tqdm=True,
         use_cpu=not cuda, bf16=cfg.resolved_bf16(cuda), fp16=False,
         per_device_train_batch_size=cfg.per_device_batch,
         gradient_accumulation_steps=cfg.grad_accum, learning_rate=cfg.learning_rate,
@@ -345,10 +346,24 @@ def make_trainer(model, tok, dataset, cfg: TrainConfig, cuda: bool, peft_config,
 
     trainer.max_batch_tokens = cfg.max_batch_tokens
     trainer.remove_callback(PrinterCallback)  # logs go to on_log, not stdout
+    _point_tensorboard(trainer, cfg)
     trainer.add_callback(_log_callback(on_log))
     if cfg.time_limit_s > 0:
         trainer.add_callback(_deadline_callback(cfg.time_limit_s))
     return trainer
+
+
+def _point_tensorboard(trainer, cfg: TrainConfig) -> None:
+    """TensorBoard's events go to cfg.logging_dir: the default, under output_dir, is the
+    scratch folder train() deletes afterwards."""
+    if cfg.report_to != "tensorboard":
+        return
+    from transformers.integrations import TensorBoardCallback
+
+    for cb in trainer.callback_handler.callbacks:
+        if isinstance(cb, TensorBoardCallback):
+            cb.logging_dir = cfg.logging_dir or str(Path(cfg.output_dir).with_name(
+                Path(cfg.output_dir).name + ".tensorboard"))
 
 
 def weights_dtype(cfg: TrainConfig, cuda: bool) -> str:
