@@ -8,6 +8,7 @@ commands that need them, so `--help` stays fast.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -22,6 +23,8 @@ app.add_typer(questions_app, name="questions")
 
 class Ctx:
     db: Optional[str] = None
+    # What `main` tells a user who stopped the command with Ctrl-C or SIGTERM.
+    resume_hint: str = "what was finished is kept; re-run the same command to resume"
 
 
 def fail(message: str, code: int = 1) -> None:
@@ -222,7 +225,11 @@ def ask(question: Optional[str] = typer.Argument(None, help="The question; omit 
 
 
 def ask_many(store, opts, questions, references=None) -> bool:
-    """Run and show each question; True when every trajectory finished."""
+    """Run and show each question; True when every trajectory finished.
+
+    A question whose earlier `ask` was interrupted (same question, same model) continues
+    that trajectory from its last stored step instead of starting again.
+    """
     from agent.live import LiveSteps, console, render_final
 
     agent = make_agent(store, opts, on_event=LiveSteps())
@@ -231,14 +238,26 @@ def ask_many(store, opts, questions, references=None) -> bool:
     for i, q in enumerate(questions):
         if not q.strip():
             fail("the question is empty")
-        tid = store.start_trajectory(run.id, q, model=opts.model)
-        console.print(f"[bold]Q:[/bold] {q}  [dim](trajectory {tid})[/dim]")
-        state = agent.run(q, tid)
+        tid = store.resume_interrupted(run.id, q, model=opts.model)
+        resumed = tid is not None
+        if not resumed:
+            tid = store.start_trajectory(run.id, q, model=opts.model)
+        Ctx.resume_hint = (f"trajectory {tid} is kept as interrupted; ask the same question "
+                           "again to resume it")
+        note = f"trajectory {tid}, resumed" if resumed else f"trajectory {tid}"
+        console.print(f"[bold]Q:[/bold] {escape(q)}  [dim]({note})[/dim]")
+        state = agent.run(q, tid, resume=resumed)
         render_final(state)
         if references:
-            console.print(f"[dim]reference answer: {references[i]}[/dim]")
+            console.print(f"[dim]reference answer: {escape(str(references[i]))}[/dim]")
         all_ok = all_ok and state["status"] == "finished"
     return all_ok
+
+
+def escape(text: str) -> str:
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
 
 
 def _prompt_loop():
@@ -775,7 +794,26 @@ def pocket_pretrain(out: str = typer.Option("data/pocket/model", "--out"),
 
 
 def main() -> None:
-    app()
+    from agent import interrupt
+
+    with interrupt.handling():
+        try:
+            app()
+        except interrupt.Interrupted as e:
+            # Typer has finished with the command: its trajectories are marked, its store
+            # writes are committed or rolled back. One line, and the code shells expect.
+            typer.echo(f"\ninterrupted ({signal_name(e.signum)}): {Ctx.resume_hint}", err=True)
+            # Leave without the interpreter's shutdown: a model thread may still be inside a
+            # prefill, and finalising under it aborts the process. Nothing is left to write.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(e.exit_code)
+
+
+def signal_name(signum: int) -> str:
+    import signal
+
+    return {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}.get(signum, f"signal {signum}")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Literal, Optional
 
-from agent import prompts
+from agent import interrupt, prompts
 from agent.llm.base import GenRequest, LLM, LLMError
 from store.api import ClaimLost
 from agent.parsing import parse_action
@@ -59,6 +59,7 @@ class Agent:
         index = state.get("step_index", 0)
         searches = [state["pending_search"]] if state.get("pending_search") else []
         for attempt in range(cfg.max_attempts):
+            interrupt.raise_if_requested()  # a thread of `collect` stops before its next call
             n = cfg.samples_for(kind)
             request = GenRequest(prompt=prompt, n=n,
                                  temperature=0.0 if n == 1 and cfg.greedy else cfg.temperature,
@@ -161,6 +162,10 @@ class Agent:
         except ClaimLost as e:
             state["status"], state["error"] = "lost", str(e)
             return state  # another worker owns the row now
+        except interrupt.Interrupted as e:  # the step in flight is dropped; the rest is kept
+            if self.store is not None and trajectory_id is not None:
+                self.store.interrupt_trajectory(trajectory_id, str(e))
+            raise
         if self.store is not None and trajectory_id is not None:
             self.store.finish_trajectory(trajectory_id, state["status"], answer=state.get("answer"),
                                          final_answer=state.get("final_answer"),
