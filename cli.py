@@ -217,10 +217,12 @@ def ask(question: Optional[str] = typer.Argument(None, help="The question; omit 
         max_searches: int = MAX_SEARCHES, top_k: int = TOP_K, fewshot: bool = FEWSHOT,
         load_in_4bit: bool = FOURBIT, choose: str = CHOOSE):
     """Ask one question (or several, interactively); the steps appear as they happen."""
+    if question is not None and not question.strip():
+        fail("the question is empty (omit it for the interactive prompt)")
     opts = agent_options(model, adapter, search, corpus, record, replay, world, samples,
                          max_searches, top_k, fewshot, load_in_4bit, choose=choose)
-    ok = ask_many(open_store(), opts, [question] if question else _prompt_loop())
-    if question and not ok:
+    ok = ask_many(open_store(), opts, [question] if question is not None else _prompt_loop())
+    if question is not None and not ok:
         raise typer.Exit(2)
 
 
@@ -263,10 +265,13 @@ def escape(text: str) -> str:
 def _prompt_loop():
     from rich.prompt import Prompt
 
+    from agent import interrupt
+
     while True:
-        try:
-            q = Prompt.ask("[bold cyan]question[/bold cyan] (empty to quit)", default="")
-        except (EOFError, KeyboardInterrupt):
+        try:  # no default: rich would show an empty one as "()"
+            q = Prompt.ask("[bold cyan]question[/bold cyan] (empty to quit)")
+        except (EOFError, KeyboardInterrupt, interrupt.Interrupted):
+            interrupt.reset()  # Ctrl-C at the idle prompt just ends the loop
             return
         if not q.strip():
             return

@@ -123,7 +123,9 @@ def prepare_options(store, opts: AgentOptions, workers: int) -> AgentOptions:
         if mv is None or not mv.adapter_path:
             raise SetupError(f"adapter not found: {opts.adapter} (neither a directory nor a model version)")
         opts.adapter = mv.adapter_path
-    opts.resolved()  # in place, as build_agent does: the run name sees the same options
+    from agent.setup import check_inputs
+
+    check_inputs(opts)  # resolves in place, as build_agent does: the run name sees the same options
     if opts.corpus and not Path(opts.corpus).is_file():
         raise SetupError(f"corpus file not found: {opts.corpus}")
     if workers < 1:

@@ -122,28 +122,24 @@ def examples_from_steps(steps: Sequence[Any], judge: str | None, prompt_version:
 
 def _alpaca_records(path: Path) -> Iterable[tuple[str, Any]]:
     """(where, record) pairs from a JSON list or a JSONL file; `where` names file and line."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise ValueError(f"{path}: cannot read Alpaca file ({e.strerror or e})") from None
-    except UnicodeDecodeError:
-        raise ValueError(f"{path}: not UTF-8 text") from None
-    if text.lstrip().startswith("["):
+    from agent.inputs import InputError, json_error, json_line, read_lines
+
+    lines = list(read_lines(path, "Alpaca file"))  # InputError (a ValueError) names the line
+    if "\n".join(line for _, line in lines).lstrip().startswith("["):
         try:
-            items = json.loads(text)
+            items = json.loads("\n".join(line for _, line in lines))
         except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
+            raise json_error(path, None, e) from None
+        except RecursionError:
+            raise InputError(f"{path}: invalid JSON (nested too deeply)") from None
+        if not isinstance(items, list):
+            raise InputError(f"{path}:1: expected a list of records")
         for i, rec in enumerate(items):
             yield f"{path}: item {i + 1}", rec
         return
-    for n, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{n}: invalid JSON ({e.msg})") from None
-        yield f"{path}:{n}", rec
+    for n, line in lines:
+        if line.strip():
+            yield f"{path}:{n}", json_line(path, n, line)
 
 
 def alpaca_prompt(instruction: str, input: str = "", tokenizer: Any = None) -> str:
