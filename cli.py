@@ -1,7 +1,9 @@
 """restreact: a self-improving web-search QA agent (ReST meets ReAct, on open parts).
 
-Every command stores what it does in one SQL database (--db / RESTREACT_DB, default
-./restreact.db). Heavy libraries (torch, transformers, trl, peft) are imported inside the
+Every command stores what it does in one SQL database: --db, else
+RESTREACT_DB, else restreact.db in your data folder (shown under --db).
+Nothing is written into the current folder unless an option asks for it.
+Heavy libraries (torch, transformers, trl, peft) are imported inside the
 commands that need them, so `--help` stays fast.
 """
 
@@ -43,9 +45,15 @@ def open_store():
         fail(str(e))
 
 
+def _db_help() -> str:
+    from store.paths import DB_ENV, chosen_db
+
+    where = "from RESTREACT_DB" if os.environ.get(DB_ENV) else "the default"
+    return f"Database URL or SQLite file (now: {chosen_db()}, {where})."
+
+
 @app.callback()
-def _root(db: Optional[str] = typer.Option(None, "--db", envvar="RESTREACT_DB",
-                                           help="Database URL or SQLite file (default ./restreact.db).")):
+def _root(db: Optional[str] = typer.Option(None, "--db", help=_db_help(), show_envvar=False)):
     Ctx.db = db
 
 
@@ -568,7 +576,7 @@ def improve(iterations: int = typer.Option(3, "--iterations", "-n"),
             max_searches: int = MAX_SEARCHES, top_k: int = TOP_K,
             epochs: float = typer.Option(1.0, "--epochs"), lr: float = typer.Option(2e-4, "--lr"),
             max_batch_tokens: int = MAX_BATCH_TOKENS,
-            workdir: str = typer.Option("runs", "--workdir", help="Where adapters and example files go."),
+            workdir: Optional[str] = typer.Option(None, "--workdir", help="Where adapters and example files go (default: runs/ in the data folder, beside the default database)."),
             workers: int = WORKERS,
             train_processes: int = typer.Option(1, "--train-processes", help="Train on this many GPUs (processes, DDP under accelerate launch); the global batch grows with them."),
             load_in_4bit: bool = typer.Option(False, "--4bit", help="4-bit rollouts of --model and QLoRA training (bitsandbytes, CUDA): the loop fits a 24 GB card."),
@@ -646,7 +654,7 @@ def improve(iterations: int = typer.Option(3, "--iterations", "-n"),
                         eval_questions=eval_questions, per_question=per_question, samples=samples,
                         eval_runs=eval_runs, concurrency=concurrency, judge=judge, teacher=teacher,
                         samples_by_kind=by_kind, trajectories=trajectories, grow_choose=grow_choose,
-                        workdir=workdir, train=train_cfg)
+                        workdir=workdir or default_workdir(), train=train_cfg)
     cfg.name = name or run_name("improve", set=set_name, **{k: v for k, v in cfg.to_dict().items()
                                                           if k not in ("iterations", "name")})
 
@@ -679,6 +687,12 @@ def improve(iterations: int = typer.Option(3, "--iterations", "-n"),
                       "" if r.train_loss is None else f"{r.train_loss:.3f}",
                       f"{r.eval_exact:.3f} ± {r.eval_std:.3f}", "yes" if r.promoted else "")
     console.print(table)
+
+
+def default_workdir() -> str:
+    from store.paths import data_dir
+
+    return str(data_dir() / "runs")
 
 
 @app.command()
