@@ -466,6 +466,7 @@ def train(run: Optional[str] = typer.Option(None, "--run", help="Train on the ra
     store = open_store()
     if bool(run) == bool(alpaca):
         fail("give exactly one of --run and --alpaca")
+    Ctx.resume_hint = "training stopped; no model version was recorded: re-run the same command to train again"
     step_ids: list[int] = []
     if run:
         r = store.get_run(run)

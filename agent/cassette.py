@@ -162,9 +162,11 @@ _ANSWER = {"llm": ("generation", dict), "search": ("results", list)}
 
 def _malformed(rec) -> str | None:
     """Why a parsed line is not a record replay can use; None when it is one."""
-    if not isinstance(rec, dict) or not isinstance(rec.get("key"), str):
-        return "an object with a string 'key'"
+    if not isinstance(rec, dict):
+        return "a JSON object"
     field, kind = _ANSWER.get(rec.get("type"), (None, None))
+    if field and not isinstance(rec.get("key"), str):  # other types (meta) are notes
+        return f"a {rec['type']} record needs a string 'key'"
     if field and "error" not in rec and not isinstance(rec.get(field), kind):
         return f"a {rec['type']} record needs '{field}' or 'error'"
     return None

@@ -29,6 +29,9 @@ _ORDER = re.compile(
     r"|\b(you must|you should|you are now|as an ai|system prompt|new instructions?)\b",
     re.IGNORECASE)
 _CODE = re.compile(r"\b[A-Za-z_]+\(\s*[a-z_]+\s*=|\b[A-Z][A-Z_]{3,}\s*=")
+# An answer that claims nothing ("Unknown", the scripted reader's and the prompts' word for
+# it) has nothing to ground.
+ABSTAIN = frozenset({"unknown", "unclear", "unanswerable"})
 _SENTENCE = re.compile(r"(?<=[.!?;\n\u2028\u2029\x85])\s*")
 
 
@@ -57,7 +60,7 @@ def check_answer(answer: str, question: str, summaries: Sequence[SelectLink],
     """Is `answer` stated by its cited evidence? `sources[i]` are the search results that
     summary i was written from (missing ones are simply not evidence)."""
     asked = set(entities(question))
-    claim = [e for e in entities(answer) if e not in asked]
+    claim = [e for e in entities(answer) if e not in asked and e not in ABSTAIN]
     if not claim:
         return EvidenceVerdict(ok=True)
     texts = evidence_for(answer, summaries, sources)

@@ -88,6 +88,37 @@ def run_until(args: list[str], env: dict, log_dir: Path, tag: str,
                    err_path.read_text(), time.perf_counter() - t0)
 
 
+def signal_when(args: list[str], env: dict, log_dir: Path, tag: str, when: Callable[[], bool],
+                sig: int = signal.SIGINT, timeout: float = 900) -> Outcome:
+    """Run `cli.py ARGS`, send `sig` once `when()` turns true, and wait for the child to end.
+
+    `when` should watch the store (steps written, trajectories claimed), so the signal lands
+    at a point in the work, not at a wall-clock moment a loaded machine may not have reached.
+    The timeout only guards against a hung child: generous, it never decides the outcome.
+    """
+    log_dir.mkdir(parents=True, exist_ok=True)
+    out_path, err_path = log_dir / f"{tag}.out", log_dir / f"{tag}.err"
+    t0 = time.perf_counter()
+    sent = False
+    with open(out_path, "w") as out, open(err_path, "w") as err:
+        proc = subprocess.Popen(CLI + args, env=env, stdout=out, stderr=err)
+        try:
+            while proc.poll() is None and not sent:
+                if time.perf_counter() - t0 > timeout:
+                    raise TimeoutError(f"{tag}: the signal's moment never came in {timeout} s")
+                if when():
+                    proc.send_signal(sig)
+                    sent = True
+                time.sleep(0.02)
+            proc.wait(timeout=timeout)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    return Outcome(proc.returncode, sent, out_path.read_text(), err_path.read_text(),
+                   time.perf_counter() - t0)
+
+
 # --- reading the store -----------------------------------------------------------------
 
 

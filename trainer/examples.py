@@ -167,22 +167,24 @@ def load_alpaca(path: str | Path, tokenizer: Any = None) -> list[Example]:
     Pass the tokenizer of the model to be trained so prompts use its chat template.
     A malformed file raises ValueError with one line naming the file and line.
     """
+    from agent.inputs import InputError
+
     path = Path(path)
     out = []
     for where, rec in _alpaca_records(path):
         if not isinstance(rec, dict):
-            raise ValueError(f"{where}: expected an object with instruction/input/output")
+            raise InputError(f"{where}: expected an object with instruction/input/output")
         missing = [k for k in ("instruction", "output") if k not in rec]
         if missing:
-            raise ValueError(f"{where}: missing field(s) {', '.join(missing)}")
+            raise InputError(f"{where}: missing field(s) {', '.join(missing)}")
         fields = {k: rec.get(k, "") for k in ("instruction", "input", "output")}
         bad = [k for k, v in fields.items() if v is not None and not isinstance(v, str)]
         if bad:
-            raise ValueError(f"{where}: field(s) {', '.join(bad)} must be strings")
+            raise InputError(f"{where}: field(s) {', '.join(bad)} must be strings")
         prompt = alpaca_prompt(fields["instruction"], fields["input"] or "", tokenizer)
         out.append(Example(step_id=None, prompt=prompt, completion=fields["output"]))
     if not out:
-        raise ValueError(f"{path}: no Alpaca records")
+        raise InputError(f"{path}: no Alpaca records")
     return out
 
 

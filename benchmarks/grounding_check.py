@@ -1,0 +1,154 @@
+"""How often each grounding check catches an unsupported answer, and rejects a good one.
+
+    python benchmarks/grounding_check.py --db /tmp/grounding.db --questions 320
+
+Collects one trajectory per pocket test question (the CLI's `collect`, resumable) with the
+pocket world's scripted reader at --error-rate: a seeded, imperfect policy whose summaries
+miscopy years and names and whose answers pick the bridge entity or drop the citation, so
+both supported and unsupported answers reach the grounding step (and a 2-core CPU collects
+300 trajectories in a minute; the pocket model's own rollouts take about a second a step).
+Then, for every finished trajectory, it takes the answer under the grounding check and asks:
+
+- the oracle (the same reader with no mistakes, agent/pocket/policy.py, on the same
+  grounding prompt): is the answer stated by the trajectory's summaries? Revise = unsupported.
+- the reference answer (normalised exact match, reward/autoeval.py): is it correct?
+- the shipped pocket model, given that grounding prompt as the agent gives it (before):
+  does its own grounding step pass the answer?
+- the evidence check (reward/evidence.py): does a cited source state the answer's claim?
+
+and prints a Markdown table: unsupported answers caught, and correct answers wrongly
+rejected, by the model's check alone (before) and with the evidence check beside it
+(after: the agent as it is). Writes the counts and every case to --out as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def collect(db: str, questions: int, split: str, error_rate: float) -> str:
+    run = f"grounding-check:{split}:{error_rate:g}"
+    cmd = [sys.executable, str(ROOT / "cli.py"), "--db", db, "collect", "--world", "pocket",
+           "--model", f"scripted:pocket:{error_rate:g}", "--split", split,
+           "--limit", str(questions), "--concurrency", "1", "--run", run]
+    subprocess.run(cmd, check=True)
+    return run
+
+
+def model_verdicts(prompts: list[str], concurrency: int) -> list[bool]:
+    """The shipped pocket model's grounding step on each prompt: True when it passes."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from agent.llm.base import GenRequest
+    from agent.llm.hf import HFBackend
+    from agent.parsing import parse_action
+    from agent.pocket.assets import pocket_assets
+    from agent.state import AgentConfig
+    from agent.steps import CheckAnswer
+
+    llm = HFBackend(str(pocket_assets().model_dir), max_batch=concurrency)
+    budget = AgentConfig().max_new_tokens  # as the agent asks: one greedy sample
+
+    def passes(prompt: str) -> bool:
+        text = llm.generate(GenRequest(prompt=prompt, max_new_tokens=budget, purpose="grounding"))
+        action, _ = parse_action("grounding", text.completions[0].text)
+        return isinstance(action, CheckAnswer) and action.passed
+
+    try:
+        with ThreadPoolExecutor(max_workers=concurrency) as pool:  # batched by the backend
+            return list(pool.map(passes, prompts))
+    finally:
+        llm.close()
+
+
+def grounding_cases(store, run_name: str, concurrency: int) -> list[dict]:
+    """One row per finished trajectory: the answer under check and every verdict on it."""
+    from agent.llm.base import GenRequest
+    from agent.pocket.assets import pocket_assets
+    from agent.pocket.policy import ScriptedPolicy
+    from agent.steps import SearchResult, SelectLink
+    from reward.autoeval import exact_match
+    from reward.evidence import check_answer
+    from reward.rules import parse_prompt_state
+
+    oracle = ScriptedPolicy(pocket_assets().world_dir, error_rate=0.0, seed=0)
+    run = store.get_run(run_name)
+    refs = {q.id: q.answer for q in store.questions(pocket_assets().question_set)}
+    rows, prompts = [], []
+    for t in store.trajectories(run_id=run.id, status="finished"):
+        t = store.trajectory(t.id)
+        step = next((s for s in reversed(t.steps) if s.kind == "grounding" and s.chosen_index is not None), None)
+        if step is None:
+            continue
+        st = parse_prompt_state(step.prompt)
+        answer = st.answer or ""
+        verdict = oracle.generate(GenRequest(prompt=step.prompt)).completions[0].text
+        summaries = [a for a in st.past if isinstance(a, SelectLink)]
+        sources = [[SearchResult.from_dict(r) for r in c.results] for c in t.searches if c.step_id]
+        prompts.append(step.prompt)
+        rows.append({
+            "trajectory": t.id, "answer": answer, "reference": refs.get(t.question_id),
+            "unsupported": verdict.startswith("Revise_Answer"),
+            "correct": bool(exact_match(answer, refs.get(t.question_id) or "")),
+            "evidence_passes": check_answer(answer, st.question, summaries, sources).ok,
+        })
+    for row, ok in zip(rows, model_verdicts(prompts, concurrency)):
+        row["model_passes"] = ok
+    return rows
+
+
+def table(rows: list[dict]) -> tuple[str, dict]:
+    bad = [r for r in rows if r["unsupported"]]
+    good = [r for r in rows if r["correct"] and not r["unsupported"]]
+    checks = {
+        "model's grounding step alone (before)": lambda r: r["model_passes"],
+        "evidence check alone": lambda r: r["evidence_passes"],
+        "model's step + evidence check (after: the agent now)":
+            lambda r: r["model_passes"] and r["evidence_passes"],
+    }
+    counts = {"trajectories": len(rows), "unsupported": len(bad), "correct_supported": len(good)}
+    lines = ["| check | unsupported answers caught | correct answers wrongly rejected |",
+             "|---|---|---|"]
+    for name, passes in checks.items():
+        caught = sum(not passes(r) for r in bad)
+        rejected = sum(not passes(r) for r in good)
+        counts[name] = {"caught": caught, "wrongly_rejected": rejected}
+        lines.append(f"| {name} | {caught} of {len(bad)} ({_pct(caught, len(bad))}) "
+                     f"| {rejected} of {len(good)} ({_pct(rejected, len(good))}) |")
+    return "\n".join(lines), counts
+
+
+def _pct(a: int, b: int) -> str:
+    return f"{100 * a / b:.0f}%" if b else "–"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--db", required=True, help="SQLite file or URL (resumable).")
+    p.add_argument("--questions", type=int, default=320, help="Pocket test questions (one trajectory each).")
+    p.add_argument("--split", default="test")
+    p.add_argument("--error-rate", type=float, default=0.5, help="The scripted reader's mistake rate.")
+    p.add_argument("--concurrency", type=int, default=32, help="Grounding prompts batched at once.")
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "grounding_check.json"))
+    args = p.parse_args()
+    run = collect(args.db, args.questions, args.split, args.error_rate)
+    from store.api import Store
+
+    rows = grounding_cases(Store(args.db), run, args.concurrency)
+    text, counts = table(rows)
+    print(f"{len(rows)} finished trajectories; {counts['unsupported']} answers the oracle finds "
+          f"unsupported, {counts['correct_supported']} correct and supported\n")
+    print(text)
+    Path(args.out).write_text(json.dumps({"command": " ".join(sys.argv), "counts": counts,
+                                          "cases": rows}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
