@@ -86,8 +86,7 @@ def evidence_for(answer: str, summaries: Sequence[SelectLink],
             continue
         texts.append(summary.summary)
         results = sources[i] if i < len(sources) else ()
-        texts += [f"{r.title}. {r.snippet}" for r in results
-                  if (r.link_id in cited if cited else r.link_id in links)]
+        texts += [f"{r.title}. {r.snippet}" for r in results if not cited or r.link_id in cited]
     return texts
 
 

@@ -164,7 +164,7 @@ def test_cli_refuses_bad_files_before_loading_the_model(tmp_path):
     }
     (tmp_path / "corpus-ok.jsonl").write_bytes(GOOD["corpus.jsonl"])
     for name, (args, expect) in cases.items():
-        r = run_cli(["--db", str(db)] + args, env, timeout=600)
+        r = run_cli(["--db", str(db)] + args, env)
         line = _one_error(r)
         assert expect in line, (name, line)
         assert table_counts(db) == before, f"{name}: the store changed"
@@ -177,7 +177,7 @@ def test_interactive_prompt_shows_no_empty_default(tmp_path):
 
     r = subprocess.run(CLI + ["--db", str(tmp_path / "s.db"), "ask", "--model", "scripted:pocket:0",
                               "--world", "pocket"], env=cli_env(tmp_path), stdin=subprocess.DEVNULL,
-                       capture_output=True, text=True, timeout=600)  # no input: the loop ends
+                       capture_output=True, text=True)  # no input: the loop ends
     assert r.returncode == 0, r.stderr[-2000:]
     assert "question" in r.stdout and "()" not in r.stdout, r.stdout
     assert not re.search(r"error", r.stderr)

@@ -52,7 +52,7 @@ def test_ctrl_c_during_ask_keeps_the_trajectory_and_a_rerun_resumes_it(tmp_path)
     kept = query(db, "SELECT id, idx, kind FROM steps ORDER BY idx")
     assert kept and [r[1] for r in kept] == list(range(len(kept)))
 
-    again = run_cli(args, env, timeout=900)
+    again = run_cli(args, env)
     assert again.returncode in (0, 2), again.stderr[-2000:]  # 2: the model found no answer
     assert "resumed" in again.stdout
     assert set(_statuses(db)) <= {"finished", "failed"} and sum(_statuses(db).values()) == 1
@@ -75,7 +75,7 @@ def test_sigterm_during_collect_stops_every_thread_and_a_rerun_finishes(tmp_path
     assert not audit(db, complete=False)
     before = snapshot(db)
 
-    again = run_cli(args, env, timeout=900)
+    again = run_cli(args, env)
     assert again.returncode == 0, again.stderr[-2000:]
     assert set(_statuses(db)) <= {"finished", "failed"} and sum(_statuses(db).values()) == 3
     assert not before.lost_in(snapshot(db))
@@ -92,7 +92,7 @@ def test_ctrl_c_during_eval_and_a_rerun_scores_each_question_once(tmp_path):
     assert "running" not in _statuses(db)
     assert sqlite_count(db, "SELECT COUNT(*) FROM evaluations") == 0  # nothing scored half-way
 
-    again = run_cli(args, env, timeout=900)
+    again = run_cli(args, env)
     assert again.returncode == 0, again.stderr[-2000:]
     assert json.loads(again.stdout.strip().splitlines()[-1])["questions"] == 2
     assert query(db, "SELECT COUNT(DISTINCT question_id), COUNT(*) FROM evaluations") == [(2, 2)]
@@ -120,7 +120,7 @@ def test_ctrl_c_during_training_records_no_model_version_and_leaves_no_half_mode
     assert sqlite_count(db, "SELECT COUNT(*) FROM model_versions") == 0
     assert not out_dir.exists() and not out_dir.with_name("adapter.partial").exists()
 
-    again = run_cli(args[:-1] + ["1"], env, timeout=900)
+    again = run_cli(args[:-1] + ["1"], env)
     assert again.returncode == 0, again.stderr[-2000:]
     assert (out_dir / "adapter_config.json").is_file()
     assert sqlite_count(db, "SELECT COUNT(*) FROM model_versions") == 1
@@ -144,7 +144,7 @@ def test_ctrl_c_during_improve_resumes_the_loop_where_it_stopped(tmp_path):
     state = query(db, "SELECT state FROM runs WHERE name = :n", n=name)
     assert state and "done" not in json.loads(state[0][0] or "{}").get("it0", {})
 
-    again = run_cli(args, env, timeout=900)
+    again = run_cli(args, env)
     assert again.returncode == 0, again.stderr[-2000:]
     assert not audit(db, complete=True)
     assert query(db, "SELECT COUNT(*) FROM model_versions") == [(2,)]  # baseline and iteration 1
