@@ -3,17 +3,16 @@
     python benchmarks/grounding_check.py --db /tmp/grounding.db --questions 320
 
 Collects one trajectory per pocket test question (the CLI's `collect`, resumable) with the
-pocket world's scripted reader at --error-rate: a seeded, imperfect policy whose summaries
-miscopy years and names and whose answers pick the bridge entity or drop the citation, so
-both supported and unsupported answers reach the grounding step (and a 2-core CPU collects
-300 trajectories in a minute; the pocket model's own rollouts take about a second a step).
-Then, for every finished trajectory, it takes the answer under the grounding check and asks:
+pocket world's scripted reader at --error-rate, a seeded, imperfect policy whose summaries
+sometimes miscopy years and names: its searches and summaries are the evidence (a 2-core CPU
+collects 300 of them in a minute; the pocket model's own rollouts take about a second a
+step). On that evidence the shipped pocket model writes the answer, from the answer prompt
+the agent gives it, and the table asks of each answer:
 
-- the oracle (the same reader with no mistakes, agent/pocket/policy.py, on the same
-  grounding prompt): is the answer stated by the trajectory's summaries? Revise = unsupported.
+- the oracle (the same reader with no mistakes, agent/pocket/policy.py, on the grounding
+  prompt): is the answer stated by the trajectory's summaries? Revise = unsupported.
 - the reference answer (normalised exact match, reward/autoeval.py): is it correct?
-- the shipped pocket model, given that grounding prompt as the agent gives it (before):
-  does its own grounding step pass the answer?
+- the pocket model's own grounding step on that prompt (before): does it pass the answer?
 - the evidence check (reward/evidence.py): does a cited source state the answer's claim?
 
 and prints a Markdown table: unsupported answers caught, and correct answers wrongly
@@ -42,8 +41,9 @@ def collect(db: str, questions: int, split: str, error_rate: float) -> str:
     return run
 
 
-def model_verdicts(prompts: list[str], concurrency: int) -> list[bool]:
-    """The shipped pocket model's grounding step on each prompt: True when it passes."""
+def model_actions(kind: str, prompts: list[str], concurrency: int) -> list:
+    """The shipped pocket model's action for each prompt of one step kind (greedy, as the
+    agent asks; None where it wrote nothing parseable)."""
     from concurrent.futures import ThreadPoolExecutor
 
     from agent.llm.base import GenRequest
@@ -51,56 +51,65 @@ def model_verdicts(prompts: list[str], concurrency: int) -> list[bool]:
     from agent.parsing import parse_action
     from agent.pocket.assets import pocket_assets
     from agent.state import AgentConfig
-    from agent.steps import CheckAnswer
 
     llm = HFBackend(str(pocket_assets().model_dir), max_batch=concurrency)
-    budget = AgentConfig().max_new_tokens  # as the agent asks: one greedy sample
+    budget = AgentConfig().max_new_tokens
 
-    def passes(prompt: str) -> bool:
-        text = llm.generate(GenRequest(prompt=prompt, max_new_tokens=budget, purpose="grounding"))
-        action, _ = parse_action("grounding", text.completions[0].text)
-        return isinstance(action, CheckAnswer) and action.passed
+    def act(prompt: str):
+        gen = llm.generate(GenRequest(prompt=prompt, max_new_tokens=budget, purpose=kind))
+        return parse_action(kind, gen.completions[0].text)[0]
 
     try:
         with ThreadPoolExecutor(max_workers=concurrency) as pool:  # batched by the backend
-            return list(pool.map(passes, prompts))
+            return list(pool.map(act, prompts))
     finally:
         llm.close()
 
 
 def grounding_cases(store, run_name: str, concurrency: int) -> list[dict]:
-    """One row per finished trajectory: the answer under check and every verdict on it."""
+    """One row per finished trajectory: the pocket model's answer and every verdict on it.
+
+    The searches and summaries are the scripted reader's; the answer and its grounding
+    verdict are the pocket model's, from the prompts the agent would give it."""
     from agent.llm.base import GenRequest
     from agent.pocket.assets import pocket_assets
     from agent.pocket.policy import ScriptedPolicy
-    from agent.steps import SearchResult, SelectLink
+    from agent.prompts import render_answer, render_check
+    from agent.steps import Answer, CheckAnswer, SearchResult, SelectLink
     from reward.autoeval import exact_match
     from reward.evidence import check_answer
-    from reward.rules import parse_prompt_state
 
     oracle = ScriptedPolicy(pocket_assets().world_dir, error_rate=0.0, seed=0)
     run = store.get_run(run_name)
     refs = {q.id: q.answer for q in store.questions(pocket_assets().question_set)}
-    rows, prompts = [], []
+    cases = []
     for t in store.trajectories(run_id=run.id, status="finished"):
         t = store.trajectory(t.id)
-        step = next((s for s in reversed(t.steps) if s.kind == "grounding" and s.chosen_index is not None), None)
-        if step is None:
+        steps = [s for s in t.steps if s.chosen_index is not None]
+        if not any(s.kind == "answer" for s in steps):
             continue
-        st = parse_prompt_state(step.prompt)
-        answer = st.answer or ""
-        verdict = oracle.generate(GenRequest(prompt=step.prompt)).completions[0].text
-        summaries = [a for a in st.past if isinstance(a, SelectLink)]
+        from agent.steps import action_from_dict
+
+        past = [action_from_dict(s.action) for s in steps if s.kind in ("decide", "summarize")
+                and s.action["name"] != "Terminate"]
         sources = [[SearchResult.from_dict(r) for r in c.results] for c in t.searches if c.step_id]
-        prompts.append(step.prompt)
+        cases.append((t, past, sources))
+    answers = model_actions("answer", [render_answer(t.question, past) for t, past, _ in cases],
+                            concurrency)
+    kept = [(c, a.answer) for c, a in zip(cases, answers) if isinstance(a, Answer)]
+    prompts = [render_check("grounding", t.question, past, a) for (t, past, _), a in kept]
+    verdicts = model_actions("grounding", prompts, concurrency)
+    rows = []
+    for ((t, past, sources), answer), prompt, verdict in zip(kept, prompts, verdicts):
+        summaries = [a for a in past if isinstance(a, SelectLink)]
+        said = oracle.generate(GenRequest(prompt=prompt)).completions[0].text
         rows.append({
             "trajectory": t.id, "answer": answer, "reference": refs.get(t.question_id),
-            "unsupported": verdict.startswith("Revise_Answer"),
+            "unsupported": said.startswith("Revise_Answer"),
             "correct": bool(exact_match(answer, refs.get(t.question_id) or "")),
-            "evidence_passes": check_answer(answer, st.question, summaries, sources).ok,
+            "model_passes": isinstance(verdict, CheckAnswer) and verdict.passed,
+            "evidence_passes": check_answer(answer, t.question, summaries, sources).ok,
         })
-    for row, ok in zip(rows, model_verdicts(prompts, concurrency)):
-        row["model_passes"] = ok
     return rows
 
 
