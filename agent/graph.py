@@ -47,7 +47,7 @@ def earlier_search(searches: list[SearchCall], query: str) -> SearchCall | None:
     return next((c for c in searches if not c.error and " ".join(c.query.lower().split()) == key),
                 None)
 
-Event = Callable[[str, dict], None]  # ("step" | "search" | "final", payload) for live views
+Event = Callable[[str, dict], None]  # ("step" | "search" | "evidence" | "final", payload)
 
 
 class StepFailed(RuntimeError):
@@ -168,11 +168,11 @@ class Agent:
         sources = [c.results for c in state.get("searches") or []]
         final = state["final_answer"]
         verdict = check_answer(final, state["question"], summaries, sources)
-        chosen = final
-        if not verdict.ok:  # an earlier answer the evidence does state, else say so
-            fallbacks = [a for a in dict.fromkeys([state.get("answer")]) if a and a != final]
-            chosen = next((a for a in fallbacks if check_answer(
-                a, state["question"], summaries, sources).ok), None) or cannot_ground(verdict)
+        chosen, first = final, state.get("answer")
+        if not verdict.ok:  # the first answer, if a check revised it away and it is stated
+            grounded = first and first != final and check_answer(
+                first, state["question"], summaries, sources).ok
+            chosen = first if grounded else cannot_ground(verdict)
         result = {"ok": verdict.ok, "checked": final, "claim": verdict.claim,
                   "missing": verdict.missing, "reason": verdict.reason(),
                   "revised_answer": None if chosen == final else chosen}
@@ -227,7 +227,7 @@ def resume_state(state: AgentState, rows, searches=()) -> AgentState:
     state = dict(state)
     state["searches"] = [SearchCall(query=c.query, backend=c.backend, error=c.error,
                                     results=[SearchResult.from_dict(r) for r in c.results or []])
-                         for c in searches]
+                         for c in searches if c.step_id is not None]
     at = "decide"
     for row in rows:
         state["step_index"] = row.idx + 1
