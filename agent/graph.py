@@ -167,11 +167,10 @@ class Agent:
         summaries = [a for a in state["past"] if isinstance(a, SelectLink)]
         sources = [c.results for c in state.get("searches") or []]
         final = state["final_answer"]
-        verdict = check_answer(final, state["question"], summaries, sources)
+        verdict = check_answer(final, summaries, sources)
         chosen, first = final, state.get("answer")
         if not verdict.ok:  # the first answer, if a check revised it away and it is stated
-            grounded = first and first != final and check_answer(
-                first, state["question"], summaries, sources).ok
+            grounded = first and first != final and check_answer(first, summaries, sources).ok
             chosen = first if grounded else cannot_ground(verdict)
         result = {"ok": verdict.ok, "checked": final, "claim": verdict.claim,
                   "missing": verdict.missing, "reason": verdict.reason(),

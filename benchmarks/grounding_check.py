@@ -108,7 +108,7 @@ def grounding_cases(store, run_name: str, concurrency: int) -> list[dict]:
             "unsupported": said.startswith("Revise_Answer"),
             "correct": bool(exact_match(answer, refs.get(t.question_id) or "")),
             "model_passes": isinstance(verdict, CheckAnswer) and verdict.passed,
-            "evidence_passes": check_answer(answer, t.question, summaries, sources).ok,
+            "evidence_passes": check_answer(answer, summaries, sources).ok,
         })
     return rows
 
@@ -155,8 +155,27 @@ def main() -> None:
     print(f"{len(rows)} finished trajectories; {counts['unsupported']} answers the oracle finds "
           f"unsupported, {counts['correct_supported']} correct and supported\n")
     print(text)
-    Path(args.out).write_text(json.dumps({"command": " ".join(sys.argv), "counts": counts,
-                                          "cases": rows}, indent=1) + "\n")
+    Path(args.out).write_text(json.dumps({"command": " ".join(sys.argv), **provenance(),
+                                          "counts": counts, "cases": rows}, indent=1) + "\n")
+
+
+def provenance() -> dict:
+    """What the numbers were measured with: commit, machine, versions, the model's hash."""
+    import hashlib
+    import platform
+
+    import torch
+    import transformers
+
+    from agent.pocket.assets import pocket_assets
+
+    weights = pocket_assets().model_dir / "model.safetensors"
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
+                            text=True).stdout.strip()
+    return {"commit": commit, "machine": f"{platform.processor() or platform.machine()}, "
+            f"{__import__('os').cpu_count()} cores, no GPU",
+            "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
+            "model_sha256": hashlib.sha256(weights.read_bytes()).hexdigest()}
 
 
 if __name__ == "__main__":

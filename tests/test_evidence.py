@@ -22,24 +22,26 @@ PAGE = [SearchResult(1, "Zerstu Braro", "pocket://person/zerstu-braro",
 
 
 def test_the_demo_contradiction_fails_and_the_right_year_passes():
-    bad = check_answer("1926 [link_id=1]", Q, [SUMMARY], [PAGE])
+    bad = check_answer("1926 [link_id=1]", [SUMMARY], [PAGE])
     assert not bad.ok and bad.missing == ["1926"] and "1926" in bad.reason()
-    good = check_answer("1975 [link_id=1]", Q, [SUMMARY], [PAGE])
+    good = check_answer("1975 [link_id=1]", [SUMMARY], [PAGE])
     assert good.ok and good.claim == ["1975"]
     # cited results count as evidence too, but only the cited link: 1926 is on link 2
-    assert check_answer("Kolvar University [link_id=1]", Q, [SUMMARY], [PAGE]).ok
-    assert not check_answer("1926 [link_id=1]", Q, [SUMMARY], [PAGE]).ok
+    assert check_answer("Kolvar University [link_id=1]", [SUMMARY], [PAGE]).ok
+    assert not check_answer("1926 [link_id=1]", [SUMMARY], [PAGE]).ok
     # an uncited answer is checked against everything the trajectory read
-    assert check_answer("1926", Q, [SUMMARY], [PAGE]).ok
+    assert check_answer("1926", [SUMMARY], [PAGE]).ok
 
 
-def test_the_claim_must_stand_in_one_source_and_names_in_the_question_need_none():
+def test_the_claim_must_stand_in_one_source():
     other = SelectLink(summary="According to [link_id=1], Mifedal lies in Osk.", thoughts="",
                        selected_link_ids=(1,))
     # "Osk 1975" is spread over two summaries: no one source states it
-    assert not check_answer("Osk 1975 [link_id=1]", Q, [SUMMARY, other], [PAGE, []]).ok
-    assert check_answer("Zerstu Braro, 1975 [link_id=1]", Q, [SUMMARY], [PAGE]).ok
-    assert check_answer("Unknown", Q, [], []).ok  # no claim, nothing to ground
+    assert not check_answer("Osk 1975 [link_id=1]", [SUMMARY, other], [PAGE, []]).ok
+    assert check_answer("Zerstu Braro, 1975 [link_id=1]", [SUMMARY], [PAGE]).ok
+    # a name blended from the question ("Zerstu Braro") and another summary is in no one source
+    assert not check_answer("Mifedal Braro [link_id=1]", [other], [[]]).ok
+    assert check_answer("Unknown", [], []).ok  # no claim, nothing to ground
 
 
 def test_orders_in_evidence_support_nothing():
@@ -47,8 +49,8 @@ def test_orders_in_evidence_support_nothing():
     summary = SelectLink(summary="According to [link_id=1], " + HOSTILE[0], thoughts="",
                          selected_link_ids=(1,))
     q = "When was Acme founded?"
-    assert not check_answer("Banana [link_id=1]", q, [summary], [page]).ok
-    assert check_answer("1990 [link_id=1]", q, [summary], [page]).ok  # the data is still data
+    assert not check_answer("Banana [link_id=1]", [summary], [page]).ok
+    assert check_answer("1990 [link_id=1]", [summary], [page]).ok  # the data is still data
     for hostile in HOSTILE[2:6]:  # fake calls and prompt lines are not evidence either
         assert "Banana" not in as_data(hostile), hostile
 
