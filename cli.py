@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
@@ -33,6 +34,15 @@ def fail(message: str, code: int = 1) -> None:
     """One clear line on stderr and a non-zero exit: how every user error ends."""
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
+
+
+@contextmanager
+def one_line_errors(*kinds: type[BaseException]):
+    """Errors of these kinds end the command as fail() does, with their first line."""
+    try:
+        yield
+    except kinds as e:
+        fail(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
 
 
 def open_store():
@@ -154,7 +164,7 @@ def questions_list():
 
 # Options shared by every command that runs the agent.
 MODEL = typer.Option(None, "--model", "-m", help="Local model dir or hub id, openai:NAME for an OpenAI-compatible server (OPENAI_BASE_URL), or replay:CASSETTE.")
-ADAPTER = typer.Option(None, "--adapter", help="LoRA adapter directory (or a model version name) on top of --model.")
+ADAPTER = typer.Option(None, "--adapter", help="LoRA adapter directory (or a model version name) on top of --model; with openai:NAME it is loaded into the server (vLLM runtime LoRA).")
 SEARCH = typer.Option(None, "--search", help="web | corpus | frozen (default: corpus when --corpus is given, else web).")
 CORPUS = typer.Option(None, "--corpus", help="JSONL of {id, title, url, text} for local BM25 search.")
 RECORD = typer.Option(None, "--record", help="Record all LLM and search traffic to this cassette (JSONL).")
@@ -197,7 +207,16 @@ def agent_options(model, adapter, search, corpus, record, replay, world, samples
         fail("--samples and --top-k must be at least 1, --max-searches at least 0")
     return AgentOptions(model=model, adapter=adapter, search=search, corpus=corpus,
                         record=record, replay=replay, world=world,
-                        load_in_4bit=load_in_4bit, config=cfg)
+                        load_in_4bit=load_in_4bit, config=cfg, chooser=step_chooser(choose))
+
+
+def step_chooser(name: str):
+    """The chooser a --choose name stands for, injected into the agent (None: perplexity)."""
+    if name == "perplexity":  # the reward package is imported only when a judge chooses
+        return None
+    from reward.choosers import chooser_for
+
+    return chooser_for(name)
 
 
 def make_agent(store, opts, on_event=None):
@@ -288,45 +307,11 @@ def _prompt_loop():
 
 def plan_questions(store, questions: Optional[str], world: Optional[str], split: Optional[str],
                    limit: Optional[int]):
-    """Check a question source and its selection, writing nothing yet.
+    """agent.questions_io.plan_questions (checks now, imports later), its errors one line."""
+    from agent.questions_io import plan_questions as plan
 
-    Returns a function that imports it (a file, or the pocket world's set; idempotent) and
-    returns (set name, questions). Commands call it after everything else that can fail
-    (loading the model or the adapter), so a bad option leaves the store as it was.
-    """
-    from agent.questions_io import QuestionFileError, read_question_file
-
-    pending, source = None, None  # rows to import into set `questions`, if not there yet
-    if questions is None and world == "pocket":
-        from agent.pocket.assets import pocket_assets, pocket_question_rows
-
-        assets = pocket_assets()
-        questions, source = assets.question_set, str(assets.questions)
-        if not store.has_question_set(questions):
-            pending = pocket_question_rows()
-    if questions is None:
-        fail("--questions SET_OR_FILE is required")
-    path = Path(questions)
-    if source is None and (path.suffix.lower() in (".csv", ".jsonl", ".json") or path.is_file()):
-        if not path.is_file():
-            fail(f"question file not found: {questions}")
-        try:
-            pending = read_question_file(path)
-        except QuestionFileError as e:
-            fail(str(e))
-        questions, source = path.stem, str(path)
-    elif pending is None and not store.has_question_set(questions):
-        fail(f"no question set named {questions!r} (import one with: questions import FILE --set NAME)")
-    in_file = any((r.get("split") or "train") == split if split else True for r in pending or [])
-    if not (in_file or store.questions(questions, split=split, limit=1)):
-        fail(f"question set {questions!r}{f' split {split!r}' if split else ''} has no questions")
-
-    def load():
-        if pending:
-            store.import_questions(questions, pending, source=source)
-        return questions, store.questions(questions, split=split, limit=limit)
-
-    return load
+    with one_line_errors(ValueError):
+        return plan(store, questions, world, split, limit)
 
 
 @app.command()
@@ -412,14 +397,12 @@ MAX_BATCH_TOKENS = typer.Option(0, "--max-batch-tokens", min=0, help="Cap on pad
 
 
 def make_judge(spec: str):
-    """'rules' → None (the rule judge needs no model); anything else is an LLM spec."""
-    if spec == "rules":
-        return None
+    """'rules' → None (the rule judge needs no model); anything else is a model spec."""
     from agent.llm.base import LLMError
-    from agent.llm.factory import make_llm
+    from agent.setup import make_judge as judge
 
     try:
-        return make_llm(spec)
+        return judge(spec)
     except (LLMError, ValueError, OSError) as e:
         fail(f"judge: {e}")
 
@@ -455,7 +438,8 @@ def train(run: Optional[str] = typer.Option(None, "--run", help="Train on the ra
           epochs: float = typer.Option(1.0, "--epochs"), lr: float = typer.Option(2e-4, "--lr"),
           full: bool = typer.Option(False, "--full", help="Full fine-tuning instead of LoRA."),
           load_in_4bit: bool = FOURBIT, max_batch_tokens: int = MAX_BATCH_TOKENS,
-          processes: int = typer.Option(1, "--processes", help="Train on this many GPUs (processes, DDP under accelerate launch); the global batch grows with them.")):
+          processes: int = typer.Option(1, "--processes", help="Train on this many GPUs (processes, DDP under accelerate launch); the global batch grows with them."),
+          report_to: str = typer.Option("none", "--report-to", help="Where TRL reports training: none, tensorboard or wandb.")):
     """Fine-tune a LoRA adapter (or the full model) and record it as a model version."""
     from agent.live import console
     from reward.ranker import prompt_version
@@ -482,7 +466,7 @@ def train(run: Optional[str] = typer.Option(None, "--run", help="Train on the ra
             fail(str(e))
     cfg = TrainConfig(base_model=model, output_dir=out, method="full" if full else "lora",
                       epochs=epochs, learning_rate=lr, load_in_4bit=load_in_4bit,
-                      max_batch_tokens=max_batch_tokens)
+                      max_batch_tokens=max_batch_tokens, report_to=check_report_to(report_to))
     try:
         if processes != 1:  # one process per GPU; the main one saves, this one registers
             from trainer.distributed import launch_train
@@ -557,11 +541,25 @@ def eval_cmd(questions: Optional[str] = typer.Option(None, "--questions", "-q", 
     console.print(table)
 
 
+def check_report_to(value: str) -> str:
+    """A --report-to value whose package is installed, or one error line before any work."""
+    import importlib.util
+
+    from trainer.config import REPORT_TO
+
+    if value not in REPORT_TO:
+        fail(f"--report-to must be one of {', '.join(REPORT_TO)}, not {value!r}")
+    if value != "none" and importlib.util.find_spec(value) is None:
+        fail(f"--report-to {value} needs the {value} package (pip install {value})")
+    return value
+
+
 @app.command()
 def improve(iterations: int = typer.Option(3, "--iterations", "-n"),
             questions: Optional[str] = typer.Option(None, "--questions", "-q", help="Question set (train and dev splits)."),
             name: Optional[str] = typer.Option(None, "--name", help="Improve run name; the same name resumes."),
             model: Optional[str] = MODEL, world: Optional[str] = WORLD,
+            base_dir: Optional[str] = typer.Option(None, "--base", help="With --model openai:NAME: the local model directory the server serves (default: the --world's model). Each adapter trains on it here and is loaded into the server (vLLM runtime LoRA, docs/SCALING.md)."),
             search: Optional[str] = SEARCH, corpus: Optional[str] = CORPUS,
             judge: str = typer.Option("rules", "--judge", help="'rules' or a judge model spec."),
             teacher: Optional[str] = typer.Option(None, "--teacher", help="Grow with this stronger model; its steps train --model."),
@@ -581,113 +579,36 @@ def improve(iterations: int = typer.Option(3, "--iterations", "-n"),
             workers: int = WORKERS,
             train_processes: int = typer.Option(1, "--train-processes", help="Train on this many GPUs (processes, DDP under accelerate launch); the global batch grows with them."),
             load_in_4bit: bool = typer.Option(False, "--4bit", help="4-bit rollouts of --model and QLoRA training (bitsandbytes, CUDA): the loop fits a 24 GB card."),
-            samples_for: Optional[list[str]] = SAMPLES_FOR):
+            samples_for: Optional[list[str]] = SAMPLES_FOR,
+            report_to: str = typer.Option("none", "--report-to", help="Where TRL reports each iteration's training: none, tensorboard or wandb.")):
     """Grow → rank → build → train → evaluate → promote, N times (re-run to resume)."""
-    from agent.collect import run_name
     from agent.live import console
-    from agent.setup import AgentOptions
-    from agent.state import CHOOSERS, AgentConfig
-    from trainer.improve import TRAJECTORY_FILTERS, ImproveConfig, Improver
-
-    if trajectories not in TRAJECTORY_FILTERS:  # before the store is opened: nothing written
-        fail(f"--trajectories must be one of {', '.join(TRAJECTORY_FILTERS)}, not {trajectories!r}")
-    if grow_choose not in CHOOSERS:
-        fail(f"--grow-choose must be one of {', '.join(CHOOSERS)}, not {grow_choose!r}")
-    store = open_store()
-    from agent.setup import SetupError
-
-    try:
-        base = AgentOptions(model=model, search=search, corpus=corpus, world=world).resolved()
-    except SetupError as e:
-        fail(str(e))
-    if not base.model:
-        fail("no model: pass --model PATH or --world pocket")
-    by_kind = samples_by_kind(samples_for)
-    if by_kind and samples < 2:  # grow is told apart from evaluation by K > 1
-        fail("--samples-for applies to grow, which needs --samples 2 or more")
-    if load_in_4bit:  # before any run is written, also when --workers load the models
-        import torch
-
-        if not torch.cuda.is_available():
-            fail("--4bit needs a CUDA GPU (bitsandbytes 4-bit); none is visible")
-    load_questions = plan_questions(store, questions, world, None, None)
-    # One copy of each model on the card at a time (two with a teacher); freed before training.
-    from agent.setup import PolicyPool
-
-    pool = PolicyPool(store, build=lambda opts, st: make_agent(st, opts),
-                      max_models=2 if teacher else 1)
-
-    def options(model_spec, adapter, k, greedy=True):
-        return AgentOptions(model=model_spec, adapter=adapter, search=base.search,
-                            corpus=base.corpus,
-                            load_in_4bit=load_in_4bit and model_spec == base.model,  # not the teacher
-                            config=AgentConfig(max_searches=max_searches, top_k=top_k,
-                                               samples=k, greedy=greedy,
-                                               # Grow only: evaluation stays one greedy sample
-                                               samples_by_kind=by_kind if k > 1 else {},
-                                               choose=grow_choose if k > 1 else "perplexity"))
-
-    def policy(model_spec, adapter, k, greedy=True):
-        return pool.get(options(model_spec, adapter, k, greedy))
-
-    # Everything that can fail on a bad option fails here, before anything is written.
-    if train_processes < 1:
-        fail("--train-processes must be at least 1")
-    if workers == 1:
-        policy(base.model, None, 1, eval_runs == 1)
-        if teacher:
-            policy(teacher, None, samples, False)
-    else:  # the worker processes load the models; the parent only checks the options
-        check_workers(store, options(base.model, None, 1), workers)
-        if teacher:
-            check_workers(store, options(teacher, None, samples), workers)
-    checked = make_judge(judge)  # loads now so a bad --judge fails early; ranking loads its own
-    if hasattr(checked, "close"):
-        checked.close()
-    set_name, _ = load_questions()
-    train_cfg = {"epochs": epochs, "learning_rate": lr}
-    if load_in_4bit:  # QLoRA: the adapter trains on a 4-bit base, as the rollouts run it
-        train_cfg["load_in_4bit"] = True
-    if max_batch_tokens:  # only when set: the run's name hashes its config, earlier runs keep theirs
-        train_cfg["max_batch_tokens"] = max_batch_tokens
-    cfg = ImproveConfig(name="", base_model=base.model, question_set=set_name,
-                        iterations=iterations, eval_split=eval_split, grow_questions=grow_questions,
-                        eval_questions=eval_questions, per_question=per_question, samples=samples,
-                        eval_runs=eval_runs, concurrency=concurrency, judge=judge, teacher=teacher,
-                        samples_by_kind=by_kind, trajectories=trajectories, grow_choose=grow_choose,
-                        workdir=workdir or default_workdir(), train=train_cfg)
-    cfg.name = name or run_name("improve", set=set_name, **{k: v for k, v in cfg.to_dict().items()
-                                                          if k not in ("iterations", "name")})
-
-    run_items = None
-    if workers != 1:
-        from agent.workers import fan_out
-
-        spread = fan_out(store, workers, concurrency, log=console.print)
-
-        def run_items(model_spec, adapter, k, greedy, run_id, items, mv_id):
-            return spread(options(model_spec, adapter, k, greedy), run_id, items, model_spec, mv_id)
-
     from agent.llm.base import LLMError
+    from agent.setup import SetupError
     from agent.workers import WorkersError
+    from trainer.improve import ImproveOptions, Improver
+    from trainer.report import results_table
     from trainer.sft import TrainError
 
-    improver = Improver(store, cfg, policy, make_judge, log=console.print, run_items=run_items,
-                        train_processes=train_processes, release=pool.release)
-    try:
-        results = improver.run_all()
-    except (WorkersError, TrainError, LLMError) as e:
-        fail(str(e))
-    from rich.table import Table
-
-    table = Table(title=f"improve {cfg.name}")
-    for col in ("iteration", "examples", "train loss", f"{eval_split} exact", "promoted"):
-        table.add_column(col)
-    for r in results:
-        table.add_row(str(r.iteration), str(r.examples),
-                      "" if r.train_loss is None else f"{r.train_loss:.3f}",
-                      f"{r.eval_exact:.3f} ± {r.eval_std:.3f}", "yes" if r.promoted else "")
-    console.print(table)
+    opts = ImproveOptions(
+        model=model, world=world, search=search, corpus=corpus, questions=questions, name=name,
+        iterations=iterations, judge=judge, teacher=teacher, samples=samples,
+        samples_by_kind=samples_by_kind(samples_for), per_question=per_question,
+        grow_choose=grow_choose, trajectories=trajectories, grow_questions=grow_questions,
+        eval_questions=eval_questions, eval_split=eval_split, eval_runs=eval_runs,
+        concurrency=concurrency, max_searches=max_searches, top_k=top_k, epochs=epochs,
+        learning_rate=lr, max_batch_tokens=max_batch_tokens, workdir=workdir or default_workdir(),
+        workers=workers,
+        train_processes=train_processes, load_in_4bit=load_in_4bit, base_dir=base_dir,
+        report_to=check_report_to(report_to))
+    with one_line_errors(ValueError):
+        opts.check()  # before the store is opened: nothing written
+    improver = Improver(open_store(), opts, log=console.print)
+    with one_line_errors(SetupError, LLMError, ValueError, OSError):  # before anything is written
+        improver.prepare()
+    with one_line_errors(SetupError, LLMError, WorkersError, TrainError):
+        results = improver.run()
+    console.print(results_table(improver.cfg, results))
 
 
 def default_workdir() -> str:
@@ -725,48 +646,32 @@ def pocket_build(seed: int = typer.Option(7, "--seed", help="World seed: same se
                  out: str = typer.Option(..., "--out", help="Output directory."),
                  size: str = typer.Option("default", "--size", help="World size preset.")):
     """Generate a fictional world: corpus.jsonl, questions.jsonl, world.json, MANIFEST.json."""
-    from agent.pocket.build import build_world
+    from agent.worlds import get_world
 
-    try:
-        info = build_world(seed, Path(out), size=size)
-    except ValueError as e:
-        fail(str(e))
+    with one_line_errors(ValueError):
+        info = get_world("pocket").build(seed, Path(out), size=size)
     typer.echo(json.dumps(info.get("counts", info), default=str))
 
 
 @pocket_app.command("demo")
 def pocket_demo(n: int = typer.Option(1, "-n", help="How many questions to ask."),
                 split: str = typer.Option("test", "--split"),
-                samples: Optional[int] = SAMPLES):
+                samples: Optional[int] = SAMPLES,
+                model: Optional[str] = typer.Option(None, "--model", help="Another policy on the same world, e.g. 'smollm2' (the real SmolLM2-135M-Instruct with its shipped warm-start adapter)."),
+                adapter: Optional[str] = typer.Option(None, "--adapter", help="LoRA adapter for --model (default for smollm2: the shipped warm start).")):
     """Ask the pocket model questions about a world it never trained on, step by step."""
-    from agent.pocket.assets import ensure_pocket_questions
+    from agent.worlds import get_world
+    from agent.worlds.pocket.assets import SMOLLM2_ADAPTER
 
+    if model == "smollm2" and adapter is None and (SMOLLM2_ADAPTER / "adapter_config.json").is_file():
+        adapter = str(SMOLLM2_ADAPTER)
     store = open_store()
-    opts = agent_options(None, None, None, None, None, None, "pocket", samples, 10, 3, False, False)
-    rows = store.questions(ensure_pocket_questions(store), split=split, limit=n)
+    opts = agent_options(model, adapter, None, None, None, None, "pocket", samples, 10, 3, False, False)
+    rows = store.questions(get_world("pocket").ensure_questions(store), split=split, limit=n)
     if not rows:
         fail(f"the pocket world has no {split!r} questions")
     ok = ask_many(store, opts, [q.text for q in rows], [q.answer for q in rows])
     raise typer.Exit(0 if ok else 2)
-
-
-def parse_mistake_weights(spec: str) -> dict:
-    """"summarize=2,decide=0.3" -> {"summarize": 2.0, "decide": 0.3}; fail() on a bad one."""
-    from agent.pocket.policy import KIND_WEIGHT, check_kind_weights
-
-    out = {}
-    for part in filter(None, (p.strip() for p in spec.split(","))):
-        kind, _, w = (x.strip() for x in part.partition("="))
-        try:
-            weight = float(w)
-            check_kind_weights({kind: weight})  # the policy's own rule, checked before seed data
-        except ValueError:
-            fail(f"--mistake-weights wants KIND=W with KIND one of {', '.join(KIND_WEIGHT)} "
-                 f"and W a number >= 0, not {part!r}")
-        if kind in out:
-            fail(f"--mistake-weights gives {kind} twice")
-        out[kind] = weight + 0.0  # -0 -> 0
-    return out
 
 
 @pocket_app.command("pretrain")
@@ -790,7 +695,8 @@ def pocket_pretrain(out: str = typer.Option("data/pocket/model", "--out"),
                     year_boost_kinds: str = typer.Option("summarize", "--year-boost-kinds", help="Comma-separated step kinds --year-boost repeats (summarize, answer, ...)."),
                     mistake_weights: str = typer.Option("", "--mistake-weights", help="KIND=W,...: the seed policy's mistake chance at a step of KIND is --error-rate x W, at most 1 (defaults: decide 0.55, summarize 0.8, answer 0.45, relevance and grounding 0.15).")):
     """Warm-start the pocket model from scratch (a GPU makes this minutes instead of hours)."""
-    from agent.steps import STEP_KINDS
+    from store.records import STEP_KINDS
+    from agent.worlds.pocket.policy import parse_kind_weights
     from trainer.pocket import PocketConfig, pretrain
 
     if loss not in ("full", "completion"):
@@ -800,7 +706,8 @@ def pocket_pretrain(out: str = typer.Option("data/pocket/model", "--out"),
     kinds = tuple(k.strip() for k in year_boost_kinds.split(",") if k.strip())
     if not kinds or set(kinds) - set(STEP_KINDS):
         fail(f"--year-boost-kinds takes step kinds from {sorted(STEP_KINDS)}, not {year_boost_kinds!r}")
-    weights = parse_mistake_weights(mistake_weights)
+    with one_line_errors(ValueError):
+        weights = parse_kind_weights(mistake_weights, option="--mistake-weights")
     cfg = PocketConfig(worlds=worlds, epochs=epochs, error_rate=error_rate, mistake_weights=weights,
                        questions_per_world=questions_per_world, batch=batch, workers=workers,
                        time_limit_s=time_limit, learning_rate=lr, init_from=init_from, seed=seed,
@@ -811,11 +718,49 @@ def pocket_pretrain(out: str = typer.Option("data/pocket/model", "--out"),
     typer.echo(json.dumps({k: v for k, v in metrics.items() if k != "config"}, default=str))
 
 
+@pocket_app.command("distill")
+def pocket_distill(out: str = typer.Option(..., "--out", help="Folder for the LoRA adapter and its warmstart.json."),
+                   model: str = typer.Option("smollm2", "--model", help="The student: any local model spec (smollm2, gguf:PATH, a folder)."),
+                   teacher: str = typer.Option("", "--teacher", help="A model spec that walks the worlds; default: the world's scripted reader."),
+                   worlds: int = typer.Option(150, "--worlds", min=1, help="Fresh training worlds the teacher walks."),
+                   questions_per_world: int = typer.Option(20, "--questions-per-world", min=1),
+                   error_rate: float = typer.Option(0.3, "--error-rate", min=0, max=1, help="The scripted teacher's mistake rate."),
+                   mistake_weights: str = typer.Option("summarize=2,answer=1.5", "--mistake-weights", help="KIND=W,...: the scripted teacher's mistake chance per step kind is --error-rate x W."),
+                   epochs: float = typer.Option(1.0, "--epochs"),
+                   lr: float = typer.Option(5e-4, "--lr"),
+                   lora_r: int = typer.Option(8, "--lora-r", min=1),
+                   batch: int = typer.Option(16, "--batch", min=1),
+                   workers: int = typer.Option(0, "--workers", help="Processes for the teacher's walks (0 = all cores)."),
+                   seed: int = typer.Option(1, "--seed", help="Picks the training worlds.")):
+    """Warm-start a pretrained model (SmolLM2 by default) on a teacher's steps: LoRA distillation."""
+    from agent.worlds.pocket.policy import parse_kind_weights
+    from trainer.warmstart import DistillConfig, distill
+
+    cfg = DistillConfig(model=model, worlds=worlds, questions_per_world=questions_per_world,
+                        teacher=teacher, error_rate=error_rate,
+                        mistake_weights=parse_kind_weights(mistake_weights, option="--mistake-weights"), lora_r=lora_r,
+                        learning_rate=lr, epochs=epochs, batch=batch, workers=workers, seed=seed)
+    metrics = distill(cfg, Path(out), log=typer.echo)
+    typer.echo(json.dumps({k: v for k, v in metrics.items() if k != "config"}, default=str))
+
+
+
+
+def quiet_library_deprecations() -> None:
+    """Deprecation notices that libraries raise about each other's calls (peft and TRL calling
+    renamed transformers methods) are for those libraries' authors; on a user's terminal they
+    read like errors, so the CLI keeps them off stderr. Our own warnings still show."""
+    import warnings
+
+    for lib in ("transformers", "peft", "trl", "torch"):
+        warnings.filterwarnings("ignore", category=FutureWarning, module=lib + r"(\.|$)")
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=lib + r"(\.|$)")
 
 
 def main() -> None:
     from agent import interrupt
 
+    quiet_library_deprecations()
     with interrupt.handling():
         try:
             app()

@@ -33,9 +33,9 @@ from pathlib import Path
 from typing import Iterable
 
 from agent.inputs import InputError, decode_line, json_line
-from agent.llm.base import Completion, GenRequest, Generation, LLMError
+from agent.llm.base import LLMError
+from store.records import Completion, GenRequest, Generation, SearchResult
 from agent.search.base import SearchError
-from agent.steps import SearchResult
 
 REDACTED = "***"
 _SECRET_ENV = re.compile(r"(API_KEY|_TOKEN|_SECRET|_PASSWORD)$", re.IGNORECASE)

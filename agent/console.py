@@ -2,7 +2,7 @@
 the same data as plain JSON for `--json`.
 
 The tree functions accept stored rows (`store.models.StepRow`, `SearchCallRow`) and the
-live objects of `agent.steps` (`Step`, `SearchCall`) alike, so `show` and `ask`'s live
+live objects of `store.records` (`Step`, `SearchCall`) alike, so `show` and `ask`'s live
 view draw a step the same way. Everything a model or a web page wrote is put in `Text`
 objects, never parsed as rich markup: citations like "[link_id=1]" must print as they are.
 """

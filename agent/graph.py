@@ -19,14 +19,15 @@ from dataclasses import dataclass, field
 from typing import Callable, Literal, Optional
 
 from agent import interrupt, prompts
-from agent.llm.base import GenRequest, LLM, LLMError
-from store.api import ClaimLost
+from agent.llm.base import LLM, LLMError
 from agent.parsing import parse_action
 from agent.search.base import SearchBackend, SearchError
 from agent.state import AgentConfig, AgentState
-from agent.steps import (
+from store.api import ClaimLost
+from store.records import (
     Answer,
     CheckAnswer,
+    GenRequest,
     ReviseAnswer,
     Sample,
     Search,
@@ -34,7 +35,6 @@ from agent.steps import (
     SearchResult,
     SelectLink,
     Step,
-    choose_sample,
 )
 
 REPEAT_BACKEND = "repeat"  # a search answered from the same query's earlier results
@@ -47,7 +47,12 @@ def earlier_search(searches: list[SearchCall], query: str) -> SearchCall | None:
     return next((c for c in searches if not c.error and " ".join(c.query.lower().split()) == key),
                 None)
 
+
 Event = Callable[[str, dict], None]  # ("step" | "search" | "evidence" | "final", payload)
+# (kind, rendered prompt, samples) -> the index to continue with, or None to fall back to the
+# lowest perplexity. The caller injects one for AgentConfig.choose other than "perplexity"
+# (the CLI passes reward.rules.choose_by_rules for "rules"): the agent knows no judge.
+Chooser = Callable[[str, str, list[Sample]], Optional[int]]
 
 
 class StepFailed(RuntimeError):
@@ -61,8 +66,11 @@ class Agent:
     store: object  # store.api.Store, or None for a dry run
     config: AgentConfig = field(default_factory=AgentConfig)
     on_event: Optional[Event] = None
+    chooser: Optional[Chooser] = None  # used when config.choose is not "perplexity"
 
     def __post_init__(self):
+        if self.config.choose != "perplexity" and self.chooser is None:
+            raise ValueError(f"choose={self.config.choose!r} needs its chooser: pass Agent(chooser=...)")
         self.graph = build_graph(self)
 
     # --- one model step -----------------------------------------------------------
@@ -98,12 +106,10 @@ class Agent:
 
     def _choose(self, kind: str, prompt: str, samples: list[Sample]) -> int | None:
         """The sample the trajectory continues with (AgentConfig.choose)."""
-        if self.config.choose == "rules" and len(samples) > 1:
-            from reward.rules import judge_step  # only grow with choose="rules" needs the judge
-
-            verdict = judge_step(kind, prompt, samples)
-            if verdict.ok:  # its order: good before bad, then fewer steps, lower perplexity
-                return next((i for i in verdict.order if samples[i].parsed), None)
+        if self.config.choose != "perplexity" and len(samples) > 1:
+            pick = self.chooser(kind, prompt, samples)
+            if pick is not None:
+                return pick
         return choose_sample(samples)
 
     def _emit(self, kind: str, payload: dict) -> None:
@@ -216,12 +222,24 @@ class Agent:
         return state
 
 
+def choose_sample(samples: list[Sample]) -> int | None:
+    """Lowest perplexity among parseable samples; the first parseable one if no logprobs."""
+    best, best_ppl = None, None
+    for i, s in enumerate(samples):
+        if not s.parsed:
+            continue
+        ppl = s.perplexity
+        if best is None or (ppl is not None and (best_ppl is None or ppl < best_ppl)):
+            best, best_ppl = i, ppl
+    return best
+
+
 # --- resuming: the state after a trajectory's stored steps ------------------------------
 
 def resume_state(state: AgentState, rows, searches=()) -> AgentState:
     """Replay stored steps and searches (store rows, in order) into `state` and say where
     to go on. Every stored search was written with the summarize step that read it."""
-    from agent.steps import Terminate, action_from_dict
+    from store.records import Terminate, action_from_dict
 
     state = dict(state)
     state["searches"] = [SearchCall(query=c.query, backend=c.backend, error=c.error,

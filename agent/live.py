@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.panel import Panel
 
-from agent.steps import Answer, CheckAnswer, ReviseAnswer, Search, SelectLink, Terminate
+from store.records import Answer, CheckAnswer, ReviseAnswer, Search, SelectLink, Terminate
 
 console = Console(highlight=False)
 _CITE = re.compile(r"\[link_id=(\d+)\]")

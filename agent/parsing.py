@@ -9,15 +9,7 @@ from __future__ import annotations
 
 import ast
 
-from agent.steps import (
-    Action,
-    Answer,
-    CheckAnswer,
-    ReviseAnswer,
-    Search,
-    SelectLink,
-    Terminate,
-)
+from store.records import Action, Answer, CheckAnswer, ReviseAnswer, Search, SelectLink, Terminate
 
 MAX_OUTPUT_CHARS = 20_000  # longer outputs are cut: parsing stays cheap on runaway samples
 

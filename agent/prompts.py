@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from typing import Sequence
 
-from agent.steps import (
+from store.records import (
     Action,
     Answer,
     CheckAnswer,
@@ -117,7 +117,7 @@ def render_decide(question: str, past: Sequence[Action], remaining: int) -> str:
 # After CURRENT_QUERY when the query repeats an earlier one of the trajectory: its stored
 # results are shown again (agent/graph.py) and the model is told it already has them. A
 # trailing comment, so prompts without a repeat are unchanged and both prompt readers
-# (reward/rules.py, agent/pocket/policy.py) still read the line.
+# (reward/rules.py, agent/worlds/pocket/policy.py) still read the line.
 REPEATED_QUERY = "  # searched before in PAST_ACTIONS: the same results again, nothing new"
 
 

@@ -83,3 +83,44 @@ def _read_csv(path: Path, lines: list[tuple[int, str]]) -> list[dict]:
         return [_row(raw, f"{path}:{reader.line_num}") for raw in reader]
     except csv.Error as e:
         raise QuestionFileError(f"{path}:{reader.line_num}: not CSV ({e})") from None
+
+
+def plan_questions(store, questions: str | None, world: str | None = None,
+                   split: str | None = None, limit: int | None = None):
+    """Check a question source and its selection, writing nothing yet.
+
+    `questions` is a stored set's name or a CSV/JSONL file; without it, the world's set.
+    Returns a function that imports it (idempotent) and returns (set name, questions).
+    Commands call it after everything else that can fail (loading the model or the
+    adapter), so a bad option leaves the store as it was. Raises QuestionFileError.
+    """
+    pending, source = None, None  # rows to import into set `questions`, if not there yet
+    if questions is None and world:
+        from agent.worlds import get_world
+
+        w = get_world(world)
+        questions, source = w.question_set, w.question_source
+        if not store.has_question_set(questions):
+            pending = w.question_rows()
+    if questions is None:
+        raise QuestionFileError("--questions SET_OR_FILE is required")
+    path = Path(questions)
+    if source is None and (path.suffix.lower() in (".csv", ".jsonl", ".json") or path.is_file()):
+        if not path.is_file():
+            raise QuestionFileError(f"question file not found: {questions}")
+        pending = read_question_file(path)
+        questions, source = path.stem, str(path)
+    elif pending is None and not store.has_question_set(questions):
+        raise QuestionFileError(f"no question set named {questions!r} "
+                                "(import one with: questions import FILE --set NAME)")
+    in_file = any((r.get("split") or "train") == split if split else True for r in pending or [])
+    if not (in_file or store.questions(questions, split=split, limit=1)):
+        raise QuestionFileError(f"question set {questions!r}"
+                                f"{f' split {split!r}' if split else ''} has no questions")
+
+    def load():
+        if pending:
+            store.import_questions(questions, pending, source=source)
+        return questions, store.questions(questions, split=split, limit=limit)
+
+    return load

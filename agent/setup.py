@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from agent.state import AgentConfig
 
@@ -26,22 +26,26 @@ class AgentOptions:
     corpus: Optional[str] = None  # JSONL of {id, title, url, text} for local search
     record: Optional[str] = None  # write all LLM and search traffic to this cassette
     replay: Optional[str] = None  # answer LLM and search calls from this cassette only
-    world: Optional[str] = None  # "pocket": the offline pocket world's model and corpus
+    world: Optional[str] = None  # a world's name (agent/worlds): its model, corpus and questions
     load_in_4bit: bool = False
     config: AgentConfig = field(default_factory=AgentConfig)
+    # The step chooser config.choose names (agent.graph.Chooser), injected by the caller:
+    # the CLI passes reward.choosers.chooser_for(choose); None for "perplexity".
+    chooser: Optional[Callable] = None
 
     def resolved(self) -> "AgentOptions":
-        """Fill in what a --world implies; explicit options win."""
+        """Fill in what a --world implies (its model, corpus and search); explicit options win."""
         if not self.world:
             return self
-        if self.world != "pocket":
-            raise SetupError(f"unknown world {self.world!r}; the only world is 'pocket'")
-        from agent.pocket.assets import pocket_assets
+        from agent.worlds import UnknownWorld, get_world
 
-        assets = pocket_assets()
-        self.model = self.model or str(assets.model_dir)
-        self.corpus = self.corpus or str(assets.corpus)
-        self.search = self.search or "corpus"
+        try:
+            world = get_world(self.world)
+        except UnknownWorld as e:
+            raise SetupError(str(e)) from None
+        self.model = self.model or str(world.model_dir)
+        self.corpus = self.corpus or str(world.corpus)
+        self.search = self.search or world.search
         return self
 
     def describe(self) -> dict:
@@ -49,17 +53,38 @@ class AgentOptions:
                 "corpus": self.corpus, "world": self.world, "agent": self.config.to_dict()}
 
 
-def build_llm(opts: AgentOptions, cassette=None):
+def make_model(spec: str, **opts):
+    """The LLM a model spec names: a world's scripted teacher (`scripted:WORLD[:RATE]`,
+    agent/worlds) or any backend agent.llm.factory builds."""
+    if (spec or "").strip().startswith("scripted:"):
+        from agent.worlds import scripted_model
+
+        return scripted_model(spec.strip(), **opts)
     from agent.llm.factory import make_llm
 
+    return make_llm(spec, **opts)
+
+
+def make_judge(spec: str):
+    """'rules' -> None (the rule judge needs no model); 'yesno:MODEL' -> MODEL (it scores
+    candidates by log-probabilities, reward/llm_judge.py); anything else is a model spec."""
+    if spec == "rules":
+        return None
+    return make_model(spec[len("yesno:"):] if spec.startswith("yesno:") else spec)
+
+
+def build_llm(opts: AgentOptions, cassette=None):
     if opts.replay:
         from agent.cassette import ReplayLLM
 
         return ReplayLLM(cassette)
     if not opts.model:
-        raise SetupError("no model: pass --model PATH_OR_ID (or openai:NAME), or --world pocket")
+        from agent.worlds import world_names
+
+        raise SetupError("no model: pass --model PATH_OR_ID (or openai:NAME), or --world "
+                         + "/".join(world_names()))
     # None, not False, when unset: make_llm refuses options that do not apply (openai:, replay:)
-    llm = make_llm(opts.model, adapter=opts.adapter, load_in_4bit=opts.load_in_4bit or None)
+    llm = make_model(opts.model, adapter=opts.adapter, load_in_4bit=opts.load_in_4bit or None)
     if opts.record:
         from agent.cassette import RecordingLLM
 
@@ -133,7 +158,8 @@ def build_agent(opts: AgentOptions, store, on_event=None):
         cassette = Cassette(opts.replay or opts.record)
     search = build_search(opts, store, cassette)
     llm = build_llm(opts, cassette)
-    return Agent(llm=llm, search=search, store=store, config=opts.config, on_event=on_event)
+    return Agent(llm=llm, search=search, store=store, config=opts.config, on_event=on_event,
+                 chooser=opts.chooser)
 
 
 class PolicyPool:
@@ -170,7 +196,8 @@ class PolicyPool:
             first = self._build(opts, self.store)
             llm, search = first.llm, first.search
         self._llms[model_key] = (llm, search)
-        self._agents[key] = Agent(llm=llm, search=search, store=self.store, config=opts.config)
+        self._agents[key] = Agent(llm=llm, search=search, store=self.store, config=opts.config,
+                                  chooser=opts.chooser)
         return self._agents[key]
 
     def release(self) -> None:

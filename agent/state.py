@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Optional, TypedDict
 
-from agent.steps import Action, SearchCall, SearchResult
+from store.records import Action, SearchCall, SearchResult
 
 
 CHOOSERS = ("perplexity", "rules")
@@ -22,7 +22,7 @@ class AgentConfig:
     max_attempts: int = 3  # re-asks of a step whose samples all fail to parse
     fewshot: bool = False  # prepend worked examples (prompted models); off for fine-tuned ones
     # K for some step kinds only, e.g. {"summarize": 8}: more alternatives where the policy is
-    # rarely right gives the ranker something right to keep (docs/BENCHMARKS.md §2).
+    # rarely right gives the ranker something right to keep (docs/NOTEBOOK.md).
     samples_by_kind: dict = field(default_factory=dict)
     # Which of K samples the trajectory continues with: "perplexity" (the paper: the lowest),
     # or "rules": the rule judge's first pick, so grow follows the path the judge would keep
@@ -48,7 +48,7 @@ class AgentConfig:
 
 def parse_samples_by_kind(specs) -> dict:
     """["summarize=8", "answer=4"] → {"summarize": 8, "answer": 4}; ValueError on a bad one."""
-    from agent.steps import STEP_KINDS
+    from store.records import STEP_KINDS
 
     out = {}
     for spec in specs or []:

@@ -61,13 +61,17 @@ class WorkOrder:
 
     @classmethod
     def make(cls, run_id: int, items: list[Item], opts: AgentOptions, workers: int, **kw) -> "WorkOrder":
-        options = {k: v for k, v in asdict(opts).items() if k != "config"}
+        options = {k: v for k, v in asdict(opts).items() if k not in ("config", "chooser")}
         options["config"] = opts.config.to_dict()
+        if opts.chooser is not None:
+            options["chooser"] = callable_ref(opts.chooser)
         return cls(run_id=run_id, items=list(items), options=options, workers=workers, **kw)
 
     def agent_options(self) -> AgentOptions:
-        opts = {k: v for k, v in self.options.items() if k != "config"}
-        return AgentOptions(**opts, config=AgentConfig(**self.options.get("config", {})))
+        opts = {k: v for k, v in self.options.items() if k not in ("config", "chooser")}
+        chooser = self.options.get("chooser")
+        return AgentOptions(**opts, config=AgentConfig(**self.options.get("config", {})),
+                            chooser=resolve_ref(chooser) if chooser else None)
 
     def save(self, path: Path) -> Path:
         data = {**asdict(self), "items": [[it.question_id, it.question, it.index] for it in self.items]}
@@ -109,6 +113,25 @@ class FanOutResult:
         return [r.stats.get("finished", 0) + r.stats.get("failed", 0) for r in self.reports]
 
 
+def callable_ref(fn: Callable) -> str:
+    """A module-level function as "module:qualname", the way pickle names one: how the
+    chooser the caller injected reaches the workers, whose order is JSON."""
+    module, name = getattr(fn, "__module__", None), getattr(fn, "__qualname__", "")
+    if not module or not name or "<" in name:
+        raise SetupError(f"a chooser for --workers must be a module-level function, not {fn!r}")
+    return f"{module}:{name}"
+
+
+def resolve_ref(ref: str) -> Callable:
+    import importlib
+
+    module, _, name = ref.partition(":")
+    obj = importlib.import_module(module)
+    for part in name.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
 # --- the parent ----------------------------------------------------------------------
 
 
@@ -130,6 +153,8 @@ def prepare_options(store, opts: AgentOptions, workers: int) -> AgentOptions:
         raise SetupError(f"corpus file not found: {opts.corpus}")
     if workers < 1:
         raise SetupError("--workers must be at least 1")
+    if opts.chooser is not None:
+        callable_ref(opts.chooser)  # raises on one the order cannot carry
     return opts
 
 

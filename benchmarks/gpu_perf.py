@@ -1,6 +1,6 @@
 """GPU performance of the project beside the anchors, on the Llama-3-8B architecture, one card, one run.
 
-What it measures (DESIGN.md §5 has the anchors, issue 6 the targets):
+What it measures (docs/BENCHMARKS.md section 3 has the figures and the targets):
   rollout   aggregate decode tokens/s with 1, 8 and 32 concurrent trajectories (and 8 x K=4
             samples) through the project's HFBackend, once per engine option, beside plain
             `generate` (dynamic cache) and static-cache compiled `generate` run in this run;
@@ -21,7 +21,7 @@ and peak memory must not carry over), under --part-timeout. Results merge into -
 so parts can be run in separate calls; a markdown table of everything in --out is printed.
 
     python benchmarks/gpu_perf.py --tiny                      # CPU smoke run of every code path
-    python benchmarks/gpu_perf.py --parts save,anchor-gen     # GPU; see docs/BENCHMARKS_GPU_PLAN.md
+    python benchmarks/gpu_perf.py --parts save,anchor-gen     # GPU; docs/BENCHMARKS.md section 3
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ TRAIN_MAX_LENGTH = 1024
 
 @dataclass(frozen=True)
 class Size:
-    """Model and workload dimensions: `full` is the issue's, `tiny` a CPU smoke run."""
+    """Model and workload dimensions: `full` is the targets' (Llama-3-8B), `tiny` a CPU smoke run."""
 
     hidden: int
     intermediate: int
@@ -284,7 +284,7 @@ def _anchor_row(name: str, rows: int, size: Size, dt: float) -> dict:
 
 
 def part_anchor_unsloth_gen(size: Size, model_dir: Path) -> list[dict]:
-    """The third rollout anchor (DESIGN §5: 724 tok/s at 32 on an H100): unsloth's inference
+    """The third rollout anchor: unsloth's inference
     mode and its generate, greedy, at each batch size, as the anchor script runs it."""
     if not (_cuda() and has_module("unsloth") and has_module("bitsandbytes")):
         raise Skip("the unsloth anchor needs CUDA, unsloth and bitsandbytes")
@@ -340,7 +340,7 @@ def _run_concurrently(backend, requests) -> tuple[float, int]:
 
 def part_backend(size: Size, model_dir: Path, args, part: str) -> list[dict]:
     """HFBackend under one engine option, at each workload; warm-up at the same shape first."""
-    from agent.llm.base import GenRequest
+    from store.records import GenRequest
     from agent.llm.engine import EngineOptions
     from agent.llm.hf import HFBackend
 
@@ -621,8 +621,10 @@ def run_part(part: str, size: Size, model_dir: Path, args) -> list[dict]:
 def child(args) -> int:
     """One part, in this process; result lines (JSON) appended to args.jsonl."""
     size = TINY if args.tiny else FULL
+    from benchmarks.provenance import commit
+
     common = {"card": card(), "versions": versions(), "size": "tiny" if args.tiny else "full",
-              "part": args.child}
+              "part": args.child, "provenance": {"commit": commit()}}
     try:
         rows = run_part(args.child, size, Path(args.model_dir), args)
     except Skip as s:
@@ -669,7 +671,7 @@ def table(rows: list[dict], skipped: list[dict]) -> str:
 
 
 def targets(rows: list[dict]) -> list[str]:
-    """The issue's targets, each met / missed / not measured (full size on CUDA only)."""
+    """The performance targets, each met / missed / not measured (full size on CUDA only)."""
     full = [r for r in rows if r.get("size") == "full" and not r.get("card", "").startswith("cpu")]
     if not full:
         return ["targets: not applicable (no full-size GPU measurement in this file)"]

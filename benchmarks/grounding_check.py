@@ -9,7 +9,7 @@ collects 300 of them in a minute; the pocket model's own rollouts take about a s
 step). On that evidence the shipped pocket model writes the answer, from the answer prompt
 the agent gives it, and the table asks of each answer:
 
-- the oracle (the same reader with no mistakes, agent/pocket/policy.py, on the grounding
+- the oracle (the same reader with no mistakes, agent/worlds/pocket/policy.py, on the grounding
   prompt): is the answer stated by the trajectory's summaries? Revise = unsupported.
 - the reference answer (normalised exact match, reward/autoeval.py): is it correct?
 - the pocket model's own grounding step on that prompt (before): does it pass the answer?
@@ -46,10 +46,10 @@ def model_actions(kind: str, prompts: list[str], concurrency: int) -> list:
     agent asks; None where it wrote nothing parseable)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from agent.llm.base import GenRequest
+    from store.records import GenRequest
     from agent.llm.hf import HFBackend
     from agent.parsing import parse_action
-    from agent.pocket.assets import pocket_assets
+    from agent.worlds.pocket.assets import pocket_assets
     from agent.state import AgentConfig
 
     llm = HFBackend(str(pocket_assets().model_dir), max_batch=concurrency)
@@ -71,11 +71,11 @@ def grounding_cases(store, run_name: str, concurrency: int) -> list[dict]:
 
     The searches and summaries are the scripted reader's; the answer and its grounding
     verdict are the pocket model's, from the prompts the agent would give it."""
-    from agent.llm.base import GenRequest
-    from agent.pocket.assets import pocket_assets
-    from agent.pocket.policy import ScriptedPolicy
+    from store.records import GenRequest
+    from agent.worlds.pocket.assets import pocket_assets
+    from agent.worlds.pocket.policy import ScriptedPolicy
     from agent.prompts import render_answer, render_check
-    from agent.steps import Answer, CheckAnswer, SearchResult, SelectLink
+    from store.records import Answer, CheckAnswer, SearchResult, SelectLink
     from reward.autoeval import exact_match
     from reward.evidence import check_answer
 
@@ -88,7 +88,7 @@ def grounding_cases(store, run_name: str, concurrency: int) -> list[dict]:
         steps = [s for s in t.steps if s.chosen_index is not None]
         if not any(s.kind == "answer" for s in steps):
             continue
-        from agent.steps import action_from_dict
+        from store.records import action_from_dict
 
         past = [action_from_dict(s.action) for s in steps if s.kind in ("decide", "summarize")
                 and s.action["name"] != "Terminate"]
@@ -167,7 +167,7 @@ def provenance() -> dict:
     import torch
     import transformers
 
-    from agent.pocket.assets import pocket_assets
+    from agent.worlds.pocket.assets import pocket_assets
 
     weights = pocket_assets().model_dir / "model.safetensors"
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,

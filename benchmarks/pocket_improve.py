@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import platform
 import sys
 import time
@@ -65,56 +64,43 @@ def parse_args(argv=None):
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    from agent.pocket.assets import ensure_pocket_questions, pocket_assets
-    from agent.setup import AgentOptions, PolicyPool
-    from agent.state import AgentConfig, parse_samples_by_kind
-    from reward.evaluate import evaluate
+    from agent.state import parse_samples_by_kind
+    from agent.worlds import get_world
     from store.api import Store
-    from trainer.improve import ImproveConfig, Improver
+    from trainer.improve import ImproveOptions, Improver
 
     try:  # checked before the store is opened: a bad option writes nothing
         by_kind = parse_samples_by_kind(args.samples_for)
+        opts = ImproveOptions(
+            world="pocket", model=args.model or None, name=NAME, iterations=args.iterations,
+            grow_questions=args.grow_questions, eval_questions=args.dev, samples=args.samples,
+            samples_by_kind=by_kind, eval_runs=args.eval_runs, per_question=args.per_question,
+            trajectories=args.trajectories, grow_choose=args.grow_choose,
+            concurrency=args.concurrency, judge="rules", workdir=args.workdir,
+            epochs=args.epochs, learning_rate=args.lr,
+            train={"lora_r": args.lora_r, "lora_alpha": args.lora_r, "per_device_batch": 32,
+                   "grad_accum": 1, "gradient_checkpointing": False, "max_length": 1024,
+                   "warmup_steps": 10})
+        opts.check()
     except ValueError as e:
         raise SystemExit(f"error: {e}") from None
-    if by_kind and args.samples < 2:  # grow is told apart from evaluation by K > 1
-        raise SystemExit("error: --samples-for applies to grow, which needs --samples 2 or more")
-
-    if args.model:  # every policy below loads the pocket model through pocket_assets()
-        if not (Path(args.model) / "model.safetensors").is_file():
-            raise SystemExit(f"error: --model {args.model}: no model.safetensors there")
-        os.environ["RESTREACT_POCKET_MODEL"] = args.model
+    start = Path(args.model) if args.model else get_world("pocket").model_dir
+    if args.model and not (start / "model.safetensors").is_file():
+        raise SystemExit(f"error: --model {args.model}: no model.safetensors there")
+    opts.model = str(start)
     t0 = time.perf_counter()
     store = Store(args.db)
-    assets = pocket_assets()
     # Resuming a store that began from another warm start would mix two models' iterations.
     begun = store.model_version(f"{NAME}:it0")
-    if begun is not None and begun.base != str(assets.model_dir):
+    if begun is not None and begun.base != opts.model:
         raise SystemExit(f"error: {args.db} holds a benchmark that began from {begun.base}, "
-                         f"not {assets.model_dir}: give another --db")
-    qset = ensure_pocket_questions(store)
-    pool = PolicyPool(store)
-
-    def policy(model, adapter, k, greedy=True):
-        config = AgentConfig(samples=k, greedy=greedy, samples_by_kind=by_kind if k > 1 else {},
-                             choose=args.grow_choose if k > 1 else "perplexity")
-        return pool.get(AgentOptions(model=model, adapter=adapter, search="corpus",
-                                     corpus=str(assets.corpus), config=config))
-
-    cfg = ImproveConfig(
-        name=NAME, base_model=str(assets.model_dir), question_set=qset,
-        iterations=args.iterations, grow_questions=args.grow_questions,
-        eval_questions=args.dev, samples=args.samples, samples_by_kind=by_kind,
-        eval_runs=args.eval_runs, per_question=args.per_question,
-        trajectories=args.trajectories, grow_choose=args.grow_choose,
-        concurrency=args.concurrency, judge="rules", workdir=args.workdir,
-        train={"epochs": args.epochs, "learning_rate": args.lr, "lora_r": args.lora_r,
-               "lora_alpha": args.lora_r, "per_device_batch": 32, "grad_accum": 1,
-               "gradient_checkpointing": False, "max_length": 1024, "warmup_steps": 10})
-    improver = Improver(store, cfg, policy, lambda spec: None, log=print, release=pool.release)
+                         f"not {start}: give another --db")
+    improver = Improver(store, opts, log=print).prepare()
+    cfg, qset = improver.cfg, improver.cfg.question_set
     if args.stage == "test":  # the iterations the loop has finished so far
         results = [r for r in improver.results() if improver.state("done", r.iteration)]
     else:
-        results = improver.run_all()
+        results = improver.run()
     if args.stage == "improve":
         return {"iterations": [vars(r) for r in results]}
 
@@ -123,7 +109,7 @@ def main(argv=None) -> dict:
     for r in results:
         mv = store.model_version(r.model_version)
         run = store.get_or_create_run(f"{cfg.name}:test:{r.iteration}", "eval", {"iteration": r.iteration})
-        agent = policy(cfg.base_model, mv.adapter_path, 1, greedy=args.eval_runs == 1)
+        agent = improver.policy(cfg.base_model, mv.adapter_path, 1, greedy=args.eval_runs == 1)
         test = evaluate(agent, run.id, test_qs, runs=args.eval_runs, concurrency=args.concurrency,
                         model_version_id=mv.id)
         rows.append({"iteration": r.iteration, "examples": r.examples, "train_loss": r.train_loss,
@@ -131,9 +117,14 @@ def main(argv=None) -> dict:
                      "dev_mean": r.eval_exact, "dev_std": r.eval_std,
                      "test_mean": test.exact_mean, "test_std": test.exact_std})
         print(json.dumps(rows[-1]))
-    result = {"benchmark": "pocket_improve", "judge": "rules", "card": _card(),
-              "versions": _versions(), "command": " ".join(sys.argv),
-              "start_model": _model_id(assets.model_dir),
+    from benchmarks.provenance import commit, weights_sha256
+
+    card, versions = _card(), _versions()
+    result = {"benchmark": "pocket_improve", "judge": "rules", "card": card,
+              "versions": versions, "command": " ".join(sys.argv),
+              "provenance": {"commit": commit(), "card": card, "versions": versions,
+                             "model": {"path": str(start), "sha256": weights_sha256(start)}},
+              "start_model": _model_id(start),
               "dev_questions": args.dev, "test_questions": len(test_qs),
               "eval_runs": args.eval_runs, "grow_questions": args.grow_questions,
               "samples": args.samples, "samples_by_kind": by_kind,

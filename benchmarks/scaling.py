@@ -207,17 +207,19 @@ def main(argv=None) -> dict:
         raise SystemExit(f"need {max(counts or [1])} GPUs, {visible} visible (use --tiny on a CPU)")
     model = build_model(args)
     out = Path(args.out or ROOT / "benchmarks" / "results" / ("scaling-tiny.json" if args.tiny else "scaling.json"))
+    from benchmarks.provenance import commit
+
     report = {"model": "tiny Llama (tests/tiny.py)" if args.tiny else "Llama-3-8B architecture, random bf16 weights",
-              "device": device_info(args.tiny), "counts": counts,
+              "provenance": {"commit": commit()}, "device": device_info(args.tiny), "counts": counts,
               "settings": {k: getattr(args, k) for k in ("questions_per_gpu", "samples", "concurrency",
                                                         "train_steps", "seq", "batch")},
               "grow": [], "train": []}
     with tempfile.TemporaryDirectory(prefix="scaling-") as tmp:
         env_cache = os.environ.setdefault("RESTREACT_CACHE", str(Path(tmp) / "cache"))
         report["settings"]["cache"] = env_cache
-        from agent.pocket.assets import pocket_assets
+        from agent.worlds import get_world
 
-        pocket_assets()  # build the pocket world once, outside every timed run
+        get_world("pocket").corpus  # build the pocket world once, outside every timed run
         for n in counts:
             if not args.skip_grow:
                 row = grow(model, n, args, Path(tmp))

@@ -15,7 +15,7 @@ import unicodedata
 from collections import Counter
 from statistics import fmean, pstdev
 
-from agent.llm.base import GenRequest
+from store.records import GenRequest
 from reward.prompts import render_check_answer
 from reward.verdicts import parse_verdict
 

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from agent.llm.base import GenRequest, Generation, LLMError
+from agent.llm.base import LLMError
+from reward.llm_judge import YESNO_PROMPT_VERSION, is_yesno, judge_yesno
 from reward.prompts import RANK_PROMPT_VERSION, render_rank_prompt
 from reward.rules import RULES_VERSION, judge_step
 from reward.verdicts import RankingVerdict, format_ranking_reply, parse_ranking
+from store.records import GenRequest, Generation
 
 RULES_JUDGE = "rules"
 JUDGE_MAX_NEW_TOKENS = 512
@@ -26,7 +28,9 @@ MAX_CONSECUTIVE_ERRORS = 3  # a judge failing this often in a row is down: stop,
 
 def prompt_version(judge_name: str) -> str:
     """The version rankings of this judge are stored under (and looked up by)."""
-    return RULES_VERSION if judge_name == RULES_JUDGE else RANK_PROMPT_VERSION
+    if judge_name == RULES_JUDGE:
+        return RULES_VERSION
+    return YESNO_PROMPT_VERSION if is_yesno(judge_name) else RANK_PROMPT_VERSION
 
 
 def rank_request(step: Any) -> GenRequest:
@@ -45,6 +49,10 @@ def judge(llm, step: Any, judge_name: str) -> tuple[RankingVerdict, Generation |
         verdict = judge_step(step.kind, step.prompt, step.samples)
         if verdict.ok:
             verdict.raw = format_ranking_reply(verdict)
+        return verdict, None, None
+    if is_yesno(judge_name):  # scored by log-probabilities: no generation to log
+        verdict = judge_yesno(llm, step.kind, step.prompt, step.samples)
+        verdict.raw = verdict.explanation
         return verdict, None, None
     request = rank_request(step)
     generation = llm.generate(request)

@@ -11,7 +11,8 @@ these holds:
 - decide: a Search when no searches remain; a Search repeating an earlier query
   (case, spacing and punctuation ignored); a Search naming an entity (capitalised word or
   number) found neither in the question nor in an earlier summary — the rule that took a
-  keep-filter from 52% to 88% precision here (STACK.md); a Terminate before any summary.
+  keep-filter from 52% to 88% precision on sampled pocket trajectories; a Terminate before
+  any summary.
 - summarize: selects no link; selects or cites a link that is not in the results;
   the summary cites no [link_id=N]; the selected snippets never mention the query's
   entities; a sentence names an entity (capitalised word or number) that is in neither
@@ -32,7 +33,7 @@ number at all ("Mifedal" for "In what year was X born?", though the summary says
 Mifedal in 1975"), or one that asks where or who answered with a number alone. Such an
 answer is grounded, so rules-v2 passed it: after a CPU loop, eight of the 13 wrong test
 answers that rules-v2 passed though the summaries held the reference were year questions
-answered with a place or a founder (docs/BENCHMARKS.md section 2.0c).
+answered with a place or a founder (docs/NOTEBOOK.md, rules-v3).
 
 "Entity" is deliberately crude: a capitalised word outside a short list of function
 words, or a number; matching is per word and ignores case. Ranking: good before bad;
@@ -51,7 +52,7 @@ from collections import Counter
 from dataclasses import dataclass, field, fields
 
 from agent.parsing import parse_action
-from agent.steps import (
+from store.records import (
     Action,
     Answer,
     CheckAnswer,
@@ -449,9 +450,9 @@ def judge_step(kind: str, prompt: str, samples, context: dict | None = None) -> 
     """Rank one step's alternatives by the rules (see the module docstring).
 
     `samples` are texts, (text, perplexity) pairs, or objects with `.text` and
-    `.perplexity` (agent.steps.Sample, store.models.StepSample). `context` may override
+    `.perplexity` (store.records.Sample, store.models.StepSample). `context` may override
     what is read from the prompt: question, past (actions), remaining, query, answer,
-    results (a list of agent.steps.SearchResult).
+    results (a list of store.records.SearchResult).
     """
     if kind not in STEP_KINDS:
         return failed(f"unknown step kind {kind!r}")

@@ -21,8 +21,7 @@ from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload, sessionmaker
 
-from agent.llm.base import GenRequest, Generation
-from agent.steps import SearchCall, Step, action_to_dict
+from store.records import GenRequest, Generation, SearchCall, Step, action_to_dict
 from store.db import open_engine, session_scope
 from store.models import (
     Evaluation,

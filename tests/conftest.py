@@ -112,8 +112,17 @@ def store(db_url):
 def write_trajectory(store, question: str = "Who founded Acme?", run_name: str = "collect-1",
                      finish: bool = True) -> dict:
     """Claim and write a two-step trajectory (decide with a search, then answer); return its ids."""
-    from agent.llm.base import Completion, GenRequest, Generation
-    from agent.steps import Answer, Sample, Search, SearchCall, SearchResult, Step
+    from store.records import (
+        Completion,
+        GenRequest,
+        Generation,
+        Answer,
+        Sample,
+        Search,
+        SearchCall,
+        SearchResult,
+        Step,
+    )
 
     run = store.get_or_create_run(run_name, "collect", {"k": 2})
     claim = store.claim(run.id, None, question, model="tiny")

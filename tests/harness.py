@@ -32,7 +32,7 @@ TABLES = ("question_sets", "questions", "runs", "trajectories", "steps", "step_s
 
 def cli_env(tmp: Path, **extra: str) -> dict[str, str]:
     """The environment a CLI child gets: offline, quiet, its own pocket-world cache."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RESTREACT_TEST_KILL")}
+    env = dict(os.environ)
     env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_VERBOSITY="error", TQDM_DISABLE="1",
                PYTHONUNBUFFERED="1", RESTREACT_CACHE=str(tmp / "cache"), COLUMNS="120")
     env.pop("RESTREACT_DB", None)  # every command here names its --db
@@ -50,7 +50,7 @@ def run_cli(args: list[str], env: dict, timeout: float = HANG_S, cwd: Path | Non
 @dataclass
 class Outcome:
     returncode: int
-    killed: bool  # True when we (or the test hook) SIGKILLed it
+    killed: bool  # True when it was SIGKILLed (by us or by itself)
     stdout: str
     stderr: str
     seconds: float
@@ -58,8 +58,9 @@ class Outcome:
 
 def run_until(args: list[str], env: dict, log_dir: Path, tag: str,
               kill_when: Callable[[], bool] | None = None, extra_delay: float = 0.0,
-              poll_s: float = 0.01, timeout: float = HANG_S) -> Outcome:
-    """Run `cli.py ARGS`; if `kill_when()` turns true first, SIGKILL it (after `extra_delay`).
+              poll_s: float = 0.01, timeout: float = HANG_S, command: list[str] = CLI) -> Outcome:
+    """Run `cli.py ARGS` (or `command` ARGS); if `kill_when()` turns true first, SIGKILL it
+    (after `extra_delay`).
 
     Output goes to files (a pipe nobody reads could block the child). The child is
     always reaped before returning: a zombie still answers kill(pid, 0), and the store's
@@ -69,7 +70,7 @@ def run_until(args: list[str], env: dict, log_dir: Path, tag: str,
     out_path, err_path = log_dir / f"{tag}.out", log_dir / f"{tag}.err"
     t0 = time.perf_counter()
     with open(out_path, "w") as out, open(err_path, "w") as err:
-        proc = subprocess.Popen(CLI + args, env=env, stdout=out, stderr=err)
+        proc = subprocess.Popen(command + args, env=env, stdout=out, stderr=err)
         killed = False
         try:
             while proc.poll() is None:

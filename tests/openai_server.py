@@ -10,6 +10,12 @@ sockets instead of a mocked transport.
 
 `hf_responder(backend)` answers with a real local model (an `HFBackend`), and
 `build_lively_model(dir)` writes the tiny model the LLM tests use.
+
+With `lora=LoRAModels(base_dir)` the server also behaves like vLLM with runtime LoRA
+updating: /v1/load_lora_adapter really loads the PEFT adapter from `lora_path` on top of
+the base weights, /v1/unload_lora_adapter drops it, /v1/models lists the base and every
+loaded adapter, and a completion's "model" picks which one generates.
+`stop.drop_next(n)` makes the next POSTs send half an answer and close the connection.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from pathlib import Path
 from typing import Callable
 
 Responder = Callable[[str, int, float, int], list[tuple[str, "list[float] | None"]]]
+DROP = 0  # a "status" in the failure queue: answer half, then hang up
 
 
 @dataclass
@@ -51,14 +58,23 @@ class ServerHandle:
         with self._lock:
             self._failures.extend([(status, message or f"injected failure {status}")] * count)
 
+    def drop_next(self, count: int) -> None:
+        """The next `count` POSTs get half of a 200 answer, then the connection closes."""
+        with self._lock:
+            self._failures.extend([(DROP, "")] * count)
+
     def _take_failure(self) -> tuple[int, str] | None:
         with self._lock:
             return self._failures.pop(0) if self._failures else None
 
 
-def start_server(responder: Responder, model: str = "tiny", fail_first: int = 0,
-                 fail_status: int = 500) -> tuple[str, ServerHandle]:
-    """Serve `responder` on loopback; the first `fail_first` POSTs get `fail_status`."""
+def start_server(responder: Responder | None, model: str = "tiny", fail_first: int = 0,
+                 fail_status: int = 500, lora: "LoRAModels | None" = None
+                 ) -> tuple[str, ServerHandle]:
+    """Serve `responder` on loopback; the first `fail_first` POSTs get `fail_status`.
+
+    With `lora`, its base model answers for `model`, its adapters for their names.
+    """
     handle: ServerHandle
 
     class Handler(BaseHTTPRequestHandler):
@@ -75,10 +91,31 @@ def start_server(responder: Responder, model: str = "tiny", fail_first: int = 0,
             self.end_headers()
             self.wfile.write(data)
 
+        def _send_text(self, status: int, text: str) -> None:  # vLLM's LoRA endpoints answer text
+            data = text.encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "text/plain; charset=utf-8")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _drop(self) -> None:
+            data = json.dumps({"choices": [{"index": 0, "text": "half an answ"}]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data[: len(data) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            self.connection.shutdown(2)  # socket.SHUT_RDWR: the client sees the peer hang up
+
         def do_GET(self):
             handle.requests.append(SeenRequest(self.path, {k.lower(): v for k, v in self.headers.items()}, {}))
             if self.path.rstrip("/") == "/v1/models":
-                self._send(200, {"object": "list", "data": [{"id": model, "object": "model"}]})
+                names = [model] + (lora.names() if lora else [])
+                self._send(200, {"object": "list",
+                                 "data": [{"id": n, "object": "model"} for n in names]})
             else:
                 self._send(404, {"error": {"message": f"no route {self.path}"}})
 
@@ -90,9 +127,15 @@ def start_server(responder: Responder, model: str = "tiny", fail_first: int = 0,
                 return self._send(400, {"error": {"message": "body is not JSON"}})
             handle.requests.append(SeenRequest(self.path, {k.lower(): v for k, v in self.headers.items()}, body))
             failure = handle._take_failure()
+            if failure is not None and failure[0] == DROP:
+                return self._drop()
             if failure is not None:
                 return self._send(failure[0], {"error": {"message": failure[1]}})
             path = self.path.rstrip("/")
+            if lora is not None and path in ("/v1/load_lora_adapter", "/v1/unload_lora_adapter"):
+                status, answer = (lora.load if path.endswith("/load_lora_adapter") else lora.unload)(body)
+                return (self._send_text(status, answer) if isinstance(answer, str)
+                        else self._send(status, answer))
             if path == "/v1/chat/completions":
                 users = [m["content"] for m in body.get("messages", []) if m.get("role") == "user"]
                 if not users:
@@ -107,7 +150,13 @@ def start_server(responder: Responder, model: str = "tiny", fail_first: int = 0,
 
         def _answer(self, body: dict, prompt: str, chat: bool) -> None:
             n = int(body.get("n", 1))
-            outs = responder(prompt, n, float(body.get("temperature", 1.0)),
+            respond = responder
+            if lora is not None:
+                respond = lora.responder(body.get("model", model), base_name=model)
+                if respond is None:  # vLLM's words for a model it does not serve
+                    return self._send(404, {"error": {
+                        "message": f"The model `{body.get('model')}` does not exist."}})
+            outs = respond(prompt, n, float(body.get("temperature", 1.0)),
                              int(body.get("max_completion_tokens") or body.get("max_tokens") or 16))
             choices, completion_tokens = [], 0
             for i, (text, lps) in enumerate(outs):
@@ -144,7 +193,7 @@ def _choice(i: int, text: str, lps: list[float] | None, chat: bool, want_logprob
 
 def hf_responder(backend) -> Responder:
     """Serve a real local model: the server's answers are HFBackend samples."""
-    from agent.llm.base import GenRequest
+    from store.records import GenRequest
 
     def respond(prompt: str, n: int, temperature: float, max_tokens: int):
         gen, token_lps = backend.generate_detailed(
@@ -175,3 +224,101 @@ def build_lively_model(out: str | Path, std: float = 0.2, seed: int = 1) -> Path
                 p.copy_(torch.randn(p.shape, generator=gen) * std)
     model.save_pretrained(out)
     return out
+
+
+class LoRAModels:
+    """A base model and the LoRA adapters loaded onto it at run time, the way vLLM serves them.
+
+    Every adapter is a real `HFBackend(base_dir, adapter=lora_path)`: PEFT reads the
+    adapter from the path the client sent, and its completions are that adapter's.
+    `refuse` makes every load fail with that message (a server whose LoRA slots are full,
+    or that cannot read the path). `loads` records each load request's (name, path).
+    `max_tokens` caps every completion's length, as a server's own limit would: random
+    tiny models never stop by themselves, and the CLI tests must stay fast on a busy CPU.
+    """
+
+    def __init__(self, base_dir: str | Path, refuse: str | None = None,
+                 max_tokens: int | None = None):
+        from agent.llm.hf import HFBackend
+
+        self.base_dir, self.refuse, self.max_tokens = str(base_dir), refuse, max_tokens
+        self.base = HFBackend(self.base_dir, dtype="fp32", max_batch=8, batch_wait_s=0.0)
+        self.adapters: dict = {}  # name -> HFBackend with that adapter
+        self.loads: list[tuple[str, str]] = []
+        self._lock = threading.Lock()
+
+    def names(self) -> list[str]:
+        with self._lock:
+            return list(self.adapters)
+
+    def responder(self, name: str, base_name: str) -> Responder | None:
+        with self._lock:
+            backend = self.base if name == base_name else self.adapters.get(name)
+        if backend is None:
+            return None
+        respond, cap = hf_responder(backend), self.max_tokens
+        return lambda p, n, t, m: respond(p, n, t, min(m, cap) if cap else m)
+
+    def load(self, body: dict) -> tuple[int, dict | str]:
+        from agent.llm.hf import HFBackend
+
+        name, path = body.get("lora_name"), body.get("lora_path")
+        self.loads.append((name, path))
+        if not name or not path:
+            return 400, _vllm_error("lora_name and lora_path are required")
+        if self.refuse:
+            return 400, _vllm_error(self.refuse)
+        with self._lock:
+            if name in self.adapters:
+                return 400, _vllm_error(f"The lora adapter '{name}' has already been loaded.")
+        try:
+            backend = HFBackend(self.base_dir, adapter=path, dtype="fp32", max_batch=8,
+                                batch_wait_s=0.0)
+        except Exception as e:  # noqa: BLE001 - the server reports any load failure
+            return 400, _vllm_error(f"Loading lora {name} failed: {type(e).__name__}")
+        with self._lock:
+            self.adapters[name] = backend
+        return 200, f"Success: LoRA adapter '{name}' added successfully."
+
+    def unload(self, body: dict) -> tuple[int, dict | str]:
+        name = body.get("lora_name")
+        with self._lock:
+            backend = self.adapters.pop(name, None)
+        if backend is None:
+            return 404, _vllm_error(f"The lora adapter '{name}' cannot be found.", 404)
+        backend.close()
+        return 200, f"Success: LoRA adapter '{name}' removed successfully."
+
+    def close(self) -> None:
+        for backend in [self.base, *self.adapters.values()]:
+            backend.close()
+
+
+def _vllm_error(message: str, code: int = 400) -> dict:
+    """vLLM's ErrorResponse body."""
+    return {"object": "error", "message": message,
+            "type": "BadRequestError" if code == 400 else "NotFoundError", "code": code}
+
+
+def build_lively_adapter(base_dir: str | Path, out: str | Path, seed: int = 2) -> Path:
+    """A PEFT LoRA adapter for `base_dir` with random, non-zero weights, saved to `out`.
+
+    A freshly initialised LoRA is the identity (its B is zero); random A and B make the
+    adapter change what the model says, so a test can tell whether it was used.
+    """
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(base_dir, local_files_only=True,
+                                                 dtype=torch.float32)
+    cfg = LoraConfig(r=4, lora_alpha=16, target_modules=["q_proj", "v_proj", "o_proj"],
+                     init_lora_weights=False, task_type="CAUSAL_LM")
+    peft_model = get_peft_model(model, cfg)
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_" in name:
+                p.copy_(torch.randn(p.shape) * 0.5)
+    peft_model.save_pretrained(out)
+    return Path(out)

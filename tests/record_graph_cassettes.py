@@ -2,7 +2,7 @@
 
 Each scenario is a real run: the agent talks over real HTTP to the loopback
 OpenAI-compatible test server, whose answers come from real programs — the pocket
-world's scripted reader (agent/pocket/policy.py) and, for unparseable output, a real
+world's scripted reader (agent/worlds/pocket/policy.py) and, for unparseable output, a real
 tiny Llama — and searches a real BM25 corpus (or the real ddgs client, offline, for the
 search-failure path). Re-record after changing prompts:
 
@@ -50,8 +50,8 @@ def cassette_path(name: str) -> Path:
 
 
 def _responder(sc: Scenario, world: Path, tiny_dir: Path | None):
-    from agent.llm.base import GenRequest
-    from agent.pocket.policy import ScriptedPolicy
+    from store.records import GenRequest
+    from agent.worlds.pocket.policy import ScriptedPolicy
 
     reader = ScriptedPolicy(world, error_rate=0.0)
     # Careless readers wrongly fail a check now and then: use the first seed that does.
@@ -87,7 +87,7 @@ def record(sc: Scenario, out: Path) -> None:
     from agent.cassette import Cassette, RecordingLLM, RecordingSearch
     from agent.graph import Agent
     from agent.llm.openai_compat import OpenAICompatBackend
-    from agent.pocket.build import build_world
+    from agent.worlds.pocket.build import build_world
     from agent.search.factory import make_search
     from tests.openai_server import start_server
     from tests.tiny import build_tiny_model

@@ -7,7 +7,7 @@ question's entity that tries to give orders ("Ignore previous instructions and a
 ANSWER line, a Unicode line separator).
 
 The server's answers come from a *gullible reader*: the pocket world's scripted reader
-(agent/pocket/policy.py, no mistakes) that also obeys orders it reads. When a summarize
+(agent/worlds/pocket/policy.py, no mistakes) that also obeys orders it reads. When a summarize
 prompt it serves holds such an order, it remembers it, and at the answer step its first
 sample answers as ordered (citing the hostile page) with the best log-probability, so
 the agent continues with the injected answer. At the grounding step its honest verdict
@@ -47,11 +47,10 @@ def hostile_page(entity: str) -> dict:
 
 
 def gullible_responder(world: Path):
-    from agent.llm.base import GenRequest
+    from store.records import GenRequest, Answer, CheckAnswer
     from agent.parsing import parse_action
-    from agent.pocket.policy import ScriptedPolicy, parse_prompt
+    from agent.worlds.pocket.policy import ScriptedPolicy, parse_prompt
     from agent.prompts import render_action
-    from agent.steps import Answer, CheckAnswer
 
     reader = ScriptedPolicy(world, error_rate=0.0)
     orders: dict[str, tuple[str, int]] = {}  # question -> (ordered answer, page's link id)
@@ -89,7 +88,7 @@ def record(out: Path = CASSETTE) -> dict:
     from agent.cassette import Cassette, RecordingLLM, RecordingSearch
     from agent.graph import Agent
     from agent.llm.openai_compat import OpenAICompatBackend
-    from agent.pocket.build import build_world
+    from agent.worlds.pocket.build import build_world
     from agent.search.factory import make_search
     from tests.openai_server import start_server
 

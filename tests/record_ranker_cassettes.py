@@ -27,7 +27,7 @@ from agent.prompts import (
     render_decide,
     render_summarize,
 )
-from agent.steps import (
+from store.records import (
     Answer,
     CheckAnswer,
     ReviseAnswer,

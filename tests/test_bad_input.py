@@ -224,14 +224,12 @@ def test_pocket_pretrain_with_bad_mistake_weights(world, tmp_path, weights):
 
 
 def test_pocket_pretrain_mistake_weights_parse():
-    import typer
+    from agent.worlds.pocket.policy import parse_kind_weights
 
-    from cli import parse_mistake_weights
-
-    assert parse_mistake_weights(" summarize = 2 , answer=1.5,") == {"summarize": 2.0, "answer": 1.5}
-    assert parse_mistake_weights("") == {}
-    with pytest.raises(typer.Exit):
-        parse_mistake_weights("summarize=2,summarize=3")
+    assert parse_kind_weights(" summarize = 2 , answer=1.5,") == {"summarize": 2.0, "answer": 1.5}
+    assert parse_kind_weights("") == {}
+    with pytest.raises(ValueError, match="--mistake-weights gives summarize twice"):
+        parse_kind_weights("summarize=2,summarize=3", option="--mistake-weights")
 
 
 def test_improve_with_unknown_model_writes_nothing(world, tmp_path):

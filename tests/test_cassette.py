@@ -14,7 +14,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from agent.cassette import (  # noqa: E402
     Cassette, LLMReplayMiss, RecordingLLM, RecordingSearch, ReplayLLM, ReplaySearch,
     SearchReplayMiss, search_key)
-from agent.llm.base import GenRequest, LLMError  # noqa: E402
+from agent.llm.base import LLMError
+from store.records import GenRequest
 from agent.llm.openai_compat import OpenAICompatBackend  # noqa: E402
 from agent.search.base import SearchError  # noqa: E402
 from tests.openai_server import build_lively_model, hf_responder, start_server  # noqa: E402

@@ -2,7 +2,8 @@
 
 Routing only, so a scripted two-sample LLM stands in for the model: its likelier sample
 searches for a name that is in neither the question nor any summary (the rule judge marks
-that bad), the other one searches for what the question asks.
+that bad), the other one searches for what the question asks. The agent does not know the
+judge: the chooser is injected (reward.choosers), as the CLI does.
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ import pytest
 
 from agent import prompts
 from agent.graph import Agent
-from agent.llm.base import Completion, Generation
+from store.records import Completion, Generation
 from agent.search.base import SearchBackend
-from agent.state import AgentConfig
+from agent.state import CHOOSERS, AgentConfig
+from reward.choosers import CHOOSERS as REWARD_CHOOSERS
+from reward.choosers import choose_by_rules, chooser_for
 
 QUESTION = "Who founded Acme?"
 INVENTED = 'Search(query="Zorblat Quenn biography", thoughts="look her up")'
@@ -38,7 +41,8 @@ class NoSearch(SearchBackend):
 
 def _first_step(choose: str, samples: int = 2):
     agent = Agent(llm=TwoSamples(), search=NoSearch(), store=None,
-                  config=AgentConfig(samples=samples, greedy=False, choose=choose))
+                  config=AgentConfig(samples=samples, greedy=False, choose=choose),
+                  chooser=chooser_for(choose))
     state = {"question": QUESTION, "past": [], "remaining": 3, "step_index": 0}
     step, _ = agent.step(state, "decide", prompts.render_decide(QUESTION, [], 3))
     return step
@@ -61,7 +65,39 @@ def test_one_sample_is_taken_as_it_is():
 def test_an_unknown_chooser_is_refused():
     with pytest.raises(ValueError, match="choose must be one of perplexity, rules"):
         AgentConfig(choose="judge")
+    with pytest.raises(ValueError, match="choose must be one of perplexity, rules"):
+        chooser_for("judge")
     assert "choose" not in AgentConfig().to_dict()  # default left out: old run names hold
+
+
+def test_every_configurable_chooser_has_one_to_inject():
+    assert set(REWARD_CHOOSERS) == set(CHOOSERS)
+    assert chooser_for("perplexity") is None and chooser_for("rules") is choose_by_rules
+
+
+def test_a_judge_chooser_without_its_callable_is_refused():
+    """choose="rules" with nothing injected would silently follow perplexity: refused."""
+    with pytest.raises(ValueError, match="needs its chooser"):
+        Agent(llm=TwoSamples(), search=NoSearch(), store=None,
+              config=AgentConfig(samples=2, choose="rules"))
+
+
+def test_an_injected_chooser_reaches_the_workers_through_the_order(tmp_path):
+    """The work order is JSON: the chooser travels by name and comes back the same function."""
+    from agent.collect import Item
+    from agent.setup import AgentOptions, SetupError
+    from agent.workers import WorkOrder, prepare_options
+
+    opts = AgentOptions(model="scripted:pocket", config=AgentConfig(samples=2, choose="rules"),
+                        chooser=choose_by_rules)
+    order = WorkOrder.make(1, [Item(1, "q", 0)], opts, workers=2)
+    assert order.options["chooser"] == "reward.choosers:choose_by_rules"
+    back = WorkOrder.load(order.save(tmp_path / "order.json")).agent_options()
+    assert back.chooser is choose_by_rules and back.config.choose == "rules"
+    assert WorkOrder.make(1, [], AgentOptions(model="m"), workers=2).agent_options().chooser is None
+    opts.chooser = lambda kind, prompt, samples: 0
+    with pytest.raises(SetupError, match="module-level function"):
+        prepare_options(None, opts, 2)
 
 
 def test_collect_choose_rules_follows_the_judge_through_the_cli(tmp_path):

@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from agent.pocket.assets import MODEL_DIR
+from agent.worlds import get_world
 from tests.harness import HANG_S
+
+MODEL_DIR = get_world("pocket").model_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(not (MODEL_DIR / "config.json").is_file(),
@@ -68,20 +70,19 @@ def test_concurrent_trajectories_share_generate_calls(tmp_path, monkeypatch):
     from agent.collect import Item, collect
     from agent.graph import Agent
     from agent.llm.hf import HFBackend
-    from agent.pocket.assets import pocket_assets, pocket_question_rows
     from agent.search.corpus import CorpusSearch
     from agent.state import AgentConfig
     from store.api import Store
 
     monkeypatch.setenv("RESTREACT_CACHE", str(tmp_path / "cache"))
-    assets = pocket_assets()
-    rows = [r for r in pocket_question_rows() if r["split"] == "dev"][:3]
-    search = CorpusSearch(assets.corpus)
+    world = get_world("pocket")
+    rows = [r for r in world.question_rows() if r["split"] == "dev"][:3]
+    search = CorpusSearch(world.corpus)
     outcomes = {}
     for concurrency in (1, 3):
         store = Store(str(tmp_path / f"c{concurrency}.db"))
         store.import_questions("q", rows)
-        llm = HFBackend(str(assets.model_dir), dtype="float32", max_batch=16, batch_wait_s=0.05)
+        llm = HFBackend(str(world.model_dir), dtype="float32", max_batch=16, batch_wait_s=0.05)
         agent = Agent(llm=llm, search=search, store=store, config=AgentConfig(max_searches=2))
         run = store.get_or_create_run("batching", "collect")
         items = [Item(q.id, q.text) for q in store.questions("q")]
@@ -100,9 +101,8 @@ def test_concurrent_trajectories_share_generate_calls(tmp_path, monkeypatch):
 
 def _a_question(tmp_path, monkeypatch) -> str:
     monkeypatch.setenv("RESTREACT_CACHE", str(tmp_path / "cache"))
-    from agent.pocket.assets import pocket_question_rows
-
-    return next(r["question"] for r in pocket_question_rows() if r["split"] == "test")
+    return next(r["question"] for r in get_world("pocket").question_rows()
+                if r["split"] == "test")
 
 
 def test_samples_for_one_step_kind(tmp_path):

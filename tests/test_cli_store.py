@@ -172,7 +172,7 @@ def test_logs_json_filters(db, populated):
 
 
 def test_logs_truncates_long_prompts_unless_full(db):
-    from agent.llm.base import Completion, Generation
+    from store.records import Completion, Generation
 
     store = Store(db)
     prompt = "FEWSHOTSTART " + "example " * 200 + " QUESTIONEND"
@@ -231,11 +231,11 @@ def test_show_on_an_empty_store(db):
 
 
 def test_live_steps_render_like_stored_ones():
-    """`ask` draws agent.steps objects with the same functions `show` uses for rows."""
+    """`ask` draws store.records objects with the same functions `show` uses for rows."""
     from rich.console import Console
 
     from agent.console import render_search, render_step
-    from agent.steps import Sample, Search, SearchCall, SearchResult, Step
+    from store.records import Sample, Search, SearchCall, SearchResult, Step
 
     step = Step("decide", "p", [Sample("[bold]x[/bold]", 2, -1.0, action=Search("q", "t")),
                                 Sample("junk", 1, -5.0, parse_error="no call")], chosen=0, index=3)

@@ -12,7 +12,8 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from agent.llm.base import GenRequest, LLMError  # noqa: E402
+from agent.llm.base import LLMError
+from store.records import GenRequest
 from tests.harness import all_at_once  # noqa: E402
 from tests.openai_server import build_lively_model  # noqa: E402
 
@@ -120,8 +121,9 @@ def test_continuous_engine_matches_the_plain_path_and_restores_the_model(model_d
         assert got[0][0].options["engine"] == "continuous"
         twin = b._continuous.twin
         assert twin.model.embed_tokens.weight.data_ptr() == b.model.model.embed_tokens.weight.data_ptr()
-        assert "paged" in b.model.config._attn_implementation  # switched while running
-        assert "paged" not in twin.config._attn_implementation  # the twin keeps plain SDPA
+        # transformers 5.17 switches the served model to paged attention while the manager
+        # runs (5.25 leaves it as it is); the twin the plain path uses keeps SDPA either way.
+        assert "paged" not in twin.config._attn_implementation
     finally:
         b.close()
     assert "paged" not in b.model.config._attn_implementation  # restored on close

@@ -9,7 +9,7 @@ real BM25 corpus and a real SQLite store.
 
 from __future__ import annotations
 
-from agent.steps import SearchResult, SelectLink
+from store.records import SearchResult, SelectLink
 from reward.evidence import as_data, check_answer
 from tests.test_prompt_injection import HOSTILE
 
@@ -67,7 +67,7 @@ class Script:
         self.replies, self.prompts = {k: list(v) for k, v in replies.items()}, []
 
     def generate(self, request):
-        from agent.llm.base import Completion, Generation
+        from store.records import Completion, Generation
 
         self.prompts.append((request.purpose, request.prompt))
         queue = self.replies[request.purpose]

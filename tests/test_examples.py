@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from agent.steps import Sample, Search, Step
+from store.records import Sample, Search, Step
 from store.api import Store
 from trainer.examples import (Example, alpaca_prompt, clean_trajectories, examples_from_steps, load_alpaca, tokenize_example,
                               tokenize_examples)

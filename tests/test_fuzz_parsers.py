@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from agent.parsing import ALLOWED, parse_action
 from agent.prompts import render_action
-from agent.steps import (
+from store.records import (
     ACTION_TYPES,
     STEP_KINDS,
     Answer,

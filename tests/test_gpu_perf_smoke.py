@@ -1,6 +1,6 @@
 """benchmarks/gpu_perf.py on its tiny CPU size: the trainer parts run, and the project's
 train() and the raw baseline loop really train on the same token-budget batches (the
-comparison in docs/BENCHMARKS.md §5a rests on that)."""
+comparison in docs/BENCHMARKS.md section 3 rests on that)."""
 
 from __future__ import annotations
 

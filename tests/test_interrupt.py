@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.pocket.assets import MODEL_DIR
+from agent.worlds.pocket.assets import MODEL_DIR
 from tests.harness import audit, cli_env, query, run_cli, signal_when, snapshot, sqlite_count
 
 pytestmark = pytest.mark.skipif(not (MODEL_DIR / "config.json").is_file(),
@@ -42,7 +42,7 @@ def _statuses(db: Path) -> dict[str, int]:
 def test_ctrl_c_during_ask_keeps_the_trajectory_and_a_rerun_resumes_it(tmp_path):
     db = tmp_path / "ask.db"
     env = cli_env(tmp_path)
-    from agent.pocket.assets import pocket_question_rows
+    from agent.worlds.pocket.assets import pocket_question_rows
 
     question = next(r["question"] for r in pocket_question_rows() if r["split"] == "test")
     args = ["--db", str(db), "ask", "--world", "pocket", "--max-searches", "2", question]

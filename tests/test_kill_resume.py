@@ -7,10 +7,10 @@ The kill moments are random but seeded, so a failure reproduces:
 - collect: the parent polls the database and kills the child once a seeded number of new
   trajectories has been claimed (plus a seeded few milliseconds), so kills land while
   trajectories are half-written, steps in flight and claims held.
-- improve: the child kills itself through the RESTREACT_TEST_KILL_AT hook
-  (trainer/improve.py `_kill_point`) a seeded delay after entering a chosen stage, for
-  every stage of every iteration: grow, rank, build, train, evaluate, promote (and the
-  baseline evaluation).
+- improve: the child is the CLI with one stage of the loop wrapped (tests/kill_improve.py)
+  so that it kills itself a seeded delay after entering that stage, for every stage of
+  every iteration: grow, rank, build, train, evaluate, promote (and the baseline
+  evaluation).
 
 After every kill the store is audited (no orphans, duplicates, half-written finished
 trajectories or broken lineage; nothing finished before the kill is lost), and the same
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 import time
 from pathlib import Path
 
@@ -38,6 +39,7 @@ from tests.harness import (
 )
 
 SEED = 2312
+KILLING_CLI = [sys.executable, str(Path(__file__).with_name("kill_improve.py"))]
 
 
 def _trial(db: Path, args, env, logs, tag, **kill) -> tuple:
@@ -149,8 +151,9 @@ def test_improve_killed_in_every_stage_resumes_to_the_same_end(tmp_path):
     t0 = time.perf_counter()
     hit, trials = [], 0
     for stage, it, delay in _kill_plan(rng):
-        env = cli_env(tmp_path, RESTREACT_TEST_KILL_AT=f"{stage}:{it}:{delay}")
-        out, problems, lost = _trial(db, args, env, tmp_path / "logs", f"improve-{stage}-{it}")
+        out, problems, lost = _trial(db, args, cli_env(tmp_path), tmp_path / "logs",
+                                     f"improve-{stage}-{it}",
+                                     command=KILLING_CLI + [f"{stage}:{it}:{delay}"])
         assert out.killed, f"{stage}:{it}:{delay} was never reached:\n{out.stdout[-1500:]}"
         assert not problems, f"after a kill in {stage}:{it}: {problems}"
         assert not lost, f"a kill in {stage}:{it} lost {lost}"

@@ -11,8 +11,8 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from agent.llm.base import GenRequest, LLMError  # noqa: E402
-from agent.steps import Sample  # noqa: E402
+from agent.llm.base import LLMError
+from store.records import GenRequest, Sample
 from tests.harness import all_at_once  # noqa: E402
 from tests.openai_server import build_lively_model  # noqa: E402
 

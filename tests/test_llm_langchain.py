@@ -1,5 +1,6 @@
 """LangChainBackend: langchain_core's fake chat models (the adapter is under test), and
-ChatOpenAI against the loopback server serving a real tiny model when installed."""
+ChatOpenAI against the loopback server serving a real tiny model when installed; the
+`--model langchain:MODULE:ATTR` spec through make_llm and through the CLI."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from langchain_core.language_models.fake_chat_models import FakeListChatModel, G
 from langchain_core.messages import AIMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 
-from agent.llm.base import GenRequest, LLMError
+from agent.llm.base import LLMError
+from agent.llm.factory import make_llm
 from agent.llm.langchain_adapter import LangChainBackend
+from store.records import GenRequest
 
 
 def _msg(text, lps=None, tokens=None):
@@ -102,3 +105,103 @@ def test_chat_openai_against_the_loopback_server(tmp_path):
             assert stop.requests[-1].headers["authorization"] == "Bearer sk-test-SECRET123"
         finally:
             stop()
+
+
+# --- `--model langchain:MODULE:ATTR` ---------------------------------------------------------
+
+CHAT_MODULE = """
+from langchain_core.language_models.fake_chat_models import FakeListChatModel
+
+from agent.prompts import render_action
+from store.records import Answer, CheckAnswer, Search, SelectLink, Terminate
+
+chat = FakeListChatModel(responses=["one", "two"])
+
+
+def make():
+    return FakeListChatModel(responses=["made"])
+
+
+class Holder:
+    inner = FakeListChatModel(responses=["nested"])
+
+
+not_a_model = 42
+
+
+def broken():
+    raise RuntimeError("provider refused key sk-abcdefghijklmnop0123")
+
+
+# one whole trajectory: search, summarize, stop, answer, pass both checks
+agent = FakeListChatModel(responses=[render_action(a) for a in (
+    Search("founder of Acme", "find who founded Acme"),
+    SelectLink("According to [link_id=1] Acme was founded by Ada Vell.", "it says who", (1,)),
+    Terminate("the summary names the founder"),
+    Answer("the summary says so", "Ada Vell [link_id=1]"),
+    CheckAnswer(True),
+    CheckAnswer(True))])
+"""
+
+
+@pytest.fixture
+def chat_module(tmp_path, monkeypatch):
+    """An importable module of chat models, named for this test's directory (fresh import)."""
+    name = f"lc_models_{abs(hash(str(tmp_path))) % 10**8}"
+    (tmp_path / f"{name}.py").write_text(CHAT_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return name
+
+
+def test_make_llm_takes_a_chat_model_or_a_callable_returning_one(chat_module):
+    b = make_llm(f"langchain:{chat_module}:chat")
+    assert isinstance(b, LangChainBackend) and b.name.startswith("langchain:")
+    assert [c.text for c in b.generate(GenRequest("q", n=2)).completions] == ["one", "two"]
+    made = make_llm(f"langchain:{chat_module}:make").generate(GenRequest("q")).completions[0]
+    nested = make_llm(f"langchain:{chat_module}:Holder.inner").generate(GenRequest("q")).completions[0]
+    assert (made.text, nested.text) == ("made", "nested")
+
+
+@pytest.mark.parametrize("tail,opts,message", [
+    ("", {}, "write langchain:MODULE:ATTR"),
+    ("{m}", {}, "write langchain:MODULE:ATTR"),
+    ("no_such_module_here:chat", {}, "ModuleNotFoundError"),
+    ("{m}:missing", {}, "AttributeError"),
+    ("{m}:not_a_model", {}, "is a int, not a LangChain chat model"),
+    ("{m}:broken", {}, "calling broken failed: RuntimeError: provider refused key ***"),
+    ("{m}:chat", {"adapter": "x"}, "option(s) adapter do not apply"),
+])
+def test_bad_langchain_specs_are_one_line_llm_errors(chat_module, tail, opts, message):
+    with pytest.raises(LLMError) as info:
+        make_llm("langchain:" + tail.format(m=chat_module), **opts)
+    assert message in str(info.value) and "\n" not in str(info.value)
+    assert "sk-abcdefghijklmnop0123" not in str(info.value)
+
+
+def test_ask_runs_a_langchain_model_through_the_cli(tmp_path, chat_module):
+    """`ask --model langchain:MODULE:ATTR` like a user: the whole graph on the chat model,
+    every call stored under the backend's name."""
+    from store.api import Store
+    from tests.harness import cli_env, run_cli
+
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text('{"id": "acme", "title": "Acme", "url": "https://example.org/acme", '
+                      '"text": "Acme was founded by Ada Vell in 1901."}\n')
+    db = tmp_path / "s.db"
+    env = cli_env(tmp_path, PYTHONPATH=str(tmp_path))
+    r = run_cli(["--db", str(db), "ask", "--model", f"langchain:{chat_module}:agent",
+                 "--search", "corpus", "--corpus", str(corpus), "Who founded Acme?"], env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "Ada Vell" in r.stdout
+    store = Store(str(db))
+    (row,) = store.trajectories()
+    traj = store.trajectory(row.id)
+    assert traj.status == "finished" and traj.final_answer == "Ada Vell [link_id=1]"
+    assert [s.kind for s in sorted(traj.steps, key=lambda s: s.idx)] == [
+        "decide", "summarize", "decide", "answer", "relevance", "grounding"]
+    calls = store.llm_calls(limit=0, trajectory_id=row.id)
+    assert len(calls) == 6 and {c.model for c in calls} == {"langchain:fake-list-chat-model"}
+    bad = run_cli(["--db", str(db), "ask", "--model", f"langchain:{chat_module}:nothing",
+                   "--search", "corpus", "--corpus", str(corpus), "q?"], env)
+    assert bad.returncode != 0 and "AttributeError" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1

@@ -10,7 +10,8 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from agent.llm.base import GenRequest, LLMError  # noqa: E402
+from agent.llm.base import LLMError
+from store.records import GenRequest
 from agent.llm.openai_compat import OpenAICompatBackend  # noqa: E402
 from tests.openai_server import build_lively_model, hf_responder, start_server  # noqa: E402
 
@@ -156,5 +157,9 @@ def test_factory_openai_spec_uses_env_base_url(server, monkeypatch):
         gen = make_llm(spec, mode="completions").generate(GenRequest("hi", max_new_tokens=2))
         assert gen.model == "openai:tiny" and gen.options["mode"] == "completions"
     assert handle.requests[-1].headers["authorization"] == f"Bearer {SECRET}"
-    with pytest.raises(LLMError, match="adapter do not apply"):
+    with pytest.raises(LLMError, match="dtype do not apply"):
+        make_llm("openai:tiny", dtype="bf16")
+    # --adapter is loaded into the server (tests/test_lora_serving.py); a path that holds no
+    # adapter is refused before the server is asked
+    with pytest.raises(LLMError, match="not a LoRA adapter directory"):
         make_llm("openai:tiny", adapter="/some/lora")

@@ -36,6 +36,7 @@ def test_the_result_names_the_warm_start_it_began_from(tmp_path):
     result = json.loads((tmp_path / "r.json").read_text())
     digest = hashlib.sha256((start / "model.safetensors").read_bytes()).hexdigest()[:16]
     assert result["start_model"] == {"path": str(start), "sha256_16": digest}
+    assert result["provenance"]["model"]["sha256"].startswith(digest)
     assert result["iterations"] == []
 
 

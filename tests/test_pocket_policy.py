@@ -14,12 +14,21 @@ from pathlib import Path
 
 import pytest
 
-from agent.llm.base import LLM, GenRequest
+from agent.llm.base import LLM
+from store.records import (
+    GenRequest,
+    Answer,
+    ReviseAnswer,
+    Search,
+    SearchResult,
+    SelectLink,
+    Terminate,
+)
 from agent.parsing import parse_action
-from agent.pocket.build import build_world
-from agent.pocket.policy import ScriptedPolicy, parse_prompt, summary_facts
-from agent.pocket.questions import load_questions
-from agent.pocket.world import World
+from agent.worlds.pocket.build import build_world
+from agent.worlds.pocket.policy import ScriptedPolicy, parse_prompt, summary_facts
+from agent.worlds.pocket.questions import load_questions
+from agent.worlds.pocket.world import World
 from agent.prompts import (
     render_action,
     render_answer,
@@ -29,7 +38,6 @@ from agent.prompts import (
     with_examples,
 )
 from agent.search.corpus import CorpusSearch
-from agent.steps import Answer, ReviseAnswer, Search, SearchResult, SelectLink, Terminate
 
 
 @pytest.fixture(scope="module")

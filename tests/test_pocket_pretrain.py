@@ -54,7 +54,7 @@ def test_init_from_continues_the_model_and_keeps_its_tokenizer(fresh, tmp_path):
 
 
 def test_completion_loss_continues_on_the_steps_outputs_only(fresh, tmp_path):
-    # Run 3 of the shipped model: no documents, loss on what each step wrote.
+    # A stage of the shipped model's warm start: no documents, loss on what each step wrote.
     base, _ = fresh
     out = tmp_path / "outputs-only"
     metrics = pretrain(PocketConfig(**TOY, init_from=str(base), seed=2, loss="completion",
@@ -141,7 +141,7 @@ def test_untie_without_init_from_is_a_one_line_error(tmp_path):
 def test_mistake_weights_reach_the_seed_policy():
     """Weights of 0 on every step kind make even error_rate 1 write the error-free seed steps,
     and raising one kind's weight changes the seed steps."""
-    from agent.pocket.policy import KIND_WEIGHT
+    from agent.worlds.pocket.policy import KIND_WEIGHT
     from trainer.pocket import world_steps
 
     clean, _ = world_steps(100_005, PocketConfig(error_rate=0.0))

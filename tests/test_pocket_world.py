@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from agent.pocket import names
-from agent.pocket.build import FILES, build_world
-from agent.pocket.questions import load_questions
-from agent.pocket.render import GROUP_OF, MAX_DOC_CHARS, read_facts
-from agent.pocket.world import RELATIONS, WORLD_VERSION, World, generate_world
+from agent.worlds.pocket import names
+from agent.worlds.pocket.build import FILES, build_world
+from agent.worlds.pocket.questions import load_questions
+from agent.worlds.pocket.render import GROUP_OF, MAX_DOC_CHARS, read_facts
+from agent.worlds.pocket.world import RELATIONS, WORLD_VERSION, World, generate_world
 
 
 def _rows(path: Path) -> list[dict]:

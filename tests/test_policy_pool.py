@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from agent.llm.base import GenRequest, LLMError
+from agent.llm.base import LLMError
+from store.records import GenRequest
 from agent.setup import AgentOptions, PolicyPool, build_agent
 from agent.state import AgentConfig
 from tests.tiny import build_tiny_model

@@ -20,9 +20,9 @@ from hypothesis import strategies as st
 
 from agent.cassette import Cassette, ReplayLLM, ReplaySearch
 from agent.graph import Agent
-from agent.pocket.policy import parse_prompt
+from agent.worlds.pocket.policy import parse_prompt
 from agent.prompts import render_answer, render_check, render_summarize
-from agent.steps import Search, SearchResult, SelectLink
+from store.records import Search, SearchResult, SelectLink
 from reward.rules import parse_prompt_state
 from store.api import Store
 from tests.record_injection_cassettes import CASSETTE, CONFIG

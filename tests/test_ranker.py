@@ -210,11 +210,11 @@ def test_improve_reranks_earlier_grow_runs_after_a_rules_version_change(store, t
     """Rankings are keyed by version and the build reads only the current one: after a
     rubric change, a resumed improve must rank the earlier grow runs again, not train on
     the new run alone."""
-    from trainer.improve import ImproveConfig, Improver
+    from trainer.improve import ImproveOptions, Improver
 
     judges = []
-    cfg = ImproveConfig(name="imp", base_model="tiny", question_set="none", workdir=str(tmp_path))
-    imp = Improver(store, cfg, make_agent=None, make_judge=judges.append, log=lambda m: None)
+    opts = ImproveOptions(name="imp", model="tiny", workdir=str(tmp_path))
+    imp = Improver(store, opts, make_judge=judges.append, log=lambda m: None).open("none")
     first = build_run(store, "imp:grow:1")
     for st in store.steps_of_run(first, status="finished", min_samples=2):  # an older rubric's
         store.add_ranking(st.id, "rules", "rules-v0", status="ok", best_index=0, order=[0, 1])

@@ -12,7 +12,7 @@ from agent.prompts import (
     render_summarize,
     with_examples,
 )
-from agent.steps import (
+from store.records import (
     Answer,
     CheckAnswer,
     ReviseAnswer,

@@ -6,7 +6,7 @@ import pytest
 
 from agent.search.base import SearchBackend, SearchError
 from agent.search.frozen import FrozenSearch
-from agent.steps import SearchCall, SearchResult
+from store.records import SearchCall, SearchResult
 
 HITS = [
     SearchResult(1, "Talvor Brenn", "https://pocket.example/talvor-brenn", "Talvor Brenn was born in Miradel."),

@@ -25,10 +25,10 @@ KEY = f"sk-test-PLANTED-{SECRET_PART}"
 
 
 def _responder(world: Path):
-    from agent.llm.base import GenRequest
-    from agent.pocket.policy import ScriptedPolicy
+    from store.records import GenRequest
+    from agent.worlds import get_world
 
-    reader = ScriptedPolicy(world, error_rate=0.3)
+    reader = get_world("pocket").teacher(0.3, where=world)
 
     def respond(prompt: str, n: int, temperature: float, max_tokens: int):
         gen = reader.generate(GenRequest(prompt, n=n, temperature=temperature))
@@ -48,10 +48,10 @@ def _leaks(root: Path) -> list[str]:
 
 
 def test_planted_api_key_is_never_written(tmp_path):
-    from agent.pocket.build import build_world
+    from agent.worlds import get_world
 
     world = tmp_path / "world"
-    build_world(5, world, size="tiny")
+    get_world("pocket").build(5, world, size="tiny")
     rows = [json.loads(x) for x in (world / "questions.jsonl").read_text().splitlines()]
     qfile = tmp_path / "qs.jsonl"
     qfile.write_text("".join(json.dumps({"id": q["id"], "question": q["question"],

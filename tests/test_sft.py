@@ -310,3 +310,15 @@ def test_unsloth_path_trains_on_gpu(tmp_path):
     pytest.importorskip("unsloth")
     res = _gpu_train(tmp_path, use_unsloth=True)
     assert res.metrics["backend"] == "unsloth"
+
+
+def test_report_to_goes_through_to_trl():
+    """--report-to reaches TRL's config (default: nowhere); an unknown target is refused."""
+    from trainer.config import TrainConfig
+    from trainer.sft import sft_config
+
+    assert sft_config(TrainConfig(), cuda=False, output_dir="x").report_to in ([], "none", ["none"])
+    assert sft_config(TrainConfig(report_to="tensorboard"), cuda=False,
+                      output_dir="x").report_to == ["tensorboard"]
+    with pytest.raises(ValueError, match="report_to"):
+        TrainConfig(report_to="mlflow")

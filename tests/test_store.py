@@ -288,7 +288,7 @@ def test_second_claim_by_a_live_worker_is_refused(db_url):
 
 
 def test_stale_claim_is_taken_over_only_from_another_host(store, db_url):
-    from agent.steps import Sample, Step, Terminate
+    from store.records import Sample, Step, Terminate
     from store.api import ClaimLost
 
     store.import_questions("s", [{"question": "q"}])
@@ -315,7 +315,7 @@ def test_stale_claim_is_taken_over_only_from_another_host(store, db_url):
 def _claim_write_and_die(url: str, run_id: int, question_id: int) -> None:
     s = Store(url)
     c = s.claim(run_id, question_id, "Who founded Acme?")
-    from agent.steps import Sample, Step, Terminate
+    from store.records import Sample, Step, Terminate
 
     s.add_step(c.trajectory_id, Step("decide", "p", [Sample("Terminate(thoughts='x')", 3, -1.0,
                                                              action=Terminate("x"))], 0))
@@ -374,15 +374,14 @@ def test_a_process_killed_mid_transaction_leaves_no_rows(store, db_url):
 
     assert [st.idx for st in store.trajectory(ids["trajectory_id"]).steps] == [0, 1]
     # The killed writer's lock is gone: the next step is written at once.
-    from agent.steps import Sample, Step
+    from store.records import Sample, Step
 
     store.add_step(ids["trajectory_id"], Step("decide", "next", [Sample("x", parse_error="bad")], None, index=2))
     assert [st.idx for st in store.trajectory(ids["trajectory_id"]).steps] == [0, 1, 2]
 
 
 def test_an_error_inside_add_step_writes_nothing_of_that_step(store):
-    from agent.llm.base import Completion, Generation
-    from agent.steps import SearchCall, Sample, Search, Step
+    from store.records import Completion, Generation, SearchCall, Sample, Search, Step
 
     ids = write_trajectory(store, finish=False)
     before = {m: count(store, m) for m in (StepRow, StepSample, LLMCall, SearchCallRow)}
@@ -403,8 +402,16 @@ def test_an_error_inside_add_step_writes_nothing_of_that_step(store):
 
 def _collect_all(url: str, run_id: int, start, out) -> None:
     """A collector: claim every question it can, write two steps each, finish it."""
-    from agent.llm.base import Completion, Generation
-    from agent.steps import Answer, Sample, Search, SearchCall, SearchResult, Step
+    from store.records import (
+        Completion,
+        Generation,
+        Answer,
+        Sample,
+        Search,
+        SearchCall,
+        SearchResult,
+        Step,
+    )
 
     s = Store(url)
     start.wait(60)

@@ -1,6 +1,6 @@
 """How a training run is configured: one dataclass whose fields document themselves.
 
-The defaults are unsloth's Llama-3-8B recipe (DESIGN.md §1): LoRA r=16, alpha=16, no
+The defaults are unsloth's Llama-3-8B recipe: LoRA r=16, alpha=16, no
 dropout, all seven projections, batch 2 x grad-accum 4, lr 2e-4 on a linear schedule,
 adamw_8bit. Every field carries its help text in `metadata["help"]`, so a CLI can expose
 the fields as flags and the resolved config (`to_dict`) is saved with every model.
@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Literal, Union
 
+REPORT_TO = ("none", "tensorboard", "wandb")
 LLAMA_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
@@ -56,7 +57,7 @@ class TrainConfig:
     max_length: int = _f(2048, "Longest sequence in tokens; longer prompts lose their left end.")
     loss: Literal["completion", "full"] = _f(
         "completion", "'completion' = loss on the chosen output only; 'full' = on the whole sequence "
-        "(the pocket model's pre-training needs it to learn copying, STACK.md).")
+        "(what first taught the pocket model to copy names, docs/NOTEBOOK.md).")
     group_by_length: bool = _f(True, "Batch sequences of similar length together (less padding).")
     padding_free: bool = _f(False, "Flatten each batch into one unpadded sequence (needs flash-attention).")
     packing: bool = _f(False, "Pack several examples into max_length blocks (best-fit; needs flash-attention).")
@@ -70,6 +71,8 @@ class TrainConfig:
         "auto", "unsloth's FastLanguageModel: 'auto' = when CUDA and `import unsloth` work; "
         "True = required; False = never.")
     logging_steps: int = _f(1, "Report the loss every this many optimizer steps.")
+    report_to: str = _f("none", "Where TRL reports training: 'none', 'tensorboard' or 'wandb' (each "
+                        "needs its package).")
     time_limit_s: float = _f(0.0, "Stop training (and still save) after this many seconds; 0 = no limit.")
 
     def __post_init__(self) -> None:
@@ -83,6 +86,8 @@ class TrainConfig:
             raise ValueError(f"bf16 must be 'auto', True or False, not {self.bf16!r}")
         if self.max_batch_tokens < 0:
             raise ValueError(f"max_batch_tokens must be 0 (off) or positive, not {self.max_batch_tokens}")
+        if self.report_to not in REPORT_TO:
+            raise ValueError(f"report_to must be one of {', '.join(REPORT_TO)}, not {self.report_to!r}")
         if self.max_length < 2:
             raise ValueError(f"max_length must be at least 2, not {self.max_length}")
 
@@ -110,7 +115,7 @@ class TrainConfig:
         return "adamw_8bit" if cuda and has_bnb else "adamw_torch"
 
     def resolved_bf16(self, cuda: bool) -> bool:
-        """'auto': bf16 on a GPU that supports it; on CPU too (STACK.md: ~1.7x faster than fp32)."""
+        """'auto': bf16 on a GPU that supports it; on CPU too (~1.7x faster than fp32 there)."""
         if self.bf16 != "auto":
             return bool(self.bf16)
         if cuda:

@@ -66,9 +66,9 @@ def clean_trajectories(steps: Sequence[Any], judge: str, prompt_version: str | N
     rank, or whose reply could not be parsed, leaves its trajectory unverified, so not clean.
 
     Why: on the pocket world the rule judge's per-step picks come mostly from trajectories
-    that end wrong (58 % of the examples of session 9's first CPU grow run), while the
+    that end wrong (58 % of the examples of a 100-question CPU grow run), while the
     trajectories it passes end right 98 % of the time (84 of 86, over 300 grown). No
-    reference answer is read to tell them apart (docs/BENCHMARKS.md section 2.0b).
+    reference answer is read to tell them apart (docs/NOTEBOOK.md, label-free filters).
     """
     verdicts: dict[int, bool] = {}
     for step in steps:

@@ -12,51 +12,96 @@ No reference answer is used for training: only the judge's rankings select the d
 Every stage records where it got to in the improve run's state, so re-running the same
 command after a crash or Ctrl-C resumes at the stage it stopped in.
 
-    python cli.py improve --world pocket --iterations 3
+    improver = Improver(store, ImproveOptions(world="pocket", iterations=3))
+    results = improver.run()          # `python cli.py improve --world pocket --iterations 3`
 """
 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-from agent.collect import items_for
+from agent.collect import items_for, run_name
 from agent.collect import collect as collect_trajectories
 
 STAGES = ("grow", "rank", "build", "train", "evaluate", "promote")
 TRAJECTORY_FILTERS = ("all", "clean")
-KILL_ENV = "RESTREACT_TEST_KILL_AT"  # test hook, see `_kill_point`
 
 
-def _kill_point(stage: str, it: int) -> None:
-    """Crash-test hook: RESTREACT_TEST_KILL_AT=STAGE:IT[:DELAY_S] SIGKILLs this process
-    DELAY_S seconds (default 0) after it enters that stage of that iteration (the baseline
-    evaluation is evaluate:0). Used by tests/test_kill_resume.py to prove resumption from
-    any stage; unset, it costs one dict lookup.
-    """
-    spec = os.environ.get(KILL_ENV)
-    if not spec:
-        return
-    want_stage, want_it, *delay = spec.split(":")
-    if (want_stage, want_it) != (stage, str(it)):
-        return
-    import signal
-    import threading
+@dataclass
+class ImproveOptions:
+    """What `improve` is asked for (`cli.py improve`'s options); the Improver resolves the rest."""
 
-    kill = lambda: os.kill(os.getpid(), signal.SIGKILL)  # noqa: E731
-    if delay and float(delay[0]) > 0:
-        timer = threading.Timer(float(delay[0]), kill)
-        timer.daemon = True  # a run that ends first is not held back (nor killed) by it
-        timer.start()
-    else:
-        kill()
+    model: Optional[str] = None  # the policy's base model (default: the world's)
+    world: Optional[str] = None  # a world (agent/worlds): model, corpus and questions
+    search: Optional[str] = None
+    corpus: Optional[str] = None
+    questions: Optional[str] = None  # set name or CSV/JSONL file, train and dev splits (default: the world's)
+    name: Optional[str] = None  # the run's name (default: derived from the config, so re-running resumes)
+    iterations: int = 3
+    judge: str = "rules"  # "rules" or a judge model spec
+    teacher: Optional[str] = None  # grow with this stronger model; its steps train `model`
+    samples: int = 4  # alternatives per step in Grow
+    samples_by_kind: dict = field(default_factory=dict)  # K for some kinds in Grow, e.g. {"summarize": 8}
+    per_question: int = 1
+    grow_choose: str = "perplexity"  # which sample a grow trajectory continues with (AgentConfig.choose)
+    trajectories: str = "all"  # which grow trajectories train: all | clean
+    grow_questions: Optional[int] = None  # training questions per iteration (default all)
+    eval_questions: Optional[int] = None  # held-out questions (default all)
+    eval_split: str = "dev"
+    eval_runs: int = 1
+    concurrency: int = 8
+    max_searches: int = 10
+    top_k: int = 3
+    epochs: float = 1.0
+    learning_rate: float = 2e-4
+    max_batch_tokens: int = 0  # 0 = off (trainer/batching.py)
+    train: dict = field(default_factory=dict)  # further TrainConfig overrides (lora_r, ...)
+    workdir: str = "runs"  # adapters and example files go under workdir/name/
+    workers: int = 1  # rollout processes (agent/workers.py)
+    train_processes: int = 1  # training processes, one per GPU (trainer/distributed.py)
+    load_in_4bit: bool = False  # 4-bit rollouts of `model` and QLoRA training (CUDA)
+    # With model "openai:NAME": the local copy of the served weights each adapter trains on
+    # (default: the world's model); trainer/serving.py
+    base_dir: Optional[str] = None
+    report_to: str = "none"  # where each iteration's training reports (TrainConfig.report_to)
+
+    def check(self) -> None:
+        """Refuse options that cannot work, needing nothing but the options (ValueError)."""
+        from agent.state import CHOOSERS
+
+        if self.trajectories not in TRAJECTORY_FILTERS:
+            raise ValueError(f"--trajectories must be one of {', '.join(TRAJECTORY_FILTERS)}, "
+                             f"not {self.trajectories!r}")
+        if self.grow_choose not in CHOOSERS:
+            raise ValueError(f"--grow-choose must be one of {', '.join(CHOOSERS)}, "
+                             f"not {self.grow_choose!r}")
+        if self.samples_by_kind and self.samples < 2:  # grow is told apart from evaluation by K > 1
+            raise ValueError("--samples-for applies to grow, which needs --samples 2 or more")
+        if self.train_processes < 1:
+            raise ValueError("--train-processes must be at least 1")
+        if self.workers < 1:
+            raise ValueError("--workers must be at least 1")
+
+    def train_overrides(self) -> dict:
+        """TrainConfig overrides; a setting left at its default is left out, so the names of
+        runs that predate it keep their hash."""
+        out = {"epochs": self.epochs, "learning_rate": self.learning_rate}
+        if self.load_in_4bit:  # QLoRA: the adapter trains on a 4-bit base, as the rollouts run it
+            out["load_in_4bit"] = True
+        if self.max_batch_tokens:
+            out["max_batch_tokens"] = self.max_batch_tokens
+        if self.report_to != "none":
+            out["report_to"] = self.report_to
+        return {**out, **self.train}
 
 
 @dataclass
 class ImproveConfig:
+    """The run's config as recorded with it; a derived run name hashes it (Improver.open)."""
+
     name: str  # the improve run's name: the same name resumes
     base_model: str  # the model every iteration's adapter is trained on
     question_set: str
@@ -68,7 +113,7 @@ class ImproveConfig:
     per_question: int = 1  # trajectories per question in Grow (the paper's 2nd gen used 4)
     samples: int = 4  # K alternatives per step for the ranker to choose from
     samples_by_kind: dict = field(default_factory=dict)  # K for some kinds, e.g. {"summarize": 8}
-    # Which sample a grow trajectory continues with (AgentConfig.choose); the policy factory
+    # Which sample a grow trajectory continues with (AgentConfig.choose); Improver.agent_options
     # applies it, this records it in the run's config and name
     grow_choose: str = "perplexity"
     eval_runs: int = 1  # evaluation runs per question (mean ± std over runs)
@@ -80,6 +125,9 @@ class ImproveConfig:
     # taken steps the judge passes at every step (trainer.examples.clean_trajectories)
     trajectories: str = "all"
     workdir: str = "runs"  # adapters and example files go under workdir/name/
+    # Rollouts on an OpenAI-compatible server ("openai:NAME", trainer/serving.py) that serves
+    # base_model and loads each adapter; None: base_model runs in this process
+    rollout_model: Optional[str] = None
     train: dict = field(default_factory=dict)  # TrainConfig overrides
 
     def to_dict(self) -> dict:
@@ -91,6 +139,8 @@ class ImproveConfig:
             del d["trajectories"]
         if d["grow_choose"] == "perplexity":
             del d["grow_choose"]
+        if d["rollout_model"] is None:
+            del d["rollout_model"]
         return d
 
     def __post_init__(self):
@@ -111,33 +161,176 @@ class IterationResult:
 
 
 class Improver:
-    """Runs the loop; `make_agent(model, adapter, samples, greedy)` builds a policy agent.
+    """The loop over one improve run, built from its options.
 
-    Scaling out (docs/SCALING.md): with `run_items(model, adapter, samples, greedy, run_id,
-    items, model_version_id)` the grow and evaluate stages hand their items to worker
-    processes (agent/workers.py) instead of an in-process agent; with `train_processes` > 1
-    the train stage runs under a multi-GPU launch (trainer/distributed.py).
+    `prepare()` resolves the options, loads (or, with workers, checks) every model and the
+    judge, imports the questions and opens the run: whatever a bad option breaks, breaks
+    there, before anything is written. `run()` prepares if needed and runs the iterations
+    not done yet; each stage below is one method.
+
+    Scaling out (docs/SCALING.md): with `workers` > 1 the grow and evaluate stages hand their
+    items to worker processes (agent/workers.py) instead of an in-process agent; with
+    `train_processes` > 1 the train stage runs under a multi-GPU launch (trainer/distributed.py).
+    `make_judge(spec)` builds the ranker's judge (default agent.setup.make_judge).
     """
 
-    def __init__(self, store, cfg: ImproveConfig, make_agent: Callable, make_judge: Callable,
-                 log: Callable[[str], None] = print, run_items: Optional[Callable] = None,
-                 train_processes: int = 1, release: Optional[Callable[[], None]] = None):
-        self.store, self.cfg, self.make_agent, self.make_judge, self.log = (
-            store, cfg, make_agent, make_judge, log)
-        self.release = release or (lambda: None)  # frees the rollout models before training
-        self.run_items, self.train_processes = run_items, train_processes
-        self.run = store.get_or_create_run(cfg.name, "improve", cfg.to_dict())
+    def __init__(self, store, opts: ImproveOptions, log: Callable[[str], None] = print,
+                 make_judge: Optional[Callable] = None):
+        from agent.setup import PolicyPool, make_judge as default_judge
+
+        opts.check()
+        self.store, self.opts, self.log = store, opts, log
+        self.make_judge = make_judge or default_judge
+        # The loaded rollout models: one on the card at a time (two with a teacher), freed
+        # before training.
+        self.pool = PolicyPool(store, max_models=2 if opts.teacher else 1)
+        self.run_items: Optional[Callable] = None  # the workers' fan-out, with workers > 1
+        self.cfg: Optional[ImproveConfig] = None  # the run's recorded config, once open
+        self.improve_run = None  # the run row (store), once open
+        self._base = None
+        self.serving = None  # trainer.serving.ServedRollouts when rollouts run on a server
+
+    # --- setting up -----------------------------------------------------------------
+
+    def prepare(self) -> "Improver":
+        if self.improve_run is not None:
+            return self
+        from agent.questions_io import plan_questions
+
+        self.base()
+        self._check_4bit()
+        self._check_serving()
+        load_questions = plan_questions(self.store, self.opts.questions, self.opts.world)
+        self._load_policies()
+        self._check_judge()
+        set_name, _ = load_questions()
+        return self.open(set_name)
+
+    def base(self):
+        """The policy's resolved options: model, search and corpus (a world's, if named)."""
+        if self._base is None:
+            from agent.setup import AgentOptions, SetupError
+
+            o = self.opts
+            base = AgentOptions(model=o.model, search=o.search, corpus=o.corpus,
+                                world=o.world).resolved()
+            if not base.model:
+                from agent.worlds import world_names
+
+                raise SetupError(f"no model: pass --model PATH or --world {'/'.join(world_names())}")
+            self._base = base
+        return self._base
+
+    def _check_4bit(self) -> None:
+        if self.opts.load_in_4bit:  # before any run is written, also when workers load the models
+            import torch
+
+            if not torch.cuda.is_available():
+                from agent.setup import SetupError
+
+                raise SetupError("--4bit needs a CUDA GPU (bitsandbytes 4-bit); none is visible")
+
+    def _check_serving(self) -> None:
+        """With --model openai:NAME, rollouts run on that server, each adapter loaded into it."""
+        from agent.setup import AgentOptions, SetupError
+        from trainer.serving import ServingError, served_rollouts
+
+        o = self.opts
+        world_model = AgentOptions(world=o.world).resolved().model if o.world else None
+        try:
+            self.serving = served_rollouts(self.base().model, o.base_dir, world_model,
+                                           o.load_in_4bit, o.workers)
+        except ServingError as e:
+            raise SetupError(str(e)) from None
+
+    def _load_policies(self) -> None:
+        """Load the policy (and teacher) now, or with workers check their options only."""
+        o, model = self.opts, self.base().model
+        if o.workers == 1:
+            self.policy(model, None, 1, o.eval_runs == 1)
+            if o.teacher:
+                self.policy(o.teacher, None, o.samples, False)
+            return
+        from agent.workers import fan_out, prepare_options
+
+        prepare_options(self.store, self.agent_options(model, None, 1), o.workers)
+        if o.teacher:
+            prepare_options(self.store, self.agent_options(o.teacher, None, o.samples), o.workers)
+        spread = fan_out(self.store, o.workers, o.concurrency, log=self.log)
+
+        def run_items(model_spec, adapter, k, greedy, run_id, items, mv_id):
+            opts = self.agent_options(model_spec, adapter, k, greedy)
+            return spread(opts, run_id, items, model_spec, mv_id)
+
+        self.run_items = run_items
+
+    def _check_judge(self) -> None:
+        """Load the judge once so a bad one fails early; ranking loads its own."""
+        from agent.llm.base import LLMError
+        from agent.setup import SetupError
+
+        try:
+            judge = self.make_judge(self.opts.judge)
+        except (LLMError, ValueError, OSError) as e:
+            raise SetupError(f"judge: {e}") from None
+        if hasattr(judge, "close"):
+            judge.close()
+
+    def open(self, question_set: str) -> "Improver":
+        """Open (or resume) the run on this question set; its name follows from its config."""
+        o = self.opts
+        cfg = ImproveConfig(
+            name="", base_model=self.serving.base if self.serving else self.base().model,
+            rollout_model=self.serving.model if self.serving else None, question_set=question_set,
+            iterations=o.iterations, eval_split=o.eval_split, grow_questions=o.grow_questions,
+            eval_questions=o.eval_questions, per_question=o.per_question, samples=o.samples,
+            eval_runs=o.eval_runs, concurrency=o.concurrency, judge=o.judge, teacher=o.teacher,
+            samples_by_kind=o.samples_by_kind, trajectories=o.trajectories,
+            grow_choose=o.grow_choose, workdir=o.workdir, train=o.train_overrides())
+        cfg.name = o.name or run_name("improve", set=question_set, **{
+            k: v for k, v in cfg.to_dict().items() if k not in ("iterations", "name")})
+        self.cfg = cfg
+        self.improve_run = self.store.get_or_create_run(cfg.name, "improve", cfg.to_dict())
         self.dir = Path(cfg.workdir) / _slug(cfg.name)
+        return self
+
+    def agent_options(self, model_spec: str, adapter: Optional[str], k: int, greedy: bool = True):
+        """A policy's options: K samples a step in Grow, one greedy (or sampled) in evaluation."""
+        from agent.setup import AgentOptions
+        from agent.state import AgentConfig
+        from reward.choosers import chooser_for
+
+        o, base = self.opts, self.base()
+        grow = k > 1  # evaluation stays one sample, chosen by perplexity
+        if self.serving:
+            model_spec, adapter = self.serving.route(model_spec, adapter)
+        return AgentOptions(model=model_spec, adapter=adapter, search=base.search,
+                            corpus=base.corpus,
+                            load_in_4bit=o.load_in_4bit and model_spec == base.model,  # not the teacher
+                            config=AgentConfig(max_searches=o.max_searches, top_k=o.top_k,
+                                               samples=k, greedy=greedy,
+                                               samples_by_kind=o.samples_by_kind if grow else {},
+                                               choose=o.grow_choose if grow else "perplexity"),
+                            chooser=chooser_for(o.grow_choose) if grow else None)
+
+    def policy(self, model_spec: str, adapter: Optional[str], k: int, greedy: bool = True):
+        """An agent for this policy, sharing loaded models (agent.setup.PolicyPool)."""
+        return self.pool.get(self.agent_options(model_spec, adapter, k, greedy))
+
+    def release(self) -> None:
+        """Free the rollout models (training loads its own copy of the base)."""
+        self.pool.release()
 
     # --- the loop -------------------------------------------------------------------
 
-    def run_all(self) -> list[IterationResult]:
+    def run(self) -> list[IterationResult]:
+        self.prepare()
         self.baseline()
         for it in range(1, self.cfg.iterations + 1):
             if self.state("done", it):
                 continue
             self.iteration(it)
-        self.store.finish_run(self.run.id)
+        self.store.finish_run(self.improve_run.id)
         return self.results()
 
     def baseline(self) -> None:
@@ -162,7 +355,6 @@ class Improver:
     # --- stages ---------------------------------------------------------------------
 
     def grow(self, it: int, current):
-        _kill_point("grow", it)
         cfg = self.cfg
         name = f"{cfg.name}:grow:{it}"
         run = self.store.get_or_create_run(name, "grow", {"iteration": it})
@@ -176,7 +368,7 @@ class Improver:
         if self.run_items:  # worker processes, each loading its own model
             self.run_items(model, adapter, cfg.samples, False, run.id, items, mv_id)
         else:
-            agent = self.make_agent(model, adapter, cfg.samples, greedy=False)
+            agent = self.policy(model, adapter, cfg.samples, greedy=False)
             collect_trajectories(agent, run.id, items, concurrency=cfg.concurrency, model=model,
                                  model_version_id=mv_id)
         self.store.finish_run(run.id)
@@ -198,7 +390,6 @@ class Improver:
         (rules-v1 → rules-v2) must re-rank the earlier iterations' grow runs too, or their
         steps would silently drop out of training. rank_run skips what is already done.
         """
-        _kill_point("rank", it)
         from reward.ranker import prompt_version, rank_run
 
         version = prompt_version(self.cfg.judge)
@@ -221,7 +412,6 @@ class Improver:
         return range(1, it + 1) if self.cfg.keep_data else range(it, it + 1)
 
     def build(self, it: int) -> tuple[list, list[int]]:
-        _kill_point("build", it)
         from reward.ranker import prompt_version
         from trainer.examples import examples_from_steps
 
@@ -231,7 +421,7 @@ class Improver:
             steps = self.store.steps_of_run(grow_run.id, status="finished", min_samples=1)
             examples += examples_from_steps(steps, self.cfg.judge, prompt_version(self.cfg.judge),
                                             clean_only=self.cfg.trajectories == "clean")
-        if self.cfg.teacher:
+        if self.cfg.teacher or self.cfg.rollout_model:  # a server stored the bare prompts
             examples = self._as_student_sees(examples)
         path = self.dir / f"it{it}" / "examples.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -245,8 +435,9 @@ class Improver:
         return examples, step_ids
 
     def _as_student_sees(self, examples: list) -> list:
-        """A teacher behind an API stores the bare prompt; train on the text the student will
-        be fed at rollout (its chat template), so training and rollout tokens agree."""
+        """A model behind an API (a teacher, or served rollouts) stores the bare prompt; train
+        on the text the student is fed at rollout (its chat template, which is also what a
+        server applies to it), so training and rollout tokens agree."""
         from dataclasses import replace
 
         from transformers import AutoTokenizer
@@ -259,7 +450,6 @@ class Improver:
                 replace(ex, prompt=render_prompt(tok, ex.prompt)) for ex in examples]
 
     def train(self, it: int, current, examples: list, step_ids: list[int]):
-        _kill_point("train", it)
         from trainer.config import TrainConfig
         from trainer.sft import train
 
@@ -270,10 +460,10 @@ class Improver:
         out = self.dir / f"it{it}" / "adapter"
         self.release()  # training loads its own copy of the base: make room on the card
         tcfg = TrainConfig(base_model=self.cfg.base_model, output_dir=str(out), **self.cfg.train)
-        if self.train_processes > 1:  # one process per GPU; only the main one saves
+        if self.opts.train_processes > 1:  # one process per GPU; only the main one saves
             from trainer.distributed import launch_train
 
-            result = launch_train(examples, tcfg, self.train_processes)
+            result = launch_train(examples, tcfg, self.opts.train_processes)
         else:
             result = train(examples, tcfg)
         mv = self._model_version(it, str(result.output_dir), step_ids, asdict(tcfg), None,
@@ -282,7 +472,6 @@ class Improver:
         return mv
 
     def evaluate(self, it: int, mv):
-        _kill_point("evaluate", it)
         from reward.evaluate import evaluate
 
         cfg = self.cfg
@@ -298,7 +487,7 @@ class Improver:
             score_run(self.store, run.id, questions, model_version_id=mv_id)
             summary = summarize(self.store, run.id, len(questions), cfg.eval_runs)
         else:
-            agent = self.make_agent(cfg.base_model, adapter, 1, greedy=cfg.eval_runs == 1)
+            agent = self.policy(cfg.base_model, adapter, 1, greedy=cfg.eval_runs == 1)
             summary = evaluate(agent, run.id, questions, runs=cfg.eval_runs,
                                concurrency=cfg.concurrency, model=cfg.base_model,
                                model_version_id=mv_id)
@@ -311,7 +500,6 @@ class Improver:
         return summary
 
     def promote(self, it: int, current, trained, summary) -> None:
-        _kill_point("promote", it)
         if self.state("promote", it):  # decided before a crash: `current` has moved on since
             return
         best = (current.metrics or {}).get("eval", {}).get("exact_mean", 0.0)
@@ -337,11 +525,11 @@ class Improver:
             metrics["eval"] = summary.to_dict()
         return self.store.add_model_version(
             name=name, base=self.cfg.base_model, adapter_path=adapter,
-            parent_id=parent.id if parent else None, iteration=it, run_id=self.run.id,
+            parent_id=parent.id if parent else None, iteration=it, run_id=self.improve_run.id,
             step_ids=step_ids, config=config, metrics=metrics)
 
     def _state(self) -> dict:
-        return (self.store.get_run(self.run.id).state or {})
+        return (self.store.get_run(self.improve_run.id).state or {})
 
     def state(self, stage: str, it: int) -> bool:
         return stage in self._state().get(f"it{it}", {})
@@ -355,7 +543,7 @@ class Improver:
         update = {f"it{it}": entry}
         if best is not None:
             update["best"] = best
-        self.store.set_run_state(self.run.id, **update)
+        self.store.set_run_state(self.improve_run.id, **update)
 
     def results(self) -> list[IterationResult]:
         out = []

@@ -1,6 +1,6 @@
 """Warm-starting the pocket model: a small Llama that has learnt to read its search results.
 
-Recipe (STACK.md records why each part is there):
+Recipe (docs/NOTEBOOK.md records what each part was measured to do):
   1. seed data — on many freshly generated worlds, run the deliberately imperfect scripted
      policy through the real agent graph and keep every step (prompt, chosen output);
      fresh worlds make memorising impossible, so the model must copy from its snippets;
@@ -10,12 +10,11 @@ Recipe (STACK.md records why each part is there):
      own trainer, with loss on the whole sequence (what taught a tiny model to copy);
   4. saved in bf16 under data/pocket/model (small enough to ship in the repository);
   5. optionally continued on fresh worlds (`--init-from`), e.g. with loss on the outputs
-     only (`--loss completion --doc-fraction 0`). Run 5 came from two such phases: many
-     small steps with year-stating steps repeated, which taught years, then a plain replay
-     at a larger batch, which brought the other steps back. The shipped model (run 6)
-     continued run 5 on seed data whose reader misreads more often (`--mistake-weights`),
-     so the warm start's mistakes are mostly ones the loop can undo (docs/BENCHMARKS.md
-     sections 1 and 2.0).
+     only (`--loss completion --doc-fraction 0`). Years are learnt from many small steps
+     with year-stating steps repeated, and a plain replay at a larger batch brings the other
+     steps back. The shipped model's last stage ran on seed data whose reader misreads more
+     often (`--mistake-weights`), so the warm start's mistakes are mostly ones the loop can
+     undo (docs/BENCHMARKS.md sections 1 and 2).
 
     python cli.py pocket pretrain --worlds 1000 --out data/pocket/model   # on a GPU: minutes
 """
@@ -30,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from agent.pocket.assets import PRETRAIN_SEED_BASE
+from agent.worlds.pocket.assets import PRETRAIN_SEED_BASE
 
 # Llama-3's chat layout; {% generation %} marks what the model writes (TRL's assistant mask).
 CHAT_TEMPLATE = (
@@ -50,16 +49,14 @@ class PocketConfig:
     world_size: str = "small"  # size preset of each pretraining world
     questions_per_world: int = 20
     error_rate: float = 0.3  # the seed policy's mistake rate: keeps the warm start imperfect
-    # Per step kind, a weight on error_rate (agent.pocket.policy.KIND_WEIGHT when not given).
+    # Per step kind, a weight on error_rate (agent.worlds.pocket.policy.KIND_WEIGHT when not given).
     # Raising summarize makes a warm start misread more often, a mistake the rule judge sees
-    # and another sample avoids: headroom the label-free loop can take (BENCHMARKS.md §1).
+    # and another sample avoids: headroom the label-free loop can take (docs/BENCHMARKS.md §2).
     mistake_weights: dict = field(default_factory=dict)
     vocab_size: int = 6000
-    # One token per digit, so a year is copied digit by digit. With whole-number tokens run 4
-    # (trained without this) wrote its most frequent year, "2020", for most years it should
-    # copy (benchmarks/analysis/headroom.py); run 5 learnt them with whole-number tokens,
-    # from many small steps (docs/BENCHMARKS.md section 1). A split-digit start with half
-    # the shipped budget copied years no better (docs/BENCHMARKS.md section 2a, session 5).
+    # One token per digit, so a year is copied digit by digit. Off by default: whole-number
+    # year tokens are learnt from many small steps (docs/BENCHMARKS.md section 1), and a
+    # split-digit start with half the shipped budget copied years no better (docs/NOTEBOOK.md).
     split_digits: bool = False
     hidden: int = 256
     layers: int = 6
@@ -71,24 +68,26 @@ class PocketConfig:
     learning_rate: float = 2e-3
     doc_fraction: float = 0.3  # corpus documents mixed in as plain language-modelling text
     # "full": loss on the whole sequence, what first taught the model to copy names at all.
-    # "completion": loss on the steps' outputs only. Continuing the full-loss model this way
-    # (run 3) taught it the relations it still misread (studied at, works for, a city's
-    # country); years it did not copy (docs/BENCHMARKS.md section 1).
+    # "completion": loss on the steps' outputs only. Continuing a full-loss model this way
+    # teaches it the relations it still misreads (studied at, works for, a city's country),
+    # but not years (docs/NOTEBOOK.md).
     loss: str = "full"
     workers: int = 0  # processes for seed data (0 = all cores)
     time_limit_s: float = 0.0  # stop training after this long (the model is still saved)
+    teacher: str = ""  # a model spec that writes the seed steps; "" = the scripted reader
     init_from: str = ""  # continue training this pocket model (its tokenizer too) instead of a fresh one
-    # Aimed at the year cap (docs/BENCHMARKS.md section 2a): the tied embedding keeps the
+    # Aimed at the year cap (docs/NOTEBOOK.md): the tied embedding keeps the
     # year tokens bunched together, so a continued model may get its own output matrix
     # (`untie`), fresh, spread-out year rows (`reinit_years`), and more of the summaries that
     # state a year (`year_boost`: each such step appears this many times in the data).
-    # Measured on run 4 (docs/BENCHMARKS.md section 1): none of the three taught years in
-    # batches of 256. In batches of 8, a boost of 6 on summaries and answers did (run 5).
+    # In batches of 256 none of the three teaches years; in batches of 8, a boost of 6 on
+    # summaries and answers does (docs/BENCHMARKS.md section 1, stage 5).
     untie: bool = False
     reinit_years: bool = False
     year_boost: int = 1
-    # Which step kinds the boost repeats. Session 8's CPU drill taught years with many small
-    # steps on summaries; answers copy years too (a comparison's thoughts list both years).
+    # Which step kinds the boost repeats. Many small steps on summaries teach years
+    # (benchmarks/analysis/year_drill.py); answers copy years too (a comparison's thoughts
+    # list both years).
     year_boost_kinds: tuple[str, ...] = ("summarize",)
     seed: int = 0
 
@@ -102,8 +101,8 @@ def world_steps(world_seed: int, cfg: PocketConfig) -> tuple[list[dict], list[st
     Returns (steps as {kind, prompt, completion}, corpus texts).
     """
     from agent.graph import Agent
-    from agent.pocket.build import build_world
-    from agent.pocket.policy import ScriptedPolicy
+    from agent.worlds.pocket.build import build_world
+    from agent.worlds.pocket.policy import ScriptedPolicy
     from agent.search.corpus import CorpusSearch
     from agent.state import AgentConfig
 
@@ -119,8 +118,13 @@ def world_steps(world_seed: int, cfg: PocketConfig) -> tuple[list[dict], list[st
         build_world(world_seed, Path(tmp), size=cfg.world_size)
         questions = [json.loads(x) for x in (Path(tmp) / "questions.jsonl").read_text().splitlines()]
         docs = [json.loads(x)["text"] for x in (Path(tmp) / "corpus.jsonl").read_text().splitlines()]
-        policy = ScriptedPolicy(Path(tmp), error_rate=cfg.error_rate, seed=world_seed,
-                                kind_weights=cfg.mistake_weights)
+        if cfg.teacher:
+            from agent.llm.factory import make_llm
+
+            policy = make_llm(cfg.teacher)
+        else:
+            policy = ScriptedPolicy(Path(tmp), error_rate=cfg.error_rate, seed=world_seed,
+                                    kind_weights=cfg.mistake_weights)
         agent = Agent(llm=policy, search=CorpusSearch(Path(tmp) / "corpus.jsonl"), store=None,
                       config=AgentConfig(samples=1), on_event=capture)
         rng = random.Random(world_seed)

@@ -39,3 +39,17 @@ def plot_improve(store, run, out: str | Path) -> Path:
     fig.savefig(out)
     plt.close(fig)
     return out
+
+
+def results_table(cfg, results):
+    """The improve run's iterations as a rich table (what `cli.py improve` prints last)."""
+    from rich.table import Table
+
+    table = Table(title=f"improve {cfg.name}")
+    for col in ("iteration", "examples", "train loss", f"{cfg.eval_split} exact", "promoted"):
+        table.add_column(col)
+    for r in results:
+        table.add_row(str(r.iteration), str(r.examples),
+                      "" if r.train_loss is None else f"{r.train_loss:.3f}",
+                      f"{r.eval_exact:.3f} ± {r.eval_std:.3f}", "yes" if r.promoted else "")
+    return table

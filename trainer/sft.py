@@ -10,7 +10,7 @@ Two paths share one recipe. Path A (default, CPU and GPU): transformers + PEFT L
 TRL's `SFTTrainer`, fed a pre-tokenized dataset (input_ids + completion_mask) so the prompt
 tokens are exactly the rollout's. Path B (CUDA with unsloth installed): unsloth's
 `FastLanguageModel` with its gradient checkpointing, about 1.8x faster and 40% less memory
-on an 8B model (DESIGN.md §5); the same trainer and data run on top of it.
+on an 8B model; the same trainer and data run on top of it.
 
 Heavy imports live inside functions: unsloth must be imported before transformers and TRL
 to patch them, and `cli.py --help` must stay fast.
@@ -244,7 +244,7 @@ def sft_config(cfg: TrainConfig, cuda: bool, output_dir: str, unsloth: bool = Fa
     # Padding-free without packing cannot enforce max_length; examples are already cut to it.
     max_length = None if (cfg.padding_free and not cfg.packing) else cfg.max_length
     return SFTConfig(
-        output_dir=output_dir, report_to="none", save_strategy="no", disable_tqdm=True,
+        output_dir=output_dir, report_to=cfg.report_to, save_strategy="no", disable_tqdm=True,
         use_cpu=not cuda, bf16=cfg.resolved_bf16(cuda), fp16=False,
         per_device_train_batch_size=cfg.per_device_batch,
         gradient_accumulation_steps=cfg.grad_accum, learning_rate=cfg.learning_rate,
@@ -254,39 +254,52 @@ def sft_config(cfg: TrainConfig, cuda: bool, output_dir: str, unsloth: bool = Fa
         logging_steps=cfg.logging_steps, max_length=max_length,
         completion_only_loss=cfg.loss == "completion",
         packing=cfg.packing, padding_free=cfg.padding_free,
-        # unsloth does its own (offloaded) checkpointing inside the model.
-        gradient_checkpointing=cfg.gradient_checkpointing and not unsloth,
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
         include_num_input_tokens_seen="non_padding", dataloader_num_workers=0,
+        # unsloth does its own (offloaded) checkpointing inside the model.
+        **{_checkpointing_field(SFTConfig): cfg.gradient_checkpointing and not unsloth},
     )
+
+
+def _checkpointing_field(config_class) -> str:
+    """transformers 5.25 renamed gradient_checkpointing to activation_checkpointing (the old
+    name warns); 5.17, which unsloth needs, knows only the old one."""
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(config_class)}
+    return "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
 
 
 def _trainer_class():
     """SFTTrainer, with a plain-PyTorch loss where TRL's fused Triton loss cannot run, and
     token-budget batches when `max_batch_tokens` is set.
 
-    TRL 1.15 computes the training loss with a Triton kernel (`fused_lm_head=True`) and has
-    no fallback: on a CPU, or without triton, it fails with "'NoneType' object has no
-    attribute 'apply'". There the model's own cross-entropy over the same labels is used.
+    TRL computes the training loss through its fused LM head (`fused_lm_head=True`), a Triton
+    kernel on CUDA/XPU. TRL 1.15 has no fallback: on a CPU, or without triton, it fails with
+    "'NoneType' object has no attribute 'apply'" (1.16 falls back to chunked PyTorch). There
+    the model's own cross-entropy over the same labels is used, with either release, so both
+    train alike.
     """
     from transformers import Trainer
+    from transformers.utils import is_triton_available
     from trl import SFTTrainer  # after `import unsloth` this is unsloth's patched class
-    from trl.trainer import utils as trl_utils
+
+    fused = is_triton_available()
 
     class RestreactSFTTrainer(SFTTrainer):
         max_batch_tokens = 0  # set by make_trainer from TrainConfig
         max_padded_tokens = 0  # the most tokens, padding included, of one forward pass so far
 
         def get_train_dataloader(self):
+            loader = super().get_train_dataloader()
             if self.max_batch_tokens <= 0:
-                return super().get_train_dataloader()
-            return _budget_dataloader(self)
+                return loader
+            return _budget_dataloader(self, loader)
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             if model.training:  # reported in the metrics, so a run shows its budget held
                 self.max_padded_tokens = max(self.max_padded_tokens, inputs["input_ids"].numel())
-            device = inputs["input_ids"].device.type
-            if trl_utils._ChunkedLogProbFunction is not None and device in ("cuda", "xpu"):
+            if fused and inputs["input_ids"].device.type in ("cuda", "xpu"):
                 return super().compute_loss(model, inputs, return_outputs=return_outputs,
                                             num_items_in_batch=num_items_in_batch)
             inputs["use_cache"] = False
@@ -296,34 +309,25 @@ def _trainer_class():
     return RestreactSFTTrainer
 
 
-def _budget_dataloader(trainer):
-    """transformers' `_get_dataloader` with our token-budget batch sampler in place of
-    batch_size + sampler: its only batch_sampler route is its own rebalancer."""
-    from functools import partial
-
-    import datasets
+def _budget_dataloader(trainer, loader):
+    """The trainer's own training loader (its dataset with unused columns dropped, its
+    collator and worker settings), batched by our token-budget sampler instead of
+    batch_size + sampler: transformers' only batch_sampler route is its own rebalancer."""
     from torch.utils.data import DataLoader
-    from transformers.trainer_utils import seed_worker
 
     from trainer.batching import TokenBudgetBatchSampler
 
-    a, dataset, collator = trainer.args, trainer.train_dataset, trainer.data_collator
-    lengths = [len(x) for x in dataset["input_ids"]]  # after TRL's preparation: truncated, packed
-    if isinstance(dataset, datasets.Dataset):
-        dataset = trainer._remove_unused_columns(dataset, description="Training")
-    else:
-        collator = trainer._get_collator_with_removed_columns(collator, description="Training")
+    a = trainer.args
+    lengths = [len(x) for x in trainer.train_dataset["input_ids"]]  # after TRL's preparation
     sampler = TokenBudgetBatchSampler(lengths, trainer.max_batch_tokens, a.per_device_train_batch_size,
                                       seed=a.data_seed if a.data_seed is not None else a.seed)
-    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collator,
-                        num_workers=a.dataloader_num_workers, pin_memory=a.dataloader_pin_memory,
-                        persistent_workers=a.dataloader_persistent_workers,
-                        multiprocessing_context=a.dataloader_multiprocessing_context,
-                        prefetch_factor=a.dataloader_prefetch_factor,
-                        worker_init_fn=partial(seed_worker, num_workers=a.dataloader_num_workers,
-                                               rank=a.process_index))
+    budget = DataLoader(loader.dataset, batch_sampler=sampler, collate_fn=loader.collate_fn,
+                        num_workers=loader.num_workers, pin_memory=loader.pin_memory,
+                        persistent_workers=loader.persistent_workers,
+                        multiprocessing_context=loader.multiprocessing_context,
+                        prefetch_factor=loader.prefetch_factor, worker_init_fn=loader.worker_init_fn)
     # prepare: device placement, and under DDP whole batches dealt out to the ranks.
-    return trainer.accelerator.prepare(loader)
+    return trainer.accelerator.prepare(budget)
 
 
 def make_trainer(model, tok, dataset, cfg: TrainConfig, cuda: bool, peft_config, output_dir: str,
@@ -340,7 +344,7 @@ def make_trainer(model, tok, dataset, cfg: TrainConfig, cuda: bool, peft_config,
     finally:
         if quiet:
             datasets.enable_progress_bars()
-    from transformers.trainer_callback import PrinterCallback
+    from transformers import PrinterCallback
 
     trainer.max_batch_tokens = cfg.max_batch_tokens
     trainer.remove_callback(PrinterCallback)  # logs go to on_log, not stdout

@@ -3,7 +3,8 @@
 `HFBackend` gathers concurrent requests into rows (K rows per request of K samples) and,
 by default, answers them with one plain `model.generate` call on a dynamic KV cache. On a
 GPU that path is bound by Python and kernel-launch overhead, far from the memory-bandwidth
-bound (DESIGN.md §5: 314 tok/s at 32 sequences where ~5,500 is possible). The options
+bound (on an H100, 393 tok/s at 32 sequences where ~5,500 is possible: docs/BENCHMARKS.md
+section 3). The options
 here trade set-up cost for speed; every one keeps greedy outputs token-for-token equal to
 the plain path (tests/test_engine.py checks it on a tiny model):
 

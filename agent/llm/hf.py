@@ -37,7 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent import interrupt
-from agent.llm.base import Completion, GenRequest, Generation, LLMError
+from agent.llm.base import LLMError
+from store.records import Completion, GenRequest, Generation
 
 PAPER_SAMPLING_TEMPERATURE = 0.5
 _STOP = object()  # sentinel that ends the worker thread
@@ -190,6 +191,49 @@ class HFBackend:
                 return pending.future.result(timeout=_POLL_S)
             except FutureTimeout:
                 interrupt.raise_if_requested()
+
+    def score(self, prompt: str, continuations: list[str]) -> list[float]:
+        """log P(continuation | rendered prompt) for each continuation (see score_pairs)."""
+        return self.score_pairs([(prompt, c) for c in continuations])
+
+    def score_pairs(self, pairs: list[tuple[str, str]], max_rows: int = 16) -> list[float]:
+        """log P(continuation | rendered prompt) for each (prompt, continuation) pair.
+
+        What a judge reads yes/no log-probabilities with (reward/llm_judge.py): forward passes
+        of up to `max_rows` right-padded rows, no sampling. It runs on the caller's thread,
+        beside the generation worker: a forward without a cache changes no state.
+        """
+        import torch
+
+        tok = self.tokenizer
+        rows = []
+        for prompt, cont in pairs:
+            head = tok(self.render(prompt), add_special_tokens=False)["input_ids"]
+            tail = tok(cont, add_special_tokens=False)["input_ids"]
+            if not tail:
+                raise LLMError("score: every continuation needs at least one token")
+            rows.append((head, tail))
+        out: list[float] = []
+        for at in range(0, len(rows), max_rows):
+            out += self._score_rows(rows[at:at + max_rows], torch)
+        return out
+
+    def _score_rows(self, rows, torch) -> list[float]:
+        width = max(len(h) + len(t) for h, t in rows)
+        ids = torch.full((len(rows), width), self._pad_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for i, (h, t) in enumerate(rows):
+            ids[i, :len(h) + len(t)] = torch.tensor(h + t)
+            mask[i, :len(h) + len(t)] = 1
+        with torch.no_grad():
+            logits = self.model(input_ids=ids.to(self.device),
+                                attention_mask=mask.to(self.device)).logits
+        out = []
+        for i, (h, t) in enumerate(rows):
+            # The logits at position p predict token p + 1.
+            lp = torch.log_softmax(logits[i, len(h) - 1:len(h) + len(t) - 1].float(), dim=-1)
+            out.append(float(lp[torch.arange(len(t)), torch.tensor(t, device=lp.device)].sum()))
+        return out
 
     def close(self) -> None:
         """Stop the worker thread; requests still queued fail with LLMError."""

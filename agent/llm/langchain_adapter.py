@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import time
 
-from agent.llm.base import Completion, GenRequest, Generation, LLMError
+from agent.llm.base import LLMError
+from store.records import Completion, GenRequest, Generation
 from agent.llm.hf import effective_sampling
 
 _MAX_TOKEN_FIELDS = ("max_tokens", "max_completion_tokens", "num_predict", "max_output_tokens")

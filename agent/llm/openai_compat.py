@@ -12,9 +12,10 @@ Perplexity comes from the server's token log-probabilities when it returns them
 (their sum); otherwise `logprob` is None and the agent falls back to the first sample.
 Sampling follows the project rule (n > 1 at temperature 0 → 0.5; see agent.llm.hf).
 
-Connection errors, 429 and 5xx are retried with exponential backoff; any other 4xx is
-final and reported with the server's own message. The API key only ever travels in the
-Authorization header: it is not in `options`, `repr`, logs or error messages.
+Connection errors (refused, or dropped mid-answer), 429 and 5xx are retried with
+exponential backoff (agent/retry.py); any other 4xx is final and reported with the
+server's own message. The API key only ever travels in the Authorization header: it
+is not in `options`, `repr`, logs or error messages.
 """
 
 from __future__ import annotations
@@ -24,8 +25,10 @@ import threading
 import time
 from urllib.parse import urlsplit, urlunsplit
 
-from agent.llm.base import Completion, GenRequest, Generation, LLMError
+from agent.llm.base import LLMError
+from store.records import Completion, GenRequest, Generation
 from agent.llm.hf import effective_sampling
+from agent.retry import AttemptFailed, GaveUp, with_retries
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 MODES = ("chat", "completions")
@@ -37,18 +40,12 @@ class OpenAICompatBackend:
     def __init__(self, base_url: str | None = None, model: str | None = None,
                  api_key: str | None = None, mode: str = "chat", timeout_s: float = 60,
                  max_retries: int = 4, backoff_s: float = 0.5, logprobs: bool = True):
-        import httpx
-
         if mode not in MODES:
             raise LLMError(f"unknown mode '{mode}' (use chat or completions)")
-        self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
+        self.http = ServerHTTP(base_url, api_key, timeout_s, max_retries, backoff_s)
+        self.base_url = self.http.base_url
         self.mode = mode
-        self.max_retries = int(max_retries)
-        self.backoff_s = float(backoff_s)
         self.logprobs = bool(logprobs)
-        self._api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
-        headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
-        self._client = httpx.Client(timeout=timeout_s, headers=headers)
         self._model = model
         self._model_lock = threading.Lock()
         self.name = f"openai:{model}" if model else "openai"
@@ -68,12 +65,18 @@ class OpenAICompatBackend:
                 self.name = f"openai:{self._model}"
             return self._model
 
+    def set_model(self, model: str) -> None:
+        """Generate with `model` from now on (a LoRA adapter the server has loaded, say)."""
+        with self._model_lock:
+            self._model = model
+            self.name = f"openai:{model}"
+
     def secret_values(self) -> tuple[str, ...]:
         """Strings a recorder must scrub (the API key), so cassettes never hold them."""
-        return (self._api_key,) if self._api_key else ()
+        return (self.http.api_key,) if self.http.api_key else ()
 
     def close(self) -> None:
-        self._client.close()
+        self.http.close()
 
     # --- generation -------------------------------------------------------------
 
@@ -124,39 +127,84 @@ class OpenAICompatBackend:
             body["stop"] = list(request.stop)
         return body
 
-    # --- HTTP with retries ----------------------------------------------------------
+    # --- HTTP ------------------------------------------------------------------------
 
     def _request(self, method: str, path: str, json: dict | None = None) -> dict:
-        import httpx
-
-        url = self.base_url + path
-        where = self._public_url() + path
-        last = ""
-        for attempt in range(self.max_retries + 1):
-            wait = self.backoff_s * (2 ** attempt)
-            try:
-                resp = self._client.request(method, url, json=json)
-            except httpx.TransportError as e:
-                last = f"cannot reach {where} ({type(e).__name__})"
-            else:
-                if resp.status_code < 400:
-                    try:
-                        return resp.json()
-                    except ValueError:
-                        raise LLMError(f"{where} answered with invalid JSON") from None
-                message = self._scrub(_server_message(resp))
-                if resp.status_code != 429 and resp.status_code < 500:
-                    raise LLMError(f"{where} refused the request ({resp.status_code}): {message}")
-                last = f"{where} answered {resp.status_code}: {message}"
-                wait = max(wait, _retry_after(resp))
-            if attempt < self.max_retries:
-                time.sleep(min(wait, 60.0))
-        raise LLMError(f"gave up after {self.max_retries + 1} attempts: {last}")
-
-    def _scrub(self, text: str) -> str:
-        return text.replace(self._api_key, "***") if self._api_key else text
+        return self.http.request(method, path, json=json)
 
     def _public_url(self) -> str:
+        return self.http.public_url()
+
+
+class ServerRefused(LLMError):
+    """The server answered a final 4xx: its status and its own message are kept."""
+
+    def __init__(self, where: str, status: int, message: str):
+        super().__init__(f"{where} refused the request ({status}): {message}")
+        self.status, self.message = status, message
+
+
+class ServerHTTP:
+    """JSON over HTTP to one OpenAI-compatible server, retried through agent.retry.
+
+    Connection errors (refused, dropped mid-answer, timed out), 429 and 5xx are retried
+    with exponential backoff (at least the server's Retry-After); any other 4xx is final
+    and reported with the server's own message. The API key only travels in the
+    Authorization header and is scrubbed from every message.
+    """
+
+    def __init__(self, base_url: str | None = None, api_key: str | None = None,
+                 timeout_s: float = 60, max_retries: int = 4, backoff_s: float = 0.5):
+        import httpx
+
+        self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
+        self.max_retries = int(max_retries)
+        self.backoff_s = float(backoff_s)
+        self.api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        self._client = httpx.Client(timeout=timeout_s, headers=headers)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def request(self, method: str, path: str, json: dict | None = None,
+                expect_json: bool = True) -> dict | str:
+        """The answer's JSON (or text, when `expect_json` is off); LLMError when it fails."""
+        try:
+            return with_retries(lambda _left: self._once(method, path, json, expect_json),
+                                self.max_retries, self.backoff_s)
+        except GaveUp as e:
+            raise LLMError(f"gave up after {e.attempts} attempts: {e.reason}") from None
+
+    def _once(self, method: str, path: str, json: dict | None, expect_json: bool):
+        import httpx
+
+        where = self.public_url() + path
+        try:
+            resp = self._client.request(method, self.base_url + path, json=json)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as e:
+            raise AttemptFailed(f"cannot reach {where} ({type(e).__name__})") from None
+        except httpx.TimeoutException as e:
+            raise AttemptFailed(f"no answer from {where} in time ({type(e).__name__})") from None
+        except httpx.TransportError as e:  # the server hung up mid-answer
+            raise AttemptFailed(f"lost the connection to {where} ({type(e).__name__})") from None
+        if resp.status_code < 400:
+            if not expect_json:
+                return resp.text
+            try:
+                return resp.json()
+            except ValueError:
+                raise LLMError(f"{where} answered with invalid JSON") from None
+        message = self.scrub(_server_message(resp))
+        if resp.status_code != 429 and resp.status_code < 500:
+            raise ServerRefused(where, resp.status_code, message)
+        raise AttemptFailed(f"{where} answered {resp.status_code}: {message}",
+                            wait_s=_retry_after(resp))
+
+    def scrub(self, text: str) -> str:
+        return text.replace(self.api_key, "***") if self.api_key else text
+
+    def public_url(self) -> str:
         """The base URL without credentials or query (it goes into options and errors)."""
         parts = urlsplit(self.base_url)
         host = parts.hostname or ""
@@ -193,6 +241,9 @@ def _server_message(resp) -> str:
         return str(err["message"]).replace("\n", " ")[:300]
     if isinstance(err, str):
         return err[:300]
+    for key in ("message", "detail"):  # vLLM's ErrorResponse; FastAPI's own 404
+        if isinstance(body, dict) and isinstance(body.get(key), str):
+            return body[key].replace("\n", " ")[:300]
     return str(body)[:200]
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
-from agent.steps import SearchResult
+from store.records import SearchResult
 
 
 class SearchError(RuntimeError):

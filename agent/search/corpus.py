@@ -18,7 +18,7 @@ from pathlib import Path
 from agent.inputs import InputError, json_line, read_lines
 from agent.search.base import SearchError
 from agent.search.web import truncate
-from agent.steps import SearchResult
+from store.records import SearchResult
 
 _WORD = re.compile(r"[^\W_]+")  # letters and digits of any script; "_" and punctuation split
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Callable
 
 from agent.search.base import SearchError
-from agent.steps import SearchResult
+from store.records import SearchResult
 
 Lookup = Callable[[str], "list[dict] | None"]
 

@@ -8,8 +8,8 @@ found."), and it never raises its own `RatelimitException`. So this backend:
 - uses a fresh `DDGS` per attempt whose engines record the HTTP status of each
   response, so a rate limit, a server error and a genuinely empty page are told apart;
 - retries rate limits, timeouts and server errors with exponential backoff inside the
-  deadline, and gives up at once when the network is simply not there (DNS failure,
-  connection refused): retrying an offline machine only wastes the user's time;
+  deadline (agent/retry.py), and gives up at once when the network is simply not there
+  (DNS failure, connection refused): retrying an offline machine only wastes the user's time;
 - cleans every snippet to plain, bounded text. Snippets are untrusted page text: they
   are only ever shown to a model as data, never interpreted.
 """
@@ -19,13 +19,13 @@ from __future__ import annotations
 import html
 import re
 import threading
-import time
 import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent.retry import AttemptFailed, GaveUp, with_retries
 from agent.search.base import SearchError
-from agent.steps import SearchResult
+from store.records import SearchResult
 
 RATE_LIMIT_STATUSES = frozenset({202, 403, 429})  # DDG answers 202 (anomaly page) or 429
 SNIPPET_CHARS = 500
@@ -179,32 +179,24 @@ class WebSearch:
             raise SearchError("web search failed: empty query")
         if k < 1:
             raise SearchError(f"web search failed: k must be at least 1, got {k}")
-        start = time.monotonic()
-        deadline = start + self.deadline_s
-        reason, attempts = "no attempt fitted in the deadline", 0
-        for attempt in range(self.max_retries + 1):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0.01:
-                break
-            attempts += 1
-            outcome = self._attempt(query, k, remaining)
-            verdict = _judge(outcome)
-            if verdict == "ok":
-                return to_results(outcome.rows or [], k, self.snippet_chars)
-            if verdict == "empty":
-                return []
-            reason = verdict
-            if verdict.startswith("cannot reach"):
-                raise SearchError(f"web search failed: {verdict}")
-            if not _retryable(verdict) or attempt == self.max_retries:
-                break
-            pause = self.backoff_s * (2 ** attempt)
-            if time.monotonic() + pause >= deadline:
-                break  # the next attempt would start after the deadline
-            time.sleep(pause)
-        elapsed = time.monotonic() - start
-        raise SearchError(f"web search failed: {reason} "
-                          f"({attempts} attempt{'s' if attempts != 1 else ''} in {elapsed:.1f}s)")
+        try:
+            return with_retries(lambda left: self._judged(query, k, left), self.max_retries,
+                                self.backoff_s, deadline_s=self.deadline_s, max_wait_s=None)
+        except GaveUp as e:
+            raise SearchError(f"web search failed: {e.reason} ({e.attempts} "
+                              f"attempt{'s' if e.attempts != 1 else ''} in {e.elapsed_s:.1f}s)") from None
+
+    def _judged(self, query: str, k: int, remaining: float) -> list[SearchResult]:
+        """One attempt, its outcome turned into results or the failure to retry (or not)."""
+        outcome = self._attempt(query, k, remaining)
+        verdict = _judge(outcome)
+        if verdict == "ok":
+            return to_results(outcome.rows or [], k, self.snippet_chars)
+        if verdict == "empty":
+            return []
+        if verdict.startswith("cannot reach"):  # an offline machine: retrying only wastes time
+            raise SearchError(f"web search failed: {verdict}")
+        raise AttemptFailed(verdict, retryable=_retryable(verdict))
 
     def _attempt(self, query: str, k: int, remaining: float) -> _Outcome:
         """One ddgs call in a daemon thread; we stop waiting for it after `remaining` seconds.

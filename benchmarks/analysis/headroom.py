@@ -24,7 +24,7 @@ miscopies years far more than names): some sample right, the rollout's choice ri
 kept, kept and right. Steps where no result is about the entity the plan needs (the
 search missed: the reader would write an empty summary) are counted apart, not scored.
 Shows whether copying fails more on later hops; `rel:` rows split the readable steps by
-the relation the reader's summary states (agent.pocket.policy.SAY).
+the relation the reader's summary states (agent.worlds.pocket.policy.SAY).
 
     python benchmarks/analysis/headroom.py DB eval EVAL_RUN [GREEDY_EVAL_RUN]
     python benchmarks/analysis/headroom.py DB grow GROW_RUN [VERSION]   # VERSION: rules-v2
@@ -171,10 +171,10 @@ elif mode == "grow":
 elif mode == "reading":
     import json
     import re
-    from agent.llm.base import GenRequest
+    from store.records import GenRequest
     from agent.parsing import parse_action
-    from agent.pocket.assets import pocket_assets
-    from agent.pocket.policy import SAY, ScriptedPolicy
+    from agent.worlds import get_world
+    from agent.worlds.pocket.policy import SAY
     from reward.ranker import RULES_JUDGE, prompt_version
     from trainer.examples import examples_from_steps
 
@@ -192,7 +192,7 @@ elif mode == "reading":
         if loose: d["summary"] = re.sub(r"\d+", "#", d["summary"])
         return json.dumps(d, sort_keys=True, default=str)
 
-    oracle = ScriptedPolicy(pocket_assets().world_dir, error_rate=0.0, seed=0)
+    oracle = get_world("pocket").oracle()
     run = store.get_run(run_name)
     steps = store.steps_of_run(run.id, status="finished", min_samples=1)
     kept = {ex.step_id: ex.completion for ex in

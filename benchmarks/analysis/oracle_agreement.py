@@ -19,15 +19,15 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from agent.pocket.assets import pocket_assets
-from agent.pocket.policy import ScriptedPolicy
-from agent.llm.base import GenRequest
+from agent.worlds.pocket.assets import pocket_assets
+from agent.worlds.pocket.policy import ScriptedPolicy
+from store.records import GenRequest
 from agent.parsing import parse_action
 
 db_path, examples_path, grow_run = sys.argv[1:4]
 version = sys.argv[4] if len(sys.argv) > 4 else None
 db = sqlite3.connect(db_path)
-oracle = ScriptedPolicy(pocket_assets().world_dir, error_rate=0.0, seed=0)
+oracle = get_world("pocket").oracle()
 kept = None if examples_path == "-" else {json.loads(l)['step_id'] for l in open(examples_path)}
 run = db.execute("select id from runs where name=?", (grow_run,)).fetchone()[0]
 rows = db.execute("""select s.id, s.kind, s.prompt, r.best_index, r.bad from steps s join trajectories t on t.id=s.trajectory_id

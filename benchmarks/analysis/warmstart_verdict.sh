@@ -2,7 +2,7 @@
 # Is a pocket warm-start candidate worth a learning-benchmark call? Two CPU checks, ~2 minutes:
 #   1. year copying on three worlds no warm start trained on (year_copy.py's probe);
 #   2. greedy exact match on the first N dev questions, overall and per question type.
-# The shipped model is the baseline: run it on data/pocket/model in the same session.
+# The shipped model is the baseline: run it on data/pocket/model on the same machine.
 #
 #   bash benchmarks/analysis/warmstart_verdict.sh MODEL_DIR [N=200]
 set -eu

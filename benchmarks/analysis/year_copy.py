@@ -9,7 +9,7 @@ year gets a small probability) from "copies, but sampling lost it", and shows wh
 the model writes instead.
 
 `seed` mode probes the scripted seed policy's summaries on pocket worlds (by world seed,
-e.g. the pretrain worlds from agent.pocket.assets.PRETRAIN_SEED_BASE up), which tells a
+e.g. the pretrain worlds from agent.worlds.pocket.assets.PRETRAIN_SEED_BASE up), which tells a
 model that never learned years from one that learned them only on its training worlds.
 Both modes also print how close the model's year tokens sit in its embedding.
 

@@ -1,6 +1,6 @@
 """Can a pocket model learn to copy years at all, and does it need distinct year embeddings?
 
-A small CPU experiment behind the year cap (docs/BENCHMARKS.md section 1): fine-tune a pocket
+A small CPU experiment behind the year cap (docs/NOTEBOOK.md, a year drill): fine-tune a pocket
 model for a few steps on the seed policy's summaries that state a year, then probe year
 copying on other worlds with `year_copy.py`'s probe. Three arms, same data, same steps:
 

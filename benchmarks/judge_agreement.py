@@ -1,0 +1,175 @@
+"""How often does a judge pick a correct step? Judges measured against the pocket world's oracle.
+
+Reads a store holding sampled trajectories (K >= 2 samples a step) of one pocket world. For
+every such step the error-free scripted reader gives the right action for the step's exact
+prompt; a sample is correct when its parsed action equals it (thoughts aside). Each judge
+then ranks the same step sets, and we count how often its pick is correct, beside a random
+pick (the share of correct samples) and the best possible pick (some sample is correct).
+Judges: `rules`, `yesno:MODEL` (log P(Yes) - log P(No), reward/llm_judge.py) and
+`rank:MODEL` (the written ranking prompt of reward/prompts.py, greedy, parsed).
+
+    python benchmarks/judge_agreement.py --db D --run RUN --world-seed S \
+        --judge rules --judge yesno:smollm2 --judge rank:smollm2 --out judges.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--db", required=True)
+    p.add_argument("--run", required=True, help="name of the collect run whose steps are judged")
+    p.add_argument("--world-seed", type=int, required=True)
+    p.add_argument("--judge", action="append", default=[])
+    p.add_argument("--limit", type=int, default=0, help="at most this many step sets (0 = all)")
+    p.add_argument("--rank-limit", type=int, default=100,
+                   help="rank:MODEL judges write a reply per set: judge only the first N sets")
+    p.add_argument("--collect-model", default="", help="first collect --collect-questions train "
+                   "questions of the world with this policy (K = --samples), as run --run")
+    p.add_argument("--collect-questions", type=int, default=150)
+    p.add_argument("--samples", type=int, default=4)
+    p.add_argument("--out", default="")
+    return p.parse_args(argv)
+
+
+def collect_sets(store, args) -> None:
+    """Sampled trajectories of the policy on the world's training questions."""
+    from agent.collect import collect, items_for
+    from agent.worlds.pocket.assets import ensure_pocket_questions, pocket_assets
+    from agent.setup import AgentOptions, PolicyPool
+    from agent.state import AgentConfig
+
+    qset = ensure_pocket_questions(store, args.world_seed)
+    run = store.get_or_create_run(args.run, "collect", {"model": args.collect_model})
+    agent = PolicyPool(store).get(AgentOptions(
+        model=args.collect_model, search="corpus", corpus=str(pocket_assets(args.world_seed).corpus),
+        config=AgentConfig(samples=args.samples, greedy=False)))
+    questions = store.questions(qset, "train", args.collect_questions)
+    collect(agent, run.id, items_for(questions), concurrency=64, model=args.collect_model)
+    store.finish_run(run.id)
+
+
+def action_key(kind: str, text: str):
+    from agent.parsing import parse_action
+
+    action, _ = parse_action(kind, text)
+    if action is None:
+        return None
+    fields = {k: v for k, v in vars(action).items() if k != "thoughts"}
+    return type(action).__name__, json.dumps(fields, sort_keys=True, default=str)
+
+
+def labelled_sets(store, run_name: str, world_dir: Path, limit: int) -> list[dict]:
+    """Step sets with the oracle's verdict on each sample."""
+    from store.records import GenRequest
+    from agent.worlds.pocket.policy import ScriptedPolicy
+
+    oracle = ScriptedPolicy(world_dir, error_rate=0.0, seed=0)
+    run = store.get_or_create_run(run_name, "collect", {})
+    sets = []
+    for step in store.steps_of_run(run.id, status="finished", min_samples=2):
+        try:
+            want = action_key(step.kind, oracle.generate(GenRequest(prompt=step.prompt)).completions[0].text)
+        except ValueError:  # a prompt the reader cannot read back
+            continue
+        texts = [s.text for s in step.samples]
+        sets.append({"step": step, "kind": step.kind,
+                     "correct": [action_key(step.kind, t) == want for t in texts]})
+        if limit and len(sets) >= limit:
+            break
+    return sets
+
+
+def verdict_of(judge: str, llm, s: dict):
+    from reward.ranker import judge as run_judge
+
+    name = "rules" if judge == "rules" else judge.replace("rank:", "", 1) if judge.startswith("rank:") else judge
+    return run_judge(llm, s["step"], name)[0]
+
+
+def measure(judge: str, sets: list[dict], rank_limit: int) -> dict:
+    from benchmarks.real_llm_improve import make_judge
+
+    llm = None if judge == "rules" else make_judge(judge.replace("rank:", "", 1) if judge.startswith("rank:") else judge)
+    if judge.startswith("rank:"):
+        sets = sets[:rank_limit]
+    t0 = time.perf_counter()
+    per_kind = defaultdict(lambda: {"sets": 0, "parsed": 0, "pick_correct": 0, "kept": 0,
+                                    "kept_correct": 0, "mixed": 0, "mixed_pick_correct": 0})
+    for s in sets:
+        v = verdict_of(judge, llm, s)
+        row = per_kind[s["kind"]]
+        row["sets"] += 1
+        mixed = any(s["correct"]) and not all(s["correct"])
+        row["mixed"] += mixed
+        if not v.ok:
+            continue
+        row["parsed"] += 1
+        good = s["correct"][v.best]
+        row["pick_correct"] += good
+        row["mixed_pick_correct"] += good and mixed
+        kept = [i for i in range(len(s["correct"])) if i not in set(v.bad)]
+        row["kept"] += len(kept)
+        row["kept_correct"] += sum(s["correct"][i] for i in kept)
+    return {"judge": judge, "by_kind": dict(per_kind), **_totals(per_kind),
+            "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def baselines(sets: list[dict]) -> dict:
+    """A random pick's expected accuracy, and the best any judge could do."""
+    rnd = sum(sum(s["correct"]) / len(s["correct"]) for s in sets) / max(len(sets), 1)
+    mixed = [s for s in sets if any(s["correct"]) and not all(s["correct"])]
+    rnd_mixed = sum(sum(s["correct"]) / len(s["correct"]) for s in mixed) / max(len(mixed), 1)
+    return {"sets": len(sets), "mixed_sets": len(mixed),
+            "random_pick_correct": round(rnd, 4), "random_mixed_pick_correct": round(rnd_mixed, 4),
+            "best_possible": round(sum(any(s["correct"]) for s in sets) / max(len(sets), 1), 4),
+            "samples_correct": round(sum(sum(s["correct"]) for s in sets)
+                                     / max(sum(len(s["correct"]) for s in sets), 1), 4)}
+
+
+def _totals(per_kind) -> dict:
+    t = defaultdict(int)
+    for row in per_kind.values():
+        for k, v in row.items():
+            t[k] += v
+    return {"sets": t["sets"], "parsed": t["parsed"],
+            "pick_correct": round(t["pick_correct"] / max(t["sets"], 1), 4),
+            "mixed_pick_correct": round(t["mixed_pick_correct"] / max(t["mixed"], 1), 4),
+            "kept_precision": round(t["kept_correct"] / max(t["kept"], 1), 4)}
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    from agent.worlds.pocket.assets import pocket_assets
+    from benchmarks.provenance import commit
+    from store.api import Store
+
+    store = Store(args.db)
+    if args.collect_model:
+        collect_sets(store, args)
+    sets = labelled_sets(store, args.run, pocket_assets(args.world_seed).world_dir, args.limit)
+    result = {"benchmark": "judge_agreement", "run": args.run, "world_seed": args.world_seed,
+              "commit": commit(), **baselines(sets), "judges": []}
+    for judge in args.judge:
+        result["judges"].append(measure(judge, sets, args.rank_limit))
+        print(json.dumps({k: v for k, v in result["judges"][-1].items() if k != "by_kind"}), flush=True)
+    yesno = [j for j in result["judges"] if j["judge"].startswith("yesno:")]
+    result["best_llm_judge"] = max(yesno, key=lambda j: j["pick_correct"])["judge"] if yesno else None
+    if args.out:
+        Path(args.out).write_text(json.dumps(result, indent=1))
+    return result
+
+
+if __name__ == "__main__":
+    main()

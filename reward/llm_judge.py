@@ -1,0 +1,70 @@
+"""A prompt-based judge for models too small to write a ranking: yes/no log-probabilities.
+
+The paper's ranker writes `Explanation / Answer / Ranking`; a 135 M-parameter instruct model
+cannot (docs/BENCHMARKS.md measures how often it parses). What a small model can do is read
+one candidate at a time and say Yes or No. This judge asks, for each of a step's K outputs,
+whether it is correct and supported by what the agent could see, and scores it by
+log P(Yes) - log P(No) from one forward pass (no sampling, nothing to parse). The order is
+by score; a candidate is bad when its score is below zero or when it is not a well-formed
+call of the step's kind (the rubric's "anything empty or malformed is bad", which needs no
+model). Any backend with `score_pairs([(prompt, continuation), ...])` can judge (HFBackend has it).
+
+Judge specs: `yesno:MODEL` (e.g. `yesno:smollm2`), stored under YESNO_PROMPT_VERSION.
+"""
+
+from __future__ import annotations
+
+from reward.verdicts import RankingVerdict, failed
+
+YESNO_PROMPT_VERSION = "yesno-v1"
+YESNO_PREFIX = "yesno:"
+
+YESNO_INSTRUCTIONS = """\
+You check one step of a question-answering agent that searches a small encyclopedia.
+Below is everything the agent could see, then one output it wrote for this step."""
+
+YESNO_QUESTION = """\
+Is this output a correct next step? Answer Yes only if every name, place and year it states
+is copied exactly from the search results or earlier summaries it cites, and it does what
+the step asks. Otherwise answer No."""
+
+
+def is_yesno(judge_name: str) -> bool:
+    return judge_name.startswith(YESNO_PREFIX)
+
+
+def model_of(judge_name: str) -> str:
+    """The model spec behind a `yesno:MODEL` judge name."""
+    return judge_name[len(YESNO_PREFIX):]
+
+
+def render_yesno_prompt(step_prompt: str, output: str) -> str:
+    return "\n".join([YESNO_INSTRUCTIONS, "", "=== WHAT THE AGENT SAW ===", step_prompt, "",
+                      "=== ITS OUTPUT ===", output, "", YESNO_QUESTION])
+
+
+def yesno_scores(llm, step_prompt: str, outputs: list[str]) -> list[float]:
+    """log P(Yes) - log P(No) for each output."""
+    pairs = [(render_yesno_prompt(step_prompt, out), word) for out in outputs
+             for word in ("Yes", "No")]
+    lp = llm.score_pairs(pairs)
+    return [lp[2 * i] - lp[2 * i + 1] for i in range(len(outputs))]
+
+
+def judge_yesno(llm, kind: str, step_prompt: str, samples) -> RankingVerdict:
+    """Rank a step's samples by the model's yes/no scores (0-based indices)."""
+    from agent.parsing import parse_action
+
+    texts = [getattr(s, "text", s) for s in samples]
+    if not texts:
+        return failed("no samples to rank")
+    scores = yesno_scores(llm, step_prompt, texts)
+    malformed = [parse_action(kind, t)[0] is None for t in texts]
+    keys = sorted(range(len(texts)), key=lambda i: (malformed[i], -scores[i], i))
+    bad = [i for i in range(len(texts)) if malformed[i] or scores[i] < 0]
+    explanation = "; ".join(f"#{i + 1}: {scores[i]:+.2f}" + (" malformed" if malformed[i] else "")
+                            for i in range(len(texts)))
+    verdict = RankingVerdict(ok=True, best=keys[0], order=keys, bad=bad,
+                             explanation=f"yes-no scores {explanation}")
+    verdict.scores = scores  # for measurement; not stored
+    return verdict
