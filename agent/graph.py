@@ -7,7 +7,7 @@ Every node that calls the model goes through `Agent.step`, which samples K outpu
 parses them, keeps the lowest-perplexity parseable one and writes the step (prompt,
 samples, LLM call, the search it read) to the store in one transaction. `evidence` calls
 no model: it checks that a cited source states the final answer's claim
-(reward/evidence.py) and, when none does, falls back to an earlier grounded answer or says
+(agent/evidence.py) and, when none does, falls back to an earlier grounded answer or says
 the answer could not be grounded. A search repeating an earlier query of the trajectory is
 answered from that query's results, and the summarize prompt says so.
 """
@@ -168,7 +168,7 @@ class Agent:
 
     def evidence(self, state: AgentState) -> dict:
         """The deterministic evidence check on the final answer (no model call)."""
-        from reward.evidence import cannot_ground, check_answer
+        from agent.evidence import cannot_ground, check_answer
 
         summaries = [a for a in state["past"] if isinstance(a, SelectLink)]
         sources = [c.results for c in state.get("searches") or []]

@@ -13,7 +13,7 @@ the agent gives it, and the table asks of each answer:
   prompt): is the answer stated by the trajectory's summaries? Revise = unsupported.
 - the reference answer (normalised exact match, reward/autoeval.py): is it correct?
 - the pocket model's own grounding step on that prompt (before): does it pass the answer?
-- the evidence check (reward/evidence.py): does a cited source state the answer's claim?
+- the evidence check (agent/evidence.py): does a cited source state the answer's claim?
 
 and prints a Markdown table: unsupported answers caught, and correct answers wrongly
 rejected, by the model's check alone (before) and with the evidence check beside it
@@ -77,7 +77,7 @@ def grounding_cases(store, run_name: str, concurrency: int) -> list[dict]:
     from agent.prompts import render_answer, render_check
     from store.records import Answer, CheckAnswer, SearchResult, SelectLink
     from reward.autoeval import exact_match
-    from reward.evidence import check_answer
+    from agent.evidence import check_answer
 
     oracle = ScriptedPolicy(pocket_assets().world_dir, error_rate=0.0, seed=0)
     run = store.get_run(run_name)

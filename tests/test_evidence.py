@@ -1,6 +1,6 @@
 """The evidence check, repeated searches and the answer panel's sources.
 
-reward/evidence.py is pure Python: its cases run on the README demo's own numbers (a summary
+agent/evidence.py is pure Python: its cases run on the README demo's own numbers (a summary
 saying "born in Mifedal in 1975" beside the answer "1926"). The agent's routing around it
 — fall back to an earlier grounded answer, else say it could not ground one; answer a repeated
 query from the stored results — is driven by a scripted fake model (routing only) over the
@@ -10,7 +10,7 @@ real BM25 corpus and a real SQLite store.
 from __future__ import annotations
 
 from store.records import SearchResult, SelectLink
-from reward.evidence import as_data, check_answer
+from agent.evidence import as_data, check_answer
 from tests.test_prompt_injection import HOSTILE
 
 Q = "In what year was Zerstu Braro born?"

@@ -21,8 +21,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Sequence
 
+from agent.words import citations, entities, words
 from store.records import SearchResult, SelectLink
-from reward.rules import citations, entities
 
 # Orders to the reader, and text shaped like the agent's own prompt or actions.
 _ORDER = re.compile(
@@ -67,7 +67,7 @@ def check_answer(answer: str, summaries: Sequence[SelectLink],
     texts = evidence_for(answer, summaries, sources)
     best_missing = claim
     for text in texts:
-        have = set(_words(as_data(text)))
+        have = words(as_data(text))
         missing = [e for e in claim if e not in have]
         if not missing:
             return EvidenceVerdict(ok=True, claim=claim, support=text)
@@ -89,12 +89,6 @@ def evidence_for(answer: str, summaries: Sequence[SelectLink],
         results = sources[i] if i < len(sources) else ()
         texts += [f"{r.title}. {r.snippet}" for r in results if not cited or r.link_id in cited]
     return texts
-
-
-def _words(text: str) -> list[str]:
-    from reward.rules import _words as words  # the rule judge's tokens: same matching
-
-    return list(words(text))
 
 
 def cannot_ground(verdict: EvidenceVerdict) -> str:
