@@ -653,25 +653,77 @@ def pocket_build(seed: int = typer.Option(7, "--seed", help="World seed: same se
     typer.echo(json.dumps(info.get("counts", info), default=str))
 
 
+DEMO_QUESTION_SEED = 0  # which questions the demo asks: the same ones on every machine
+
+
 @pocket_app.command("demo")
 def pocket_demo(n: int = typer.Option(1, "-n", help="How many questions to ask."),
                 split: str = typer.Option("test", "--split"),
+                seed: int = typer.Option(DEMO_QUESTION_SEED, "--seed", help="Picks the n questions from the split: the same seed, the same questions."),
                 samples: Optional[int] = SAMPLES,
                 model: Optional[str] = typer.Option(None, "--model", help="Another policy on the same world, e.g. 'smollm2' (the real SmolLM2-135M-Instruct with its shipped warm-start adapter)."),
-                adapter: Optional[str] = typer.Option(None, "--adapter", help="LoRA adapter for --model (default for smollm2: the shipped warm start).")):
-    """Ask the pocket model questions about a world it never trained on, step by step."""
-    from agent.worlds import get_world
+                adapter: Optional[str] = typer.Option(None, "--adapter", help="LoRA adapter for --model (default for smollm2: the shipped warm start)."),
+                compare: Optional[str] = typer.Option(None, "--compare", help="An adapter directory or model version (e.g. an improve iteration, 'improve:NAME:it3'): answer the same questions with the warm start and with it, side by side.")):
+    """Ask the pocket model questions about a world it never trained on, step by step
+    (with --compare: the warm start and an adapter on the same questions, side by side)."""
     from agent.worlds.pocket.assets import SMOLLM2_ADAPTER
 
+    if n < 1:
+        fail("-n must be at least 1")
     if model == "smollm2" and adapter is None and (SMOLLM2_ADAPTER / "adapter_config.json").is_file():
         adapter = str(SMOLLM2_ADAPTER)
     store = open_store()
+    rows = demo_questions(store, split, n, seed)
+    if compare:
+        base = agent_options(model, adapter, None, None, None, None, "pocket", samples, 10, 3, False, False)
+        other = agent_options(model, compare, None, None, None, None, "pocket", samples, 10, 3, False, False)
+        raise typer.Exit(compare_answers(store, rows, base, other, compare, seed))
     opts = agent_options(model, adapter, None, None, None, None, "pocket", samples, 10, 3, False, False)
-    rows = store.questions(get_world("pocket").ensure_questions(store), split=split, limit=n)
-    if not rows:
-        fail(f"the pocket world has no {split!r} questions")
     ok = ask_many(store, opts, [q.text for q in rows], [q.answer for q in rows])
     raise typer.Exit(0 if ok else 2)
+
+
+def demo_questions(store, split: str, n: int, seed: int) -> list:
+    """`n` questions of the pocket world's `split`, drawn by `seed` (never picked by hand)."""
+    import random
+
+    from agent.worlds import get_world
+
+    rows = store.questions(get_world("pocket").ensure_questions(store), split=split)
+    if not rows:
+        fail(f"the pocket world has no {split!r} questions")
+    return random.Random(seed).sample(rows, min(n, len(rows)))
+
+
+def compare_answers(store, rows, base_opts, other_opts, other_name: str, seed: int) -> int:
+    """Answer `rows` with both policies (greedy, quietly), show the answers side by side with
+    the reference and each one's exact-match count; the exit code is 0 when all finished."""
+    from rich.table import Table
+
+    from agent.live import console
+    from reward.autoeval import exact_match
+
+    run = store.get_or_create_run("ask", "ask", {})
+    other = make_agent(store, other_opts)  # first: a bad adapter name fails before any model loads
+    agents = [make_agent(store, base_opts), other]
+    table = Table(title=f"{len(rows)} {rows[0].split} questions drawn with seed {seed}")
+    for col in ("question", "reference", "warm start", escape(other_name)):
+        table.add_column(col, overflow="fold")
+    right, all_ok = [0, 0], True
+    for q in rows:
+        cells = []
+        for i, (agent, opts) in enumerate(zip(agents, (base_opts, other_opts))):
+            tid = store.start_trajectory(run.id, q.text, model=opts.model)
+            state = agent.run(q.text, tid)
+            all_ok = all_ok and state["status"] == "finished"
+            answer = state.get("final_answer") or f"({state['status']})"
+            ok = exact_match(answer, q.answer)
+            right[i] += ok
+            cells.append(("[green]✓[/green] " if ok else "[red]✗[/red] ") + escape(answer))
+        table.add_row(escape(q.text), escape(str(q.answer)), *cells)
+    console.print(table)
+    console.print(f"exact match: warm start {right[0]}/{len(rows)}, {escape(other_name)} {right[1]}/{len(rows)}")
+    return 0 if all_ok else 2
 
 
 @pocket_app.command("pretrain")
