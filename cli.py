@@ -1,13 +1,16 @@
 """restreact: a self-improving web-search QA agent (ReST meets ReAct, on open parts).
 
-Every command stores what it does in one SQL database (--db / RESTREACT_DB, default
-./restreact.db). Heavy libraries (torch, transformers, trl, peft) are imported inside the
+Every command stores what it does in one SQL database: --db, else
+RESTREACT_DB, else restreact.db in your data folder (shown under --db).
+Nothing is written into the current folder unless an option asks for it.
+Heavy libraries (torch, transformers, trl, peft) are imported inside the
 commands that need them, so `--help` stays fast.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,6 +26,8 @@ app.add_typer(questions_app, name="questions")
 
 class Ctx:
     db: Optional[str] = None
+    # What `main` tells a user who stopped the command with Ctrl-C or SIGTERM.
+    resume_hint: str = "what was finished is kept; re-run the same command to resume"
 
 
 def fail(message: str, code: int = 1) -> None:
@@ -50,9 +55,15 @@ def open_store():
         fail(str(e))
 
 
+def _db_help() -> str:
+    from store.paths import DB_ENV, chosen_db
+
+    where = "from RESTREACT_DB" if os.environ.get(DB_ENV) else "the default"
+    return f"Database URL or SQLite file (now: {chosen_db()}, {where})."
+
+
 @app.callback()
-def _root(db: Optional[str] = typer.Option(None, "--db", envvar="RESTREACT_DB",
-                                           help="Database URL or SQLite file (default ./restreact.db).")):
+def _root(db: Optional[str] = typer.Option(None, "--db", help=_db_help(), show_envvar=False)):
     Ctx.db = db
 
 
@@ -233,15 +244,21 @@ def ask(question: Optional[str] = typer.Argument(None, help="The question; omit 
         max_searches: int = MAX_SEARCHES, top_k: int = TOP_K, fewshot: bool = FEWSHOT,
         load_in_4bit: bool = FOURBIT, choose: str = CHOOSE):
     """Ask one question (or several, interactively); the steps appear as they happen."""
+    if question is not None and not question.strip():
+        fail("the question is empty (omit it for the interactive prompt)")
     opts = agent_options(model, adapter, search, corpus, record, replay, world, samples,
                          max_searches, top_k, fewshot, load_in_4bit, choose=choose)
-    ok = ask_many(open_store(), opts, [question] if question else _prompt_loop())
-    if question and not ok:
+    ok = ask_many(open_store(), opts, [question] if question is not None else _prompt_loop())
+    if question is not None and not ok:
         raise typer.Exit(2)
 
 
 def ask_many(store, opts, questions, references=None) -> bool:
-    """Run and show each question; True when every trajectory finished."""
+    """Run and show each question; True when every trajectory finished.
+
+    A question whose earlier `ask` was interrupted (same question, same model) continues
+    that trajectory from its last stored step instead of starting again.
+    """
     from agent.live import LiveSteps, console, render_final
 
     agent = make_agent(store, opts, on_event=LiveSteps())
@@ -250,23 +267,38 @@ def ask_many(store, opts, questions, references=None) -> bool:
     for i, q in enumerate(questions):
         if not q.strip():
             fail("the question is empty")
-        tid = store.start_trajectory(run.id, q, model=opts.model)
-        console.print(f"[bold]Q:[/bold] {q}  [dim](trajectory {tid})[/dim]")
-        state = agent.run(q, tid)
+        tid = store.resume_interrupted(run.id, q, model=opts.model)
+        resumed = tid is not None
+        if not resumed:
+            tid = store.start_trajectory(run.id, q, model=opts.model)
+        Ctx.resume_hint = (f"trajectory {tid} is kept as interrupted; ask the same question "
+                           "again to resume it")
+        note = f"trajectory {tid}, resumed" if resumed else f"trajectory {tid}"
+        console.print(f"[bold]Q:[/bold] {escape(q)}  [dim]({note})[/dim]")
+        state = agent.run(q, tid, resume=resumed)
         render_final(state)
         if references:
-            console.print(f"[dim]reference answer: {references[i]}[/dim]")
+            console.print(f"[dim]reference answer: {escape(str(references[i]))}[/dim]")
         all_ok = all_ok and state["status"] == "finished"
     return all_ok
+
+
+def escape(text: str) -> str:
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
 
 
 def _prompt_loop():
     from rich.prompt import Prompt
 
+    from agent import interrupt
+
     while True:
-        try:
-            q = Prompt.ask("[bold cyan]question[/bold cyan] (empty to quit)", default="")
-        except (EOFError, KeyboardInterrupt):
+        try:  # no default: rich would show an empty one as "()"
+            q = Prompt.ask("[bold cyan]question[/bold cyan] (empty to quit)")
+        except (EOFError, KeyboardInterrupt, interrupt.Interrupted):
+            interrupt.reset()  # Ctrl-C at the idle prompt just ends the loop
             return
         if not q.strip():
             return
@@ -433,6 +465,7 @@ def train(run: Optional[str] = typer.Option(None, "--run", help="Train on the ra
     store = open_store()
     if bool(run) == bool(alpaca):
         fail("give exactly one of --run and --alpaca")
+    Ctx.resume_hint = "training stopped; no model version was recorded: re-run the same command to train again"
     step_ids: list[int] = []
     if run:
         r = store.get_run(run)
@@ -551,7 +584,7 @@ def improve(iterations: int = typer.Option(3, "--iterations", "-n"),
             max_searches: int = MAX_SEARCHES, top_k: int = TOP_K,
             epochs: float = typer.Option(1.0, "--epochs"), lr: float = typer.Option(2e-4, "--lr"),
             max_batch_tokens: int = MAX_BATCH_TOKENS,
-            workdir: str = typer.Option("runs", "--workdir", help="Where adapters and example files go."),
+            workdir: Optional[str] = typer.Option(None, "--workdir", help="Where adapters and example files go (default: runs/ in the data folder, beside the default database)."),
             workers: int = WORKERS,
             train_processes: int = typer.Option(1, "--train-processes", help="Train on this many GPUs (processes, DDP under accelerate launch); the global batch grows with them."),
             load_in_4bit: bool = typer.Option(False, "--4bit", help="4-bit rollouts of --model and QLoRA training (bitsandbytes, CUDA): the loop fits a 24 GB card."),
@@ -575,7 +608,8 @@ def improve(iterations: int = typer.Option(3, "--iterations", "-n"),
         grow_choose=grow_choose, trajectories=trajectories, grow_questions=grow_questions,
         eval_questions=eval_questions, eval_split=eval_split, eval_runs=eval_runs,
         concurrency=concurrency, max_searches=max_searches, top_k=top_k, epochs=epochs,
-        learning_rate=lr, max_batch_tokens=max_batch_tokens, workdir=workdir, workers=workers,
+        learning_rate=lr, max_batch_tokens=max_batch_tokens, workdir=workdir or default_workdir(),
+        workers=workers,
         train_processes=train_processes, load_in_4bit=load_in_4bit, base_dir=base_dir,
         report_to=check_report_to(report_to), log_dir=log_dir)
     with one_line_errors(ValueError):
@@ -587,6 +621,12 @@ def improve(iterations: int = typer.Option(3, "--iterations", "-n"),
         with one_line_errors(SetupError, LLMError, WorkersError, TrainError):
             results = improver.run()
     console.print(results_table(improver.cfg, results))
+
+
+def default_workdir() -> str:
+    from store.paths import data_dir
+
+    return str(data_dir() / "runs")
 
 
 @app.command()
@@ -728,25 +768,77 @@ def pocket_build(seed: int = typer.Option(7, "--seed", help="World seed: same se
     typer.echo(json.dumps(info.get("counts", info), default=str))
 
 
+DEMO_QUESTION_SEED = 0  # which questions the demo asks: the same ones on every machine
+
+
 @pocket_app.command("demo")
 def pocket_demo(n: int = typer.Option(1, "-n", help="How many questions to ask."),
                 split: str = typer.Option("test", "--split"),
+                seed: int = typer.Option(DEMO_QUESTION_SEED, "--seed", help="Picks the n questions from the split: the same seed, the same questions."),
                 samples: Optional[int] = SAMPLES,
                 model: Optional[str] = typer.Option(None, "--model", help="Another policy on the same world, e.g. 'smollm2' (the real SmolLM2-135M-Instruct with its shipped warm-start adapter)."),
-                adapter: Optional[str] = typer.Option(None, "--adapter", help="LoRA adapter for --model (default for smollm2: the shipped warm start).")):
-    """Ask the pocket model questions about a world it never trained on, step by step."""
-    from agent.worlds import get_world
+                adapter: Optional[str] = typer.Option(None, "--adapter", help="LoRA adapter for --model (default for smollm2: the shipped warm start)."),
+                compare: Optional[str] = typer.Option(None, "--compare", help="An adapter directory or model version (e.g. an improve iteration, 'improve:NAME:it3'): answer the same questions with the warm start and with it, side by side.")):
+    """Ask the pocket model questions about a world it never trained on, step by step
+    (with --compare: the warm start and an adapter on the same questions, side by side)."""
     from agent.worlds.pocket.assets import SMOLLM2_ADAPTER
 
+    if n < 1:
+        fail("-n must be at least 1")
     if model == "smollm2" and adapter is None and (SMOLLM2_ADAPTER / "adapter_config.json").is_file():
         adapter = str(SMOLLM2_ADAPTER)
     store = open_store()
+    rows = demo_questions(store, split, n, seed)
+    if compare:
+        base = agent_options(model, adapter, None, None, None, None, "pocket", samples, 10, 3, False, False)
+        other = agent_options(model, compare, None, None, None, None, "pocket", samples, 10, 3, False, False)
+        raise typer.Exit(compare_answers(store, rows, base, other, compare, seed))
     opts = agent_options(model, adapter, None, None, None, None, "pocket", samples, 10, 3, False, False)
-    rows = store.questions(get_world("pocket").ensure_questions(store), split=split, limit=n)
-    if not rows:
-        fail(f"the pocket world has no {split!r} questions")
     ok = ask_many(store, opts, [q.text for q in rows], [q.answer for q in rows])
     raise typer.Exit(0 if ok else 2)
+
+
+def demo_questions(store, split: str, n: int, seed: int) -> list:
+    """`n` questions of the pocket world's `split`, drawn by `seed` (never picked by hand)."""
+    import random
+
+    from agent.worlds import get_world
+
+    rows = store.questions(get_world("pocket").ensure_questions(store), split=split)
+    if not rows:
+        fail(f"the pocket world has no {split!r} questions")
+    return random.Random(seed).sample(rows, min(n, len(rows)))
+
+
+def compare_answers(store, rows, base_opts, other_opts, other_name: str, seed: int) -> int:
+    """Answer `rows` with both policies (greedy, quietly), show the answers side by side with
+    the reference and each one's exact-match count; the exit code is 0 when all finished."""
+    from rich.table import Table
+
+    from agent.live import console
+    from reward.autoeval import exact_match
+
+    run = store.get_or_create_run("ask", "ask", {})
+    other = make_agent(store, other_opts)  # first: a bad adapter name fails before any model loads
+    agents = [make_agent(store, base_opts), other]
+    table = Table(title=f"{len(rows)} {rows[0].split} questions drawn with seed {seed}")
+    for col in ("question", "reference", "warm start", escape(other_name)):
+        table.add_column(col, overflow="fold")
+    right, all_ok = [0, 0], True
+    for q in rows:
+        cells = []
+        for i, (agent, opts) in enumerate(zip(agents, (base_opts, other_opts))):
+            tid = store.start_trajectory(run.id, q.text, model=opts.model)
+            state = agent.run(q.text, tid)
+            all_ok = all_ok and state["status"] == "finished"
+            answer = state.get("final_answer") or f"({state['status']})"
+            ok = exact_match(answer, q.answer)
+            right[i] += ok
+            cells.append(("[green]✓[/green] " if ok else "[red]✗[/red] ") + escape(answer))
+        table.add_row(escape(q.text), escape(str(q.answer)), *cells)
+    console.print(table)
+    console.print(f"exact match: warm start {right[0]}/{len(rows)}, {escape(other_name)} {right[1]}/{len(rows)}")
+    return 0 if all_ok else 2
 
 
 @pocket_app.command("pretrain")
@@ -840,8 +932,27 @@ def quiet_library_deprecations() -> None:
 
 
 def main() -> None:
+    from agent import interrupt
+
     quiet_library_deprecations()
-    app()
+    with interrupt.handling():
+        try:
+            app()
+        except interrupt.Interrupted as e:
+            # Typer has finished with the command: its trajectories are marked, its store
+            # writes are committed or rolled back. One line, and the code shells expect.
+            typer.echo(f"\ninterrupted ({signal_name(e.signum)}): {Ctx.resume_hint}", err=True)
+            # Leave without the interpreter's shutdown: a model thread may still be inside a
+            # prefill, and finalising under it aborts the process. Nothing is left to write.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(e.exit_code)
+
+
+def signal_name(signum: int) -> str:
+    import signal
+
+    return {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}.get(signum, f"signal {signum}")
 
 
 if __name__ == "__main__":

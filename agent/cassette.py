@@ -32,6 +32,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Iterable
 
+from agent.inputs import InputError, decode_line, json_line
 from agent.llm.base import LLMError
 from store.records import Completion, GenRequest, Generation, SearchResult
 from agent.search.base import SearchError
@@ -83,19 +84,26 @@ class Cassette:
                 os.close(fd)
 
     def records(self, kind: str | None = None) -> list[dict]:
-        """All records (of one type), in file order. Raises FileNotFoundError/ValueError."""
-        text = self.path.read_text(encoding="utf-8")
-        lines = text.split("\n")
+        """All records (of one type), in file order. Raises FileNotFoundError, or ValueError
+        (InputError) naming the line of a record that is not one."""
+        if not self.path.exists():
+            raise FileNotFoundError(self.path)
+        data = self.path.read_bytes()
+        lines = data.split(b"\n")
         out = []
-        for i, line in enumerate(lines, 1):
-            if not line.strip():
+        for i, raw in enumerate(lines, 1):
+            if not raw.strip():
                 continue
+            last = i == len(lines)  # no newline after it: a run killed mid-write
             try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                if i == len(lines):  # an unterminated last line: a run killed mid-write
+                rec = json_line(self.path, i, decode_line(self.path, i, raw))
+            except InputError:
+                if last:
                     break
-                raise ValueError(f"cassette {self.path} line {i} is not JSON") from None
+                raise
+            why = _malformed(rec)
+            if why:
+                raise InputError(f"{self.path}:{i}: not a cassette record ({why})")
             if kind is None or rec.get("type") == kind:
                 out.append(rec)
         return out
@@ -147,6 +155,21 @@ class _Cursor:
             i = self._next.get(key, 0)
             self._next[key] = i + 1
             return recs[min(i, len(recs) - 1)]
+
+
+_ANSWER = {"llm": ("generation", dict), "search": ("results", list)}
+
+
+def _malformed(rec) -> str | None:
+    """Why a parsed line is not a record replay can use; None when it is one."""
+    if not isinstance(rec, dict):
+        return "a JSON object"
+    field, kind = _ANSWER.get(rec.get("type"), (None, None))
+    if field and not isinstance(rec.get("key"), str):  # other types (meta) are notes
+        return f"a {rec['type']} record needs a string 'key'"
+    if field and "error" not in rec and not isinstance(rec.get(field), kind):
+        return f"a {rec['type']} record needs '{field}' or 'error'"
+    return None
 
 
 def _load(cassette: Cassette, kind: str, error: type[Exception]) -> list[dict]:

@@ -19,7 +19,7 @@ from rich.tree import Tree
 
 PREVIEW = 240  # characters of a prompt, response or sample shown unless --full
 
-_STATUS_STYLE = {"finished": "green", "failed": "red", "running": "yellow"}
+_STATUS_STYLE = {"finished": "green", "failed": "red", "running": "yellow", "interrupted": "yellow"}
 
 
 def clip(text: str | None, full: bool = False, limit: int = PREVIEW, tail: bool = False) -> str:
@@ -68,6 +68,8 @@ def _add_outcome(tree: Tree, t) -> None:
         tree.add(Text.assemble(("final answer  ", "bold green"), t.final_answer))
     elif t.status == "running":
         tree.add(Text("no answer yet (still running, or its collector stopped)", style="dim"))
+    elif t.status == "interrupted":
+        tree.add(Text("no answer yet (interrupted; re-running the command resumes it)", style="dim"))
 
 
 def render_step(step, full: bool = False) -> Tree:

@@ -1,11 +1,15 @@
 """The agent as a LangGraph graph — the whole wiring is in `build_graph`.
 
     decide ──Search──► search ──► summarize ──► decide …
-       └──Terminate (or budget spent)──► answer ──► relevance ──► grounding ──► END
+       └──Terminate (or budget spent)──► answer ──► relevance ──► grounding ──► evidence ──► END
 
 Every node that calls the model goes through `Agent.step`, which samples K outputs,
 parses them, keeps the lowest-perplexity parseable one and writes the step (prompt,
-samples, LLM call, the search it read) to the store in one transaction.
+samples, LLM call, the search it read) to the store in one transaction. `evidence` calls
+no model: it checks that a cited source states the final answer's claim
+(agent/evidence.py) and, when none does, falls back to an earlier grounded answer or says
+the answer could not be grounded. A search repeating an earlier query of the trajectory is
+answered from that query's results, and the summarize prompt says so.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Literal, Optional
 
-from agent import prompts
+from agent import interrupt, prompts
 from agent.llm.base import LLM, LLMError
 from agent.parsing import parse_action
 from agent.search.base import SearchBackend, SearchError
@@ -28,10 +32,23 @@ from store.records import (
     Sample,
     Search,
     SearchCall,
+    SearchResult,
+    SelectLink,
     Step,
 )
 
-Event = Callable[[str, dict], None]  # ("step" | "search" | "final", payload) for live views
+REPEAT_BACKEND = "repeat"  # a search answered from the same query's earlier results
+
+
+def earlier_search(searches: list[SearchCall], query: str) -> SearchCall | None:
+    """The trajectory's earlier successful search for the same query (case and spacing
+    aside), whose results a repeat is answered from."""
+    key = " ".join(query.lower().split())
+    return next((c for c in searches if not c.error and " ".join(c.query.lower().split()) == key),
+                None)
+
+
+Event = Callable[[str, dict], None]  # ("step" | "search" | "evidence" | "final", payload)
 # (kind, rendered prompt, samples) -> the index to continue with, or None to fall back to the
 # lowest perplexity. The caller injects one for AgentConfig.choose other than "perplexity"
 # (the CLI passes reward.rules.choose_by_rules for "rules"): the agent knows no judge.
@@ -66,6 +83,7 @@ class Agent:
         index = state.get("step_index", 0)
         searches = [state["pending_search"]] if state.get("pending_search") else []
         for attempt in range(cfg.max_attempts):
+            interrupt.raise_if_requested()  # a thread of `collect` stops before its next call
             n = cfg.samples_for(kind)
             request = GenRequest(prompt=prompt, n=n,
                                  temperature=0.0 if n == 1 and cfg.greedy else cfg.temperature,
@@ -109,22 +127,29 @@ class Agent:
 
     def do_search(self, state: AgentState) -> dict:
         query = state["query"]
+        interrupt.raise_if_requested()
         t0 = time.perf_counter()
-        call = SearchCall(query=query, backend=getattr(self.search, "name", "search"))
-        try:
-            call.results = self.search.search(query, self.config.top_k)
-        except SearchError as e:
-            call.error = str(e)  # recorded; the summarize step sees an empty result list
+        earlier = earlier_search(state.get("searches") or [], query)
+        if earlier is not None:  # the same query again: the stored results, no new search
+            call = SearchCall(query=query, backend=REPEAT_BACKEND,
+                              results=[SearchResult(**r.to_dict()) for r in earlier.results])
+        else:
+            call = SearchCall(query=query, backend=getattr(self.search, "name", "search"))
+            try:
+                call.results = self.search.search(query, self.config.top_k)
+            except SearchError as e:
+                call.error = str(e)  # recorded; the summarize step sees an empty result list
         call.latency_s = time.perf_counter() - t0
-        self._emit("search", {"call": call})
-        return {"results": call.results, "pending_search": call,
+        self._emit("search", {"call": call, "repeated": earlier is not None})
+        return {"results": call.results, "pending_search": call, "repeated": earlier is not None,
+                "searches": (state.get("searches") or []) + [call],
                 "remaining": state["remaining"] - 1}
 
     def summarize(self, state: AgentState) -> dict:
         prompt = prompts.render_summarize(state["question"], state["past"], state["query"],
-                                          state["results"])
+                                          state["results"], repeated=state.get("repeated", False))
         step, upd = self.step(state, "summarize", prompt)
-        return {**upd, "past": state["past"] + [step.action], "results": []}
+        return {**upd, "past": state["past"] + [step.action], "results": [], "repeated": False}
 
     def answer(self, state: AgentState) -> dict:
         prompt = prompts.render_answer(state["question"], state["past"])
@@ -141,6 +166,24 @@ class Agent:
         assert isinstance(step.action, CheckAnswer)
         return upd
 
+    def evidence(self, state: AgentState) -> dict:
+        """The deterministic evidence check on the final answer (no model call)."""
+        from agent.evidence import cannot_ground, check_answer
+
+        summaries = [a for a in state["past"] if isinstance(a, SelectLink)]
+        sources = [c.results for c in state.get("searches") or []]
+        final = state["final_answer"]
+        verdict = check_answer(final, summaries, sources)
+        chosen, first = final, state.get("answer")
+        if not verdict.ok:  # the first answer, if a check revised it away and it is stated
+            grounded = first and first != final and check_answer(first, summaries, sources).ok
+            chosen = first if grounded else cannot_ground(verdict)
+        result = {"ok": verdict.ok, "checked": final, "claim": verdict.claim,
+                  "missing": verdict.missing, "reason": verdict.reason(),
+                  "revised_answer": None if chosen == final else chosen}
+        self._emit("evidence", {"evidence": result})
+        return {"final_answer": chosen, "evidence": result}
+
     # --- running a trajectory -----------------------------------------------------
 
     def run(self, question: str, trajectory_id: int | None = None,
@@ -152,12 +195,13 @@ class Agent:
         """
         state: AgentState = {"question": question, "trajectory_id": trajectory_id, "past": [],
                              "remaining": self.config.max_searches, "results": [],
-                             "status": "running", "step_index": 0, "pending_search": None}
+                             "status": "running", "step_index": 0, "pending_search": None,
+                             "searches": []}
         if resume and self.store is not None and trajectory_id is not None:
-            state = resume_state(state, self.store.trajectory(trajectory_id).steps)
+            stored = self.store.trajectory(trajectory_id)
+            state = resume_state(state, stored.steps, stored.searches)
         try:
-            if state.get("resume_at") != END_NODE:
-                state = self.graph.invoke(state, {"recursion_limit": 8 * self.config.max_searches + 40})
+            state = self.graph.invoke(state, {"recursion_limit": 8 * self.config.max_searches + 40})
             state["status"] = "finished"
         except StepFailed as e:
             state["status"], state["error"] = "failed", str(e)
@@ -166,6 +210,10 @@ class Agent:
         except ClaimLost as e:
             state["status"], state["error"] = "lost", str(e)
             return state  # another worker owns the row now
+        except interrupt.Interrupted as e:  # the step in flight is dropped; the rest is kept
+            if self.store is not None and trajectory_id is not None:
+                self.store.interrupt_trajectory(trajectory_id, str(e))
+            raise
         if self.store is not None and trajectory_id is not None:
             self.store.finish_trajectory(trajectory_id, state["status"], answer=state.get("answer"),
                                          final_answer=state.get("final_answer"),
@@ -188,14 +236,15 @@ def choose_sample(samples: list[Sample]) -> int | None:
 
 # --- resuming: the state after a trajectory's stored steps ------------------------------
 
-END_NODE = "__end__"
-
-
-def resume_state(state: AgentState, rows) -> AgentState:
-    """Replay stored steps (store rows, in order) into `state` and say where to go on."""
+def resume_state(state: AgentState, rows, searches=()) -> AgentState:
+    """Replay stored steps and searches (store rows, in order) into `state` and say where
+    to go on. Every stored search was written with the summarize step that read it."""
     from store.records import Terminate, action_from_dict
 
     state = dict(state)
+    state["searches"] = [SearchCall(query=c.query, backend=c.backend, error=c.error,
+                                    results=[SearchResult.from_dict(r) for r in c.results or []])
+                         for c in searches if c.step_id is not None]
     at = "decide"
     for row in rows:
         state["step_index"] = row.idx + 1
@@ -220,12 +269,13 @@ def resume_state(state: AgentState, rows) -> AgentState:
         elif row.kind in ("relevance", "grounding"):
             if isinstance(action, ReviseAnswer):
                 state["final_answer"] = action.revised_answer
-            at = "grounding" if row.kind == "relevance" else END_NODE
+            at = "grounding" if row.kind == "relevance" else "evidence"
     state["resume_at"] = at
     return state
 
 
-def entry(state: AgentState) -> Literal["decide", "search", "answer", "relevance", "grounding"]:
+def entry(state: AgentState) -> Literal["decide", "search", "answer", "relevance", "grounding",
+                                       "evidence"]:
     """Where a run starts: decide, or after the last stored step when resuming."""
     return state.get("resume_at") or "decide"
 
@@ -251,11 +301,13 @@ def build_graph(agent: Agent):
     g.add_node("answer", agent.answer)
     g.add_node("relevance", lambda s: agent.check("relevance", s))
     g.add_node("grounding", lambda s: agent.check("grounding", s))
+    g.add_node("evidence", agent.evidence)
     g.add_conditional_edges(START, entry)
     g.add_conditional_edges("decide", after_decide)
     g.add_edge("search", "summarize")
     g.add_conditional_edges("summarize", after_summarize)
     g.add_edge("answer", "relevance")
     g.add_edge("relevance", "grounding")
-    g.add_edge("grounding", END)
+    g.add_edge("grounding", "evidence")
+    g.add_edge("evidence", END)
     return g.compile()

@@ -23,13 +23,26 @@ class LiveSteps:
 
     def __call__(self, kind: str, payload: dict) -> None:
         if kind == "search":
-            self._search(payload["call"])
+            self._search(payload["call"], payload.get("repeated", False))
         elif kind == "step":
             self._step(payload["step"])
+        elif kind == "evidence":
+            self._evidence(payload["evidence"])
 
-    def _search(self, call) -> None:
+    def _evidence(self, ev: dict) -> None:
+        if ev["ok"]:
+            self.out.print(f"  [magenta]evidence[/magenta] passed [dim]({escape(ev['reason'])})[/dim]")
+        else:
+            self.out.print(f"  [magenta]evidence[/magenta] [red]failed[/red]: {escape(ev['reason'])}"
+                           f" → {escape(ev['revised_answer'] or '')}")
+
+    def _search(self, call, repeated: bool = False) -> None:
         if call.error:
             self.out.print(f"  [red]search failed[/red] {escape(repr(call.query))}: {escape(str(call.error))}")
+            return
+        if repeated:
+            self.out.print(f"  [cyan]search[/cyan] {escape(repr(call.query))} [yellow]searched "
+                           f"before[/yellow]: its {len(call.results)} stored results again")
             return
         self.out.print(f"  [cyan]search[/cyan] {escape(repr(call.query))} → {len(call.results)} results")
         for r in call.results:
@@ -55,15 +68,25 @@ class LiveSteps:
             self.out.print(f"  {tag} [yellow]revised[/yellow]: {escape(a.revised_answer)}")
 
 
-def citations(state: dict) -> list[tuple[int, str]]:
-    """Link ids cited by the final answer, with the summary that cited them."""
-    out = []
-    cited = {int(n) for n in _CITE.findall(state.get("final_answer") or "")}
-    for a in state.get("past", []):
-        if isinstance(a, SelectLink):
-            for n in _CITE.findall(a.summary):
-                if int(n) in cited:
-                    out.append((int(n), a.summary))
+def citations(state: dict) -> list[tuple[int, str, str]]:
+    """The sources the final answer cites, each once: (link id, title, url), in citation order.
+
+    A link id names a result of one search; summary i was written from search i, so a
+    citation is looked up in the results of the summaries that cite (or select) it.
+    """
+    final = state.get("final_answer") or ""
+    summaries = [a for a in state.get("past", []) if isinstance(a, SelectLink)]
+    searches = state.get("searches") or []
+    out, seen = [], set()
+    for n in dict.fromkeys(int(x) for x in _CITE.findall(final)):
+        for i, a in enumerate(summaries):
+            if n not in {int(x) for x in _CITE.findall(a.summary)} | set(a.selected_link_ids):
+                continue
+            results = searches[i].results if i < len(searches) else []
+            for r in results:
+                if r.link_id == n and (r.title, r.url) not in seen:
+                    seen.add((r.title, r.url))
+                    out.append((n, r.title, r.url))
     return out
 
 
@@ -75,6 +98,12 @@ def render_final(state: dict, out: Console | None = None) -> None:
     body = escape(state.get("final_answer") or "")
     if state.get("answer") and state["answer"] != state.get("final_answer"):
         body += f"\n[dim](first answer, revised by a self-check: {escape(state['answer'])})[/dim]"
-    for n, summary in citations(state):
-        body += f"\n[dim]\\[link_id={n}] {escape(summary)}[/dim]"
+    ev = state.get("evidence")
+    if ev and not ev["ok"]:
+        body += f"\n[yellow]evidence check failed[/yellow] [dim]on {escape(ev['checked'])}: {escape(ev['reason'])}[/dim]"
+    sources = citations(state)
+    if sources:
+        body += "\n[bold]sources[/bold]"
+    for n, title, url in sources:
+        body += f"\n[dim]\\[link_id={n}] {escape(title)} — {escape(url)}[/dim]"
     out.print(Panel(body, title="answer", border_style="green"))

@@ -114,14 +114,21 @@ def render_decide(question: str, past: Sequence[Action], remaining: int) -> str:
     ])
 
 
+# After CURRENT_QUERY when the query repeats an earlier one of the trajectory: its stored
+# results are shown again (agent/graph.py) and the model is told it already has them. A
+# trailing comment, so prompts without a repeat are unchanged and both prompt readers
+# (reward/rules.py, agent/worlds/pocket/policy.py) still read the line.
+REPEATED_QUERY = "  # searched before in PAST_ACTIONS: the same results again, nothing new"
+
+
 def render_summarize(question: str, past: Sequence[Action], query: str,
-                     results: Sequence[SearchResult]) -> str:
+                     results: Sequence[SearchResult], repeated: bool = False) -> str:
     return "\n".join([
         f"# restreact summarize {PROMPT_VERSION}",
         SUMMARIZE_TASK,
         f"ORIGINAL_QUESTION = {q(question)}",
         _past(past),
-        f"CURRENT_QUERY = {q(query)}",
+        f"CURRENT_QUERY = {q(query)}" + (REPEATED_QUERY if repeated else ""),
         _results(results),
         "SELECTION =",
     ])

@@ -10,8 +10,10 @@ import csv
 import json
 from pathlib import Path
 
+from agent.inputs import InputError, json_line, read_lines
 
-class QuestionFileError(ValueError):
+
+class QuestionFileError(InputError):
     pass
 
 
@@ -48,36 +50,39 @@ def read_question_file(path: str | Path) -> list[dict]:
     if not path.is_file():
         raise QuestionFileError(f"question file not found: {path}")
     try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise QuestionFileError(f"{path}: not UTF-8 text") from None
-    rows = _read_jsonl(path, text) if path.suffix.lower() in (".jsonl", ".json") else _read_csv(path, text)
+        lines = list(read_lines(path, "question file"))
+    except InputError as e:
+        raise QuestionFileError(str(e)) from None
+    rows = _read_jsonl(path, lines) if path.suffix.lower() in (".jsonl", ".json") else _read_csv(path, lines)
     if not rows:
         raise QuestionFileError(f"{path}: no questions in the file")
     return rows
 
 
-def _read_jsonl(path: Path, text: str) -> list[dict]:
+def _read_jsonl(path: Path, lines: list[tuple[int, str]]) -> list[dict]:
     rows = []
-    for n, line in enumerate(text.splitlines(), 1):
+    for n, line in lines:
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise QuestionFileError(f"{path}:{n}: invalid JSON ({e.msg})") from None
+            obj = json_line(path, n, line)
+        except InputError as e:
+            raise QuestionFileError(str(e)) from None
         if not isinstance(obj, dict):
             raise QuestionFileError(f"{path}:{n}: expected an object with a 'question' field")
         rows.append(_row(obj, f"{path}:{n}"))
     return rows
 
 
-def _read_csv(path: Path, text: str) -> list[dict]:
-    reader = csv.DictReader(text.splitlines())
-    fields = [f.strip().lower() for f in (reader.fieldnames or [])]
-    if not any(f in _ALIASES["question"] for f in fields):
-        raise QuestionFileError(f"{path}:1: no 'question' column in the header")
-    return [_row(raw, f"{path}:{n}") for n, raw in enumerate(reader, 2)]
+def _read_csv(path: Path, lines: list[tuple[int, str]]) -> list[dict]:
+    reader = csv.DictReader(line for _, line in lines)
+    try:
+        fields = [f.strip().lower() for f in (reader.fieldnames or [])]
+        if not any(f in _ALIASES["question"] for f in fields):
+            raise QuestionFileError(f"{path}:1: no 'question' column in the header")
+        return [_row(raw, f"{path}:{reader.line_num}") for raw in reader]
+    except csv.Error as e:
+        raise QuestionFileError(f"{path}:{reader.line_num}: not CSV ({e})") from None
 
 
 def plan_questions(store, questions: str | None, world: str | None = None,

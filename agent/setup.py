@@ -112,21 +112,52 @@ def build_search(opts: AgentOptions, store=None, cassette=None):
     return search
 
 
-def build_agent(opts: AgentOptions, store, on_event=None):
-    """The LLM, search and Agent for these options (loads the model: slow on first call)."""
-    from agent.graph import Agent
+def check_inputs(opts: AgentOptions) -> AgentOptions:
+    """Read every file the options name, load nothing: a bad corpus, cassette or model
+    config fails here in a second, not after the model has loaded (SetupError or
+    agent.inputs.InputError, one line naming the file and line)."""
+    from agent.inputs import json_file
 
     opts = opts.resolved()
+    if opts.replay:
+        from agent.cassette import Cassette
+
+        if not Path(opts.replay).is_file():
+            raise SetupError(f"cassette not found: {opts.replay}")
+        Cassette(opts.replay).records()
+    if opts.record:
+        parent = Path(opts.record).expanduser().resolve().parent
+        if parent.exists() and not parent.is_dir():
+            raise SetupError(f"cannot record to {opts.record}: {parent} is not a folder")
+        if Path(opts.record).is_dir():
+            raise SetupError(f"cannot record to {opts.record}: it is a folder")
+    spec = opts.search or ("corpus" if opts.corpus else "web")
+    if spec == "corpus" and opts.corpus and not opts.replay:
+        from agent.search.corpus import load_documents
+
+        load_documents(Path(opts.corpus).expanduser())
+    for folder, config in ((opts.model, "config.json"), (opts.adapter, "adapter_config.json")):
+        path = Path(folder).expanduser() / config if folder and ":" not in folder else None
+        if path is not None and path.is_file():
+            json_file(path, "model config")
+    return opts
+
+
+def build_agent(opts: AgentOptions, store, on_event=None):
+    """The LLM, search and Agent for these options (loads the model: slow on first call).
+
+    Files are checked and the search backend is built first: a bad corpus is reported
+    before the model, the slow part, is loaded."""
+    from agent.graph import Agent
+
+    opts = check_inputs(opts)
     cassette = None
     if opts.record or opts.replay:
         from agent.cassette import Cassette
 
-        path = opts.replay or opts.record
-        if opts.replay and not Path(path).is_file():
-            raise SetupError(f"cassette not found: {path}")
-        cassette = Cassette(path)
-    llm = build_llm(opts, cassette)
+        cassette = Cassette(opts.replay or opts.record)
     search = build_search(opts, store, cassette)
+    llm = build_llm(opts, cassette)
     return Agent(llm=llm, search=search, store=store, config=opts.config, on_event=on_event,
                  chooser=opts.chooser)
 

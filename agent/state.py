@@ -68,8 +68,11 @@ class AgentState(TypedDict, total=False):
     query: Optional[str]  # the search the last decide step asked for
     results: list[SearchResult]  # CURRENT_SEARCH_RESULTS for the summarize step
     pending_search: Optional[SearchCall]  # written with the summarize step that reads it
+    searches: list[SearchCall]  # every search so far, in order: searches[i] fed summary i
+    repeated: bool  # the last search repeated an earlier query: its results are the stored ones
+    evidence: Optional[dict]  # the evidence check's verdict on the final answer (agent.evidence)
     answer: Optional[str]  # the answer step's answer
-    final_answer: Optional[str]  # after the relevance and grounding checks
+    final_answer: Optional[str]  # after the relevance, grounding and evidence checks
     status: str  # running | finished | failed
     error: Optional[str]
     step_index: int

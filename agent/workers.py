@@ -146,7 +146,9 @@ def prepare_options(store, opts: AgentOptions, workers: int) -> AgentOptions:
         if mv is None or not mv.adapter_path:
             raise SetupError(f"adapter not found: {opts.adapter} (neither a directory nor a model version)")
         opts.adapter = mv.adapter_path
-    opts.resolved()  # in place, as build_agent does: the run name sees the same options
+    from agent.setup import check_inputs
+
+    check_inputs(opts)  # resolves in place, as build_agent does: the run name sees the same options
     if opts.corpus and not Path(opts.corpus).is_file():
         raise SetupError(f"corpus file not found: {opts.corpus}")
     if workers < 1:
@@ -321,12 +323,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("order", help="Work order JSON written by the parent.")
     p.add_argument("--worker-index", type=int, default=int(os.environ.get(WORKER_ENV, 0)))
     args = p.parse_args(argv)
+    from agent import interrupt
     from agent.llm.base import LLMError
     from store.db import StoreError
 
     try:
-        order = WorkOrder.load(args.order)
-        stats = work(order, args.worker_index, os.environ.get("RESTREACT_DB"))
+        with interrupt.handling():  # the parent's SIGTERM (or the terminal's Ctrl-C)
+            order = WorkOrder.load(args.order)
+            stats = work(order, args.worker_index, os.environ.get("RESTREACT_DB"))
+    except interrupt.Interrupted as e:  # its trajectories are marked; the parent re-runs
+        print(f"error: {e}", file=sys.stderr)
+        sys.stderr.flush()
+        os._exit(e.exit_code)  # see cli.main: no shutdown under a model thread
     except (SetupError, LLMError, StoreError, ValueError, OSError) as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         print(f"error: {first}", file=sys.stderr)

@@ -50,7 +50,7 @@ def score_run(store, run_id: int, questions: list, judge=None,
     done = {(e.question_id, e.run_index) for e in store.evaluations(run_id)}
     for t in store.trajectories(run_id=run_id):
         q = by_id.get(t.question_id)
-        if q is None or t.status == "running" or (t.question_id, t.sample_index) in done:
+        if q is None or t.status in ("running", "interrupted") or (t.question_id, t.sample_index) in done:
             continue
         pred = t.final_answer or ""
         ref = q.answer or ""

@@ -52,6 +52,8 @@ from collections import Counter
 from dataclasses import dataclass, field, fields
 
 from agent.parsing import parse_action
+from agent.words import CITATION as _CITATION, STOPWORDS, TOKEN as _TOKEN, citations, entities
+from agent.words import entity_words as _entity_words, norm_token as _norm_token, words as _words
 from store.records import (
     Action,
     Answer,
@@ -68,21 +70,6 @@ from reward.verdicts import RankingVerdict, failed
 # this one's (rules-v2: summaries are checked per citation, and entity counts; rules-v3:
 # the kind of answer a question asks for, and numbers in an answer's thoughts).
 RULES_VERSION = "rules-v3"
-
-# Capitalised function words that start sentences and queries; not entities.
-STOPWORDS = frozenset("""
-a an the and or but nor so yet of in on at to for from by with without about into onto
-over under after before between through during since until upon as than then
-is are was were be been being has have had do does did will would can could may might
-must shall should it its it's he she they them his her hers their theirs this that these
-those there here who whom whose which what when where why how yes no not none all any
-both each either neither every some many much more most other another such also only
-according link links result results search query summary answer source sources page
-i we you me us our your my mr mrs ms dr st
-""".split())
-
-_CITATION = re.compile(r"\[\s*link_id\s*=\s*(\d{1,6})\s*\]", re.IGNORECASE)
-_TOKEN = re.compile(r"[^\W\d_][\w'’-]*|\d+(?:[.,]\d+)*")
 
 
 # --- what the step saw ------------------------------------------------------------------
@@ -175,28 +162,6 @@ def _add_result(state: PromptState, text: str) -> None:
 # --- words ------------------------------------------------------------------------------
 
 
-def _norm_token(tok: str) -> str:
-    tok = tok.lower().replace("’", "'")
-    return tok[:-2] if tok.endswith("'s") else tok.strip("'-")
-
-
-def _words(text: str) -> set[str]:
-    return {_norm_token(t) for t in _TOKEN.findall(_CITATION.sub(" ", text or ""))}
-
-
-def _entity_words(text: str):
-    """Each occurrence of an entity: a capitalised non-function word or a number."""
-    for tok in _TOKEN.findall(_CITATION.sub(" ", text or "")):
-        norm = _norm_token(tok)
-        if norm and norm not in STOPWORDS and (tok[0].isdigit() or tok[0].isupper()):
-            yield norm
-
-
-def entities(text: str) -> list[str]:
-    """Capitalised non-function words and numbers, in order, citations removed."""
-    return list(dict.fromkeys(_entity_words(text)))
-
-
 def entity_counts(text: str) -> Counter:
     """How often each entity occurs as one ("Born in Tarsk, she was born" counts born once)."""
     return Counter(_entity_words(text))
@@ -211,10 +176,6 @@ def unsupported(text: str, *evidence: str) -> list[str]:
     """The entities of `text` that no evidence text contains (as a word, any case)."""
     support = set().union(*(_words(e) for e in evidence)) if evidence else set()
     return [e for e in entities(text) if e not in support]
-
-
-def citations(text: str) -> list[int]:
-    return [int(n) for n in _CITATION.findall(text or "")]
 
 
 def _norm_query(q: str) -> str:

@@ -250,14 +250,18 @@ class Store:
                     model=model, model_version_id=model_version_id))
                 self._reset_trajectory(s, t.id)
                 return Claim(t.id, question_id, sample_index, question)
-            if t.status != "running" or not _abandoned(t.worker, t.heartbeat_at):
+            # An interrupted one (Ctrl-C, SIGTERM) is resumed like a dead worker's.
+            if t.status == "running" and not _abandoned(t.worker, t.heartbeat_at):
+                return None
+            if t.status not in ("running", "interrupted"):
                 return None
             same_policy = t.model == model and t.model_version_id == model_version_id
             # Take over atomically: only one of several racing collectors wins this update.
             won = s.execute(update(Trajectory).where(
-                Trajectory.id == t.id, Trajectory.worker == t.worker).values(
-                worker=self.worker, heartbeat_at=utcnow(), model=model,
-                model_version_id=model_version_id)).rowcount
+                Trajectory.id == t.id, Trajectory.worker == t.worker,
+                Trajectory.status == t.status).values(
+                status="running", error=None, worker=self.worker, heartbeat_at=utcnow(),
+                model=model, model_version_id=model_version_id)).rowcount
             if not won:
                 return None
             if not same_policy:
@@ -355,6 +359,31 @@ class Store:
                 finished_at=utcnow(), heartbeat_at=utcnow())).rowcount
             if not owned:
                 raise ClaimLost(f"trajectory {trajectory_id} was taken over by another worker")
+
+    def interrupt_trajectory(self, trajectory_id: int, reason: str = "interrupted") -> None:
+        """Mark a trajectory stopped by a signal: its steps stay, a re-run resumes it."""
+        with self.session() as s:
+            s.execute(update(Trajectory).where(
+                Trajectory.id == trajectory_id, Trajectory.worker == self.worker,
+                Trajectory.status == "running").values(
+                status="interrupted", error=reason, heartbeat_at=utcnow()))
+
+    def resume_interrupted(self, run_id: int, question: str, model: str | None = None) -> int | None:
+        """Take over the newest interrupted trajectory of this run, question and model (ask's
+        re-run); its id, or None when there is none."""
+        with self.session() as s:
+            ids = s.scalars(select(Trajectory.id).where(
+                Trajectory.run_id == run_id, Trajectory.question == question,
+                Trajectory.model == model, Trajectory.status == "interrupted")
+                .order_by(Trajectory.id.desc()))
+            for tid in ids:
+                won = s.execute(update(Trajectory).where(
+                    Trajectory.id == tid, Trajectory.status == "interrupted").values(
+                    status="running", error=None, worker=self.worker,
+                    heartbeat_at=utcnow())).rowcount
+                if won:
+                    return tid
+        return None
 
     def trajectory(self, trajectory_id: int) -> Trajectory | None:
         with self.session() as s:

@@ -15,7 +15,8 @@ from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-DEFAULT_DB = "restreact.db"
+from store.paths import DB_ENV, chosen_db, default_db
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
@@ -24,11 +25,18 @@ class StoreError(RuntimeError):
 
 
 def resolve_url(db: str | None = None) -> str:
-    """`--db` wins, then RESTREACT_DB, then ./restreact.db. Bare paths become SQLite URLs."""
-    value = db or os.environ.get("RESTREACT_DB") or DEFAULT_DB
+    """`--db` wins, then RESTREACT_DB, then restreact.db in the user's data folder
+    (store/paths.py). Bare paths become SQLite URLs."""
+    value = chosen_db(db)
     if "://" in value:
         return value
     return f"sqlite:///{Path(value).expanduser().resolve()}"
+
+
+def _make_default_folder(db: str | None) -> None:
+    """The data folder is created on first use; a folder the user named must exist."""
+    if not db and not os.environ.get(DB_ENV):
+        default_db().parent.mkdir(parents=True, exist_ok=True)
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
@@ -109,6 +117,10 @@ def _lock_for_migration(conn) -> None:
 
 def open_engine(db: str | None = None, migrate: bool = True) -> Engine:
     url = resolve_url(db)
+    try:
+        _make_default_folder(db)
+    except OSError as e:
+        raise StoreError(f"cannot create the data folder {default_db().parent}: {e.strerror or e}") from None
     engine = make_engine(url)
     try:
         with engine.connect():

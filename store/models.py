@@ -76,7 +76,9 @@ class Trajectory(Base):
     question_id: Mapped[int | None] = mapped_column(ForeignKey("questions.id"), index=True)
     sample_index: Mapped[int] = mapped_column(Integer, default=0)
     question: Mapped[str] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(String(20), default="running")  # running|finished|failed
+    # running | finished | failed | error (backend down: retried) | interrupted (Ctrl-C or
+    # SIGTERM: resumed by a re-run). Free text, so a new status needs no migration.
+    status: Mapped[str] = mapped_column(String(20), default="running")
     answer: Mapped[str | None] = mapped_column(Text)  # the answer step's answer
     final_answer: Mapped[str | None] = mapped_column(Text)  # after the self-checks
     error: Mapped[str | None] = mapped_column(Text)

@@ -35,11 +35,22 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: item.nodeid.split("::")[0] not in slow)
 
 
+@pytest.fixture(scope="session")
+def _pocket_cache(tmp_path_factory):
+    """One pocket-world cache per test process (the world builds in a fraction of a second),
+    outside the user's ~/.cache."""
+    return tmp_path_factory.mktemp("restreact-cache")
+
+
 @pytest.fixture(autouse=True)
-def _isolated(tmp_path, monkeypatch):
-    """No test reads or writes the user's files: cwd, the default DB and the hub are sandboxed."""
+def _isolated(tmp_path, monkeypatch, _pocket_cache):
+    """No test reads or writes the user's files: cwd, the data folder (default DB, improve's
+    adapters), the pocket cache and the hub are sandboxed. CLI children inherit all of it."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("RESTREACT_DB", str(tmp_path / "restreact.db"))
+    monkeypatch.setenv("RESTREACT_HOME", str(tmp_path / "restreact-home"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
+    monkeypatch.setenv("RESTREACT_CACHE", str(_pocket_cache))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 

@@ -22,6 +22,10 @@ from typing import Callable
 
 REPO = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, str(REPO / "cli.py")]
+# How long a child process may run before a test calls it hung. Only a guard: what a test
+# waits for is a point in the work (rows in the store, a process's exit), never a duration,
+# so a machine loaded by other jobs makes the suite slower, not red.
+HANG_S = float(os.environ.get("RESTREACT_TEST_HANG_S", 1800))
 TABLES = ("question_sets", "questions", "runs", "trajectories", "steps", "step_samples",
           "search_calls", "llm_calls", "rankings", "model_versions", "evaluations")
 
@@ -36,7 +40,7 @@ def cli_env(tmp: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def run_cli(args: list[str], env: dict, timeout: float = 120, cwd: Path | None = None
+def run_cli(args: list[str], env: dict, timeout: float = HANG_S, cwd: Path | None = None
             ) -> subprocess.CompletedProcess:
     """Run `cli.py ARGS` to the end; returns the completed process (text output)."""
     return subprocess.run(CLI + args, env=env, cwd=cwd, capture_output=True, text=True,
@@ -54,7 +58,7 @@ class Outcome:
 
 def run_until(args: list[str], env: dict, log_dir: Path, tag: str,
               kill_when: Callable[[], bool] | None = None, extra_delay: float = 0.0,
-              poll_s: float = 0.01, timeout: float = 120, command: list[str] = CLI) -> Outcome:
+              poll_s: float = 0.01, timeout: float = HANG_S, command: list[str] = CLI) -> Outcome:
     """Run `cli.py ARGS` (or `command` ARGS); if `kill_when()` turns true first, SIGKILL it
     (after `extra_delay`).
 
@@ -87,6 +91,37 @@ def run_until(args: list[str], env: dict, log_dir: Path, tag: str,
     rc = proc.returncode
     return Outcome(rc, killed or rc == -signal.SIGKILL, out_path.read_text(),
                    err_path.read_text(), time.perf_counter() - t0)
+
+
+def signal_when(args: list[str], env: dict, log_dir: Path, tag: str, when: Callable[[], bool],
+                sig: int = signal.SIGINT, timeout: float = HANG_S) -> Outcome:
+    """Run `cli.py ARGS`, send `sig` once `when()` turns true, and wait for the child to end.
+
+    `when` should watch the store (steps written, trajectories claimed), so the signal lands
+    at a point in the work, not at a wall-clock moment a loaded machine may not have reached.
+    The timeout only guards against a hung child: generous, it never decides the outcome.
+    """
+    log_dir.mkdir(parents=True, exist_ok=True)
+    out_path, err_path = log_dir / f"{tag}.out", log_dir / f"{tag}.err"
+    t0 = time.perf_counter()
+    sent = False
+    with open(out_path, "w") as out, open(err_path, "w") as err:
+        proc = subprocess.Popen(CLI + args, env=env, stdout=out, stderr=err)
+        try:
+            while proc.poll() is None and not sent:
+                if time.perf_counter() - t0 > timeout:
+                    raise TimeoutError(f"{tag}: the signal's moment never came in {timeout} s")
+                if when():
+                    proc.send_signal(sig)
+                    sent = True
+                time.sleep(0.02)
+            proc.wait(timeout=timeout)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    return Outcome(proc.returncode, sent, out_path.read_text(), err_path.read_text(),
+                   time.perf_counter() - t0)
 
 
 # --- reading the store -----------------------------------------------------------------

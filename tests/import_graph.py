@@ -26,12 +26,13 @@ SCRIPTS = ("cli",)  # top-level modules
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("records", ("store.records",)),
     ("store", ("store",)),
-    # the text the agent and a model exchange: prompts rendered, outputs parsed into actions
-    ("protocol", ("agent.prompts", "agent.parsing")),
+    # the text the agent and a model exchange: prompts rendered, outputs parsed into actions,
+    # the words (entities, citations) the judge and the evidence check read in them
+    ("protocol", ("agent.prompts", "agent.parsing", "agent.words")),
     # what the agent talks to: LLM and search backends, their cassettes and retries, the
-    # offline worlds
+    # offline worlds; the file readers and the interrupt flag they and the trainer share
     ("backends", ("agent.llm", "agent.search", "agent.cassette", "agent.retry", "agent.worlds.pocket",
-                  "agent.worlds")),
+                  "agent.worlds", "agent.inputs", "agent.interrupt")),
     ("agent", ("agent",)),
     ("reward", ("reward",)),
     ("trainer", ("trainer",)),

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import CLI, cli_env, run_cli, table_counts
+from tests.harness import CLI, HANG_S, cli_env, run_cli, table_counts
 
 _PROGRESS = re.compile(r"^\s*(Loading weights|Writing model shards)?[^\n]*\d+%\|")
 
@@ -186,14 +186,14 @@ def test_full_disk_while_saving_the_adapter(world):
     if unshare:
         r = subprocess.run([unshare, "--user", "--map-root-user", "--mount", "sh", "-c", script,
                             "sh", str(disk), *train], env={**env, "OLDPWD_DISK": str(disk)},
-                           capture_output=True, text=True, timeout=180)
+                           capture_output=True, text=True, timeout=HANG_S)
     if r is None or r.returncode == 99 or "unshare:" in r.stderr:
         import resource
 
         def limit():  # Python ignores SIGXFSZ, so an over-limit write fails with EFBIG
             resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))
 
-        r = subprocess.run(train, env=env, capture_output=True, text=True, timeout=180,
+        r = subprocess.run(train, env=env, capture_output=True, text=True, timeout=HANG_S,
                            preexec_fn=limit)
         leftovers = sorted(p.name for p in disk.iterdir())
         expect = "cannot save the model"

@@ -149,8 +149,9 @@ def test_concurrent_writes_stay_whole_lines_and_survive_a_torn_tail(tmp_path):
     recs = cas.records()
     assert len(recs) == 120 and {r["key"] for r in recs} == {f"{t}-{i}" for t in range(6)
                                                            for i in range(20)}
-    (tmp_path / "bad.jsonl").write_text('{"type": "llm"}\nnot json\n{"type": "llm"}\n')
-    with pytest.raises(LLMError, match="line 2 is not JSON"):
+    rec = '{"type": "llm", "key": "k", "error": "down"}'
+    (tmp_path / "bad.jsonl").write_text(f'{rec}\nnot json\n{rec}\n')
+    with pytest.raises(LLMError, match=r"bad\.jsonl:2: invalid JSON \(expecting value at column 1\)"):
         ReplayLLM(Cassette(tmp_path / "bad.jsonl"))
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from agent.worlds import get_world
+from tests.harness import HANG_S
 
 MODEL_DIR = get_world("pocket").model_dir
 
@@ -21,7 +22,7 @@ pytestmark = pytest.mark.skipif(not (MODEL_DIR / "config.json").is_file(),
                                 reason="the pocket model is not in data/pocket/model")
 
 
-def cli(tmp_path, *args, timeout=240):
+def cli(tmp_path, *args, timeout=HANG_S):
     env = {**os.environ, "RESTREACT_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
     return subprocess.run([sys.executable, str(ROOT / "cli.py"), "--db", str(tmp_path / "r.db"), *args],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout)

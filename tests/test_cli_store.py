@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from store.api import Store
 from tests.conftest import REPO, write_trajectory
+from tests.harness import HANG_S
 
 HEAVY = ("torch", "transformers", "trl", "peft")
 
@@ -19,7 +20,7 @@ HEAVY = ("torch", "transformers", "trl", "peft")
 def run_cli(*args: str, db: str) -> subprocess.CompletedProcess:
     """`python cli.py --db DB ARGS…` from the repository root, as a user types it."""
     return subprocess.run([sys.executable, "cli.py", "--db", db, *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=HANG_S)
 
 
 def invoke(*args: str, db: str):
@@ -55,7 +56,7 @@ def populated(db) -> dict:
 
 def test_importing_cli_loads_no_heavy_library():
     code = f"import sys, cli; print([m for m in {HEAVY!r} if m in sys.modules])"
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=HANG_S)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
 

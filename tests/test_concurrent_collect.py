@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from tests.harness import CLI, audit, cli_env, finished_keys, query
+from tests.harness import CLI, HANG_S, audit, cli_env, finished_keys, query
 
 WORKERS = 3
 QUESTIONS, PER_QUESTION = 20, 2
@@ -30,7 +30,7 @@ def _collect_at_once(db: str, tmp_path, question_file=None) -> list[subprocess.C
                               text=True) for _ in range(WORKERS)]
     done = []
     for p in procs:
-        out, err = p.communicate(timeout=180)
+        out, err = p.communicate(timeout=HANG_S)
         done.append(subprocess.CompletedProcess(p.args, p.returncode, out, err))
     return done
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.tiny import build_tiny_model
+from tests.harness import HANG_S
 from trainer.config import TrainConfig
 from trainer.examples import Example
 
@@ -60,7 +61,7 @@ def test_two_processes_match_one_with_the_same_global_batch(base, examples, tmp_
 
     one = train(examples, config(base, tmp_path / "one", per_device_batch=2))
     two = launch_train(examples, config(base, tmp_path / "two", per_device_batch=1), processes=2,
-                       cpu=True, timeout=120)
+                       cpu=True, timeout=HANG_S)
 
     assert one.metrics["processes"] == 1 and two.metrics["processes"] == 2
     assert two.metrics["steps"] == one.metrics["steps"] == 8
@@ -93,7 +94,7 @@ def test_launch_failure_is_one_line(base, examples, tmp_path):
 
     cfg = config(tmp_path / "no-such-model", tmp_path / "out", per_device_batch=1)
     with pytest.raises(TrainError) as e:
-        launch_train(examples, cfg, processes=2, cpu=True, timeout=120)
+        launch_train(examples, cfg, processes=2, cpu=True, timeout=HANG_S)
     assert "cannot load base model" in str(e.value) and "\n" not in str(e.value)
     assert not (tmp_path / "out").exists()
 

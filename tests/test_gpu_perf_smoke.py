@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.harness import HANG_S
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -18,8 +20,8 @@ def _tiny_run(tmp_path, parts: str) -> list[dict]:
     out = tmp_path / "perf.json"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "benchmarks/gpu_perf.py", "--tiny", "--parts", parts,
-           "--model-dir", str(tmp_path / "model"), "--out", str(out), "--part-timeout", "240"]
-    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+           "--model-dir", str(tmp_path / "model"), "--out", str(out), "--part-timeout", str(HANG_S)]
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=HANG_S + 60)
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(out.read_text())
 

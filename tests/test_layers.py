@@ -2,8 +2,9 @@
 (read with `ast` from tests/import_graph.py, function-level and TYPE_CHECKING imports included):
 
 1. Layers, lowest first: records (store/records.py) < store < protocol (agent/prompts.py,
-   agent/parsing.py: the text the agent and a model exchange) < backends (agent/llm,
-   agent/search, agent/cassette.py, agent/retry.py, the offline worlds) < agent < reward
+   agent/parsing.py, agent/words.py: the text the agent and a model exchange) < backends
+   (agent/llm, agent/search, agent/cassette.py, agent/retry.py, the offline worlds, and the
+   file readers and interrupt flag they share: agent/inputs.py, agent/interrupt.py) < agent < reward
    < trainer < cli < scripts (tests/ and benchmarks/, which the wheel does not install and
    which may use each other). A module imports its own layer or lower ones, never a higher one,
    not even lazily inside a function. So the store imports nothing of the agent, and the

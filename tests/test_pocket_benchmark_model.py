@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.harness import HANG_S
+
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "data" / "pocket" / "model"
 
@@ -21,7 +23,7 @@ def _bench(tmp_path, *args: str) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "benchmarks/pocket_improve.py", "--db", f"sqlite:///{tmp_path}/b.db",
            "--workdir", str(tmp_path / "work"), "--out", str(tmp_path / "r.json"),
            "--plot", str(tmp_path / "r.png"), *args]
-    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=HANG_S)
 
 
 def test_the_result_names_the_warm_start_it_began_from(tmp_path):

@@ -96,7 +96,7 @@ def test_index_is_cached_and_rebuilt_when_the_file_changes(corpus):
 
 @pytest.mark.parametrize("content, message", [
     ('{"id": "1", "title": "t", "url": "u", "text": "ok"}\n{"id": 2, "title": "t"\n',
-     r"docs\.jsonl:2: not valid JSON"),
+     r"docs\.jsonl:2: invalid JSON \(expecting ',' delimiter at column 23\)"),
     ('{"id": "1", "title": "t", "text": "no url"}\n', r"docs\.jsonl:1: document lacks url"),
     ('["a", "list"]\n', r"docs\.jsonl:1: expected a JSON object, got list"),
     ('{"id": "1", "title": "t", "url": "u", "text": null}\n', r"docs\.jsonl:1: text must be a string"),

@@ -20,6 +20,7 @@ from store.models import (
     Trajectory,
 )
 from tests.conftest import write_trajectory
+from tests.harness import HANG_S
 
 SPAWN = mp.get_context("spawn")  # a fresh interpreter: no inherited connections or locks
 
@@ -92,7 +93,7 @@ def test_concurrent_first_opens_migrate_once(db_url):
     for p in procs:
         p.start()
     start.set()
-    results = [out.get(timeout=60) for _ in procs]
+    results = [out.get(timeout=HANG_S) for _ in procs]
     for p in procs:
         p.join(30)
     assert results == ["ok"] * 3
@@ -442,7 +443,7 @@ def test_two_processes_collect_into_one_database_without_loss(store, db_url):
     for p in procs:
         p.start()
     start.set()
-    done = [out.get(timeout=120) for _ in procs]
+    done = [out.get(timeout=HANG_S) for _ in procs]
     for p in procs:
         p.join(30)
         assert p.exitcode == 0

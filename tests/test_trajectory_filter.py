@@ -37,7 +37,7 @@ def test_clean_run_trains_only_on_steps_of_trajectories_the_judge_passes(tmp_pat
                  "--teacher", "scripted:pocket:0.5", "--iterations", "1", "--trajectories", "clean",
                  "--grow-questions", "12", "--eval-questions", "2", "--samples", "2",
                  "--concurrency", "4", "--max-searches", "4", "--workdir", str(workdir),
-                 "--name", name], cli_env(tmp_path), timeout=300)
+                 "--name", name], cli_env(tmp_path))
     assert r.returncode == 0, r.stderr[-2000:]
     assert "training examples from clean trajectories" in r.stdout
 

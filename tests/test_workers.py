@@ -53,11 +53,11 @@ def check_shared_run(db: str, stdout: str) -> dict:
 
 def _two_workers(db: str, tmp_path) -> None:
     env = cli_env(tmp_path)
-    r = run_cli(collect_args(db, "--workers", "2"), env, timeout=120)
+    r = run_cli(collect_args(db, "--workers", "2"), env)
     assert r.returncode == 0, r.stderr[-2000:]
     info = check_shared_run(db, r.stdout)
     # The same command without --workers names the same run and finds nothing left to do.
-    again = run_cli(collect_args(db), env, timeout=120)
+    again = run_cli(collect_args(db), env)
     assert again.returncode == 0, again.stderr[-2000:]
     assert f"{QUESTIONS * PER_QUESTION} skipped (already done)" in again.stdout.replace("\n", "")
     assert query(db, "SELECT COUNT(*) FROM trajectories") == [(QUESTIONS * PER_QUESTION,)]
@@ -80,7 +80,7 @@ def test_a_failing_worker_fails_the_command(tmp_path):
     db = f"sqlite:///{tmp_path / 's.db'}"
     args = collect_args(db, "--workers", "2")
     args[args.index("scripted:pocket:0.3")] = f"scripted:{tmp_path / 'no-world'}:0.3"
-    r = run_cli(args, cli_env(tmp_path), timeout=120)
+    r = run_cli(args, cli_env(tmp_path))
     assert r.returncode == 1
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: 2 of 2 workers failed; worker 0"), r.stderr
@@ -91,12 +91,12 @@ def test_a_failing_worker_fails_the_command(tmp_path):
 def test_record_cannot_be_shared_and_writes_nothing(tmp_path):
     db = tmp_path / "s.db"
     r = run_cli(collect_args(str(db), "--workers", "2", "--record", str(tmp_path / "c.jsonl")),
-                cli_env(tmp_path), timeout=60)
+                cli_env(tmp_path))
     assert r.returncode == 1 and r.stderr.startswith("error: --record"), r.stderr
     assert not (tmp_path / "c.jsonl").exists()
     if db.exists():  # opening the store may create the schema; nothing more
         assert query(db, "SELECT COUNT(*) FROM runs") == query(db, "SELECT COUNT(*) FROM questions") == [(0,)]
-    bad = run_cli(collect_args(str(db), "--workers", "0"), cli_env(tmp_path), timeout=60)
+    bad = run_cli(collect_args(str(db), "--workers", "0"), cli_env(tmp_path))
     assert bad.returncode == 1 and "--workers must be at least 1" in bad.stderr
 
 
@@ -156,7 +156,7 @@ def test_improve_grows_and_evaluates_in_workers_and_trains_on_two_processes(tmp_
             "--eval-questions", "1", "--samples", "2", "--concurrency", "2", "--max-searches", "4",
             "--workdir", str(tmp_path / "work"), "--name", name, "--workers", "2",
             "--train-processes", "2"]
-    r = run_cli(args, cli_env(tmp_path), timeout=170)
+    r = run_cli(args, cli_env(tmp_path))
     assert r.returncode == 0, r.stderr[-2000:]
     assert not audit(db, complete=True)
     grow = finished_keys(db, f"{name}:grow:1")

@@ -122,28 +122,24 @@ def examples_from_steps(steps: Sequence[Any], judge: str | None, prompt_version:
 
 def _alpaca_records(path: Path) -> Iterable[tuple[str, Any]]:
     """(where, record) pairs from a JSON list or a JSONL file; `where` names file and line."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise ValueError(f"{path}: cannot read Alpaca file ({e.strerror or e})") from None
-    except UnicodeDecodeError:
-        raise ValueError(f"{path}: not UTF-8 text") from None
-    if text.lstrip().startswith("["):
+    from agent.inputs import InputError, json_error, json_line, read_lines
+
+    lines = list(read_lines(path, "Alpaca file"))  # InputError (a ValueError) names the line
+    if "\n".join(line for _, line in lines).lstrip().startswith("["):
         try:
-            items = json.loads(text)
+            items = json.loads("\n".join(line for _, line in lines))
         except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
+            raise json_error(path, None, e) from None
+        except RecursionError:
+            raise InputError(f"{path}: invalid JSON (nested too deeply)") from None
+        if not isinstance(items, list):
+            raise InputError(f"{path}:1: expected a list of records")
         for i, rec in enumerate(items):
             yield f"{path}: item {i + 1}", rec
         return
-    for n, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{n}: invalid JSON ({e.msg})") from None
-        yield f"{path}:{n}", rec
+    for n, line in lines:
+        if line.strip():
+            yield f"{path}:{n}", json_line(path, n, line)
 
 
 def alpaca_prompt(instruction: str, input: str = "", tokenizer: Any = None) -> str:
@@ -171,22 +167,24 @@ def load_alpaca(path: str | Path, tokenizer: Any = None) -> list[Example]:
     Pass the tokenizer of the model to be trained so prompts use its chat template.
     A malformed file raises ValueError with one line naming the file and line.
     """
+    from agent.inputs import InputError
+
     path = Path(path)
     out = []
     for where, rec in _alpaca_records(path):
         if not isinstance(rec, dict):
-            raise ValueError(f"{where}: expected an object with instruction/input/output")
+            raise InputError(f"{where}: expected an object with instruction/input/output")
         missing = [k for k in ("instruction", "output") if k not in rec]
         if missing:
-            raise ValueError(f"{where}: missing field(s) {', '.join(missing)}")
+            raise InputError(f"{where}: missing field(s) {', '.join(missing)}")
         fields = {k: rec.get(k, "") for k in ("instruction", "input", "output")}
         bad = [k for k, v in fields.items() if v is not None and not isinstance(v, str)]
         if bad:
-            raise ValueError(f"{where}: field(s) {', '.join(bad)} must be strings")
+            raise InputError(f"{where}: field(s) {', '.join(bad)} must be strings")
         prompt = alpaca_prompt(fields["instruction"], fields["input"] or "", tokenizer)
         out.append(Example(step_id=None, prompt=prompt, completion=fields["output"]))
     if not out:
-        raise ValueError(f"{path}: no Alpaca records")
+        raise InputError(f"{path}: no Alpaca records")
     return out
 
 

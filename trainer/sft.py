@@ -83,7 +83,10 @@ def train(examples: Sequence[Example], cfg: TrainConfig,
     result = TrainResult(output_dir=str(out), adapter=cfg.method == "lora", metrics=metrics,
                          config=cfg.to_dict())
     if trainer.accelerator.is_main_process:  # under DDP every rank holds the same weights
-        save(model, tok, out, result)
+        from agent import interrupt
+
+        with interrupt.deferred():  # Ctrl-C while saving: the model is saved whole first
+            save(model, tok, out, result)
     if keep_model:
         result.model = model
     return result

@@ -26,19 +26,34 @@ counted. `logprob` sums over exactly those tokens.
 
 from __future__ import annotations
 
+import atexit
 import os
 import queue
 import threading
 import time
-from concurrent.futures import Future
+import weakref
+from concurrent.futures import Future, TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent import interrupt
 from agent.llm.base import LLMError
 from store.records import Completion, GenRequest, Generation
 
 PAPER_SAMPLING_TEMPERATURE = 0.5
 _STOP = object()  # sentinel that ends the worker thread
+_POLL_S = 0.1  # how often a caller waiting for its samples looks for a requested stop
+
+# Backends still open. At exit each one's batching thread is stopped and joined: a daemon
+# thread still inside torch when the interpreter shuts down aborts the process ("terminate
+# called without an active exception"), which is what Ctrl-C mid-generation used to do.
+_OPEN: "weakref.WeakSet[HFBackend]" = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_backends() -> None:
+    for backend in list(_OPEN):
+        backend.close()
 
 
 def render_prompt(tokenizer, prompt: str, chat: bool | None = None) -> str:
@@ -141,6 +156,7 @@ class HFBackend:
         self._worker = threading.Thread(target=self._work, name=f"hf-batcher:{self.name}",
                                         daemon=True)
         self._worker.start()
+        _OPEN.add(self)
 
     @property
     def _continuous(self):
@@ -178,9 +194,14 @@ class HFBackend:
             raise LLMError(f"bad request: n={request.n}, max_new_tokens={request.max_new_tokens}")
         if self._closed:
             raise LLMError(f"backend {self.name} is closed")
+        interrupt.raise_if_requested()
         pending = _Pending(request, self.render(request.prompt), Future(), time.monotonic())
         self._queue.put(pending)
-        return pending.future.result()
+        while True:  # a stop requested meanwhile abandons the samples (the batch stops too)
+            try:
+                return pending.future.result(timeout=_POLL_S)
+            except FutureTimeout:
+                interrupt.raise_if_requested()
 
     def score(self, prompt: str, continuations: list[str]) -> list[float]:
         """log P(continuation | rendered prompt) for each continuation (see score_pairs)."""
@@ -373,6 +394,8 @@ class HFBackend:
     def _stop_check(self, row_stop: list[tuple[str, ...]]):
         """For the graph engine: has row r's text so far reached one of its stop strings?"""
         def done(r: int, tokens: list[int]) -> bool:
+            if interrupt.requested():  # the callers have gone: end every row now
+                return True
             stops = row_stop[r]
             if not stops:
                 return False
@@ -488,6 +511,8 @@ class _RowStopper:
         import torch
 
         n_new = input_ids.shape[1] - self.width
+        if interrupt.requested():  # the callers have gone (Ctrl-C): stop the whole batch now
+            return torch.ones(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
         done = [n_new >= m for m in self.row_max]
         rows = [r for r, stops in enumerate(self.row_stop) if stops and not done[r]]
         if rows:

@@ -8,7 +8,6 @@ The index is built once per file version (path, size, mtime) and shared in-proce
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -16,6 +15,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent.inputs import InputError, json_line, read_lines
 from agent.search.base import SearchError
 from agent.search.web import truncate
 from store.records import SearchResult
@@ -83,30 +83,26 @@ _CACHE_LOCK = threading.Lock()
 
 
 def load_documents(path: Path) -> list[Document]:
-    """Parse the JSONL corpus; any bad line is a ValueError naming the file and line."""
+    """Parse the JSONL corpus; any bad line is a ValueError (InputError) naming file and line."""
     if not path.is_file():
-        raise ValueError(f"corpus file not found: {path}")
+        raise InputError(f"corpus file not found: {path}")
     docs: list[Document] = []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
-            if not isinstance(row, dict):
-                raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
-            missing = [key for key in REQUIRED if key not in row]
-            if missing:
-                raise ValueError(f"{path}:{lineno}: document lacks {', '.join(missing)} "
-                                 f"(needs {', '.join(REQUIRED)})")
-            bad = [key for key in REQUIRED if not isinstance(row[key], (str, int)) or isinstance(row[key], bool)]
-            if bad:
-                raise ValueError(f"{path}:{lineno}: {', '.join(bad)} must be a string")
-            docs.append(Document(*(str(row[key]) for key in REQUIRED)))
+    for lineno, line in read_lines(path, "corpus file"):
+        if not line.strip():
+            continue
+        row = json_line(path, lineno, line)
+        if not isinstance(row, dict):
+            raise InputError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+        missing = [key for key in REQUIRED if key not in row]
+        if missing:
+            raise InputError(f"{path}:{lineno}: document lacks {', '.join(missing)} "
+                             f"(needs {', '.join(REQUIRED)})")
+        bad = [key for key in REQUIRED if not isinstance(row[key], (str, int)) or isinstance(row[key], bool)]
+        if bad:
+            raise InputError(f"{path}:{lineno}: {', '.join(bad)} must be a string")
+        docs.append(Document(*(str(row[key]) for key in REQUIRED)))
     if not docs:
-        raise ValueError(f"corpus file has no documents: {path}")
+        raise InputError(f"corpus file has no documents: {path}")
     return docs
 
 

@@ -139,8 +139,8 @@ def parse_prompt(prompt: str) -> PromptState:
             st.question = json.loads(value)
         elif name == "REMAINING_SEARCHES":
             st.remaining = int(value)
-        elif name == "CURRENT_QUERY":
-            st.query = json.loads(value)
+        elif name == "CURRENT_QUERY":  # may carry a trailing comment (prompts.REPEATED_QUERY)
+            st.query = json.JSONDecoder().raw_decode(value)[0]
         elif name == "ANSWER" and value:
             st.answer = json.loads(value)
         elif name in ("PAST_ACTIONS", "CURRENT_SEARCH_RESULTS") and value.startswith("[") \
