@@ -162,13 +162,13 @@ def main(argv=None) -> dict:
     sets = labelled_sets(store, args.run, pocket_assets(args.world_seed).world_dir, args.limit)
     result = {"benchmark": "judge_agreement", "run": args.run, "world_seed": args.world_seed,
               "commit": commit(), **baselines(sets), "judges": []}
-    for judge in args.judge:
+    for judge in args.judge:  # the file is rewritten after each judge: a time limit keeps the rest
         result["judges"].append(measure(judge, sets, args.rank_limit))
         print(json.dumps({k: v for k, v in result["judges"][-1].items() if k != "by_kind"}), flush=True)
-    yesno = [j for j in result["judges"] if j["judge"].startswith("yesno:")]
-    result["best_llm_judge"] = max(yesno, key=lambda j: j["pick_correct"])["judge"] if yesno else None
-    if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=1))
+        yesno = [j for j in result["judges"] if j["judge"].startswith("yesno:")]
+        result["best_llm_judge"] = max(yesno, key=lambda j: j["pick_correct"])["judge"] if yesno else None
+        if args.out:
+            Path(args.out).write_text(json.dumps(result, indent=1))
     return result
 
 
