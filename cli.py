@@ -649,11 +649,11 @@ def report(name: Optional[str] = typer.Option(None, "--name", help="Improve run 
             from trainer.report import plot_improve
 
             typer.echo(f"wrote {plot_improve(store, run, out or 'improve.png')}")
-        from trainer.stage_stats import format_rows
+            from trainer.stage_stats import format_rows
 
-        rows = store.stage_stats(run.id)
-        if rows:  # where each iteration's time and memory went
-            typer.echo("\n".join(format_rows(rows)))
+            rows = store.stage_stats(run.id)
+            if rows:  # where each iteration's time and memory went (the page shows its own)
+                typer.echo("\n".join(format_rows(rows)))
     except (ValueError, OSError) as e:
         fail(str(e))
 

@@ -155,7 +155,8 @@ def main() -> None:
     print(f"{len(rows)} finished trajectories; {counts['unsupported']} answers the oracle finds "
           f"unsupported, {counts['correct_supported']} correct and supported\n")
     print(text)
-    Path(args.out).write_text(json.dumps({"command": " ".join(sys.argv), **provenance(),
+    command = " ".join([str(Path(sys.argv[0]).resolve().relative_to(ROOT)), *sys.argv[1:]])
+    Path(args.out).write_text(json.dumps({"provenance": {"command": command, **provenance()},
                                           "counts": counts, "cases": rows}, indent=1) + "\n")
 
 
@@ -170,9 +171,9 @@ def provenance() -> dict:
     from agent.worlds.pocket.assets import pocket_assets
 
     weights = pocket_assets().model_dir / "model.safetensors"
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
-                            text=True).stdout.strip()
-    return {"commit": commit, "machine": f"{platform.processor() or platform.machine()}, "
+    from benchmarks.provenance import commit
+
+    return {"commit": commit(), "machine": f"{platform.processor() or platform.machine()}, "
             f"{__import__('os').cpu_count()} cores, no GPU",
             "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
             "model_sha256": hashlib.sha256(weights.read_bytes()).hexdigest()}

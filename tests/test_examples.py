@@ -215,7 +215,7 @@ def test_malformed_alpaca_file_is_one_line_naming_file_and_line(tmp_path, body, 
 
 
 def test_missing_alpaca_file_is_a_value_error(tmp_path):
-    with pytest.raises(ValueError, match="cannot read"):
+    with pytest.raises(ValueError, match="Alpaca file not found: .*nope.jsonl"):
         load_alpaca(tmp_path / "nope.jsonl")
 
 
