@@ -160,8 +160,12 @@ def main(argv=None) -> dict:
     if args.collect_model:
         collect_sets(store, args)
     sets = labelled_sets(store, args.run, pocket_assets(args.world_seed).world_dir, args.limit)
-    result = {"benchmark": "judge_agreement", "run": args.run, "world_seed": args.world_seed,
-              "commit": commit(), **baselines(sets), "judges": []}
+    from benchmarks.pocket_improve import _card, _versions
+
+    result = {"benchmark": "judge_agreement",
+              "provenance": {"commit": commit(), "card": _card(), "versions": _versions(),
+                             "command": " ".join(sys.argv)},
+              "run": args.run, "world_seed": args.world_seed, **baselines(sets), "judges": []}
     for judge in args.judge:  # the file is rewritten after each judge: a time limit keeps the rest
         result["judges"].append(measure(judge, sets, args.rank_limit))
         print(json.dumps({k: v for k, v in result["judges"][-1].items() if k != "by_kind"}), flush=True)
