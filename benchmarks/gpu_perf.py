@@ -179,7 +179,9 @@ def words(rng: random.Random, n: int, vocab: int) -> str:
 # --- the model --------------------------------------------------------------------------------
 
 
-def llama_config(size: Size):
+def llama_config(size):
+    """A random-weight Llama of `size` (any object with vocab, hidden, intermediate, layers,
+    heads, kv_heads and, optionally, tied)."""
     from transformers import LlamaConfig
 
     v = size.vocab
@@ -187,7 +189,8 @@ def llama_config(size: Size):
                        num_hidden_layers=size.layers, num_attention_heads=size.heads,
                        num_key_value_heads=size.kv_heads, rope_theta=500000.0,
                        max_position_embeddings=8192, rms_norm_eps=1e-5, bos_token_id=v - 3,
-                       eos_token_id=v - 2, pad_token_id=v - 1, tie_word_embeddings=False)
+                       eos_token_id=v - 2, pad_token_id=v - 1,
+                       tie_word_embeddings=getattr(size, "tied", False))
 
 
 def save_model(size: Size, model_dir: Path) -> dict:

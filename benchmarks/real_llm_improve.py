@@ -69,11 +69,10 @@ def main(argv=None) -> dict:
     from agent.state import AgentConfig
     from agent.worlds.pocket import PocketWorld
     from benchmarks.pocket_improve import _card, _versions
-    from benchmarks.provenance import commit
+    from benchmarks.provenance import commit, weights_sha256
     from reward.evaluate import evaluate
     from store.api import Store
     from trainer.improve import ImproveOptions, Improver
-    from trainer.warmstart import _weights_sha
 
     t0 = time.perf_counter()
     store = Store(args.db)
@@ -95,7 +94,7 @@ def main(argv=None) -> dict:
     result = {"benchmark": "real_llm_improve", "judge": args.judge, "arm": args.name,
               "provenance": {"commit": commit(), "card": _card(), "versions": _versions(),
                              "command": " ".join(sys.argv)},
-              "start_model": {"path": args.base, "sha256": _weights_sha(Path(args.base))},
+              "start_model": {"path": args.base, "sha256": weights_sha256(args.base)},
               "worlds": {"grow_and_dev_seed": grow_seed, "test_seed": test_seed,
                          "drawn": "at benchmark start (secrets.randbelow), not chosen"},
               "dev_questions": args.dev, "test_questions": len(test_qs),

@@ -214,14 +214,9 @@ TINY_ARCHS = {"llama3-8b": Arch(512, 64, 128, 2, 4, 2, False),
 
 
 def config(arch: Arch):
-    from transformers import LlamaConfig
+    from benchmarks.gpu_perf import llama_config
 
-    v = arch.vocab
-    return LlamaConfig(vocab_size=v, hidden_size=arch.hidden, intermediate_size=arch.intermediate,
-                       num_hidden_layers=arch.layers, num_attention_heads=arch.heads,
-                       num_key_value_heads=arch.kv_heads, rope_theta=500000.0,
-                       max_position_embeddings=8192, rms_norm_eps=1e-5, bos_token_id=v - 3,
-                       eos_token_id=v - 2, pad_token_id=v - 1, tie_word_embeddings=arch.tied)
+    return llama_config(arch)
 
 
 def build(arch: Arch):
