@@ -6,7 +6,8 @@ questions of a freshly generated world; the judge (`rules`, or a prompted LLM su
 `yesno:MODEL`) alone picks the training steps; no reference answer is read except to score.
 Held-out scoring uses a *second* fresh world whose seed is drawn when the benchmark starts
 (and recorded), so no design decision has seen it. Every iteration is scored there with
-several sampled runs (mean ± std).
+several sampled runs (mean ± std), beside the warm start's own teacher (the scripted reader
+with the mistake rates its `warmstart.json` records) walking the same test questions.
 
     python benchmarks/real_llm_improve.py --base runs/smol-warm --judge rules --name rules    # GPU: minutes
     python benchmarks/real_llm_improve.py --base DIR --iterations 1 --grow-questions 4 --dev 2 --test 2 --eval-runs 1   # CPU smoke
@@ -40,10 +41,14 @@ def parse_args(argv=None):
     p.add_argument("--test", type=int, default=200)
     p.add_argument("--eval-runs", type=int, default=2)
     p.add_argument("--samples", type=int, default=4)
+    p.add_argument("--samples-for", action="append", default=[], metavar="KIND=K",
+                   help="K for one step kind in grow, e.g. summarize=8 (repeatable)")
     p.add_argument("--concurrency", type=int, default=128)
     p.add_argument("--epochs", type=float, default=2.0)
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--lora-r", type=int, default=16)
+    p.add_argument("--warmstart-record", default=str(ROOT / "data" / "pocket" / "smollm2" / "warmstart.json"),
+                   help="the distillation record naming the teacher to score beside the loop")
     p.add_argument("--workdir", default="runs")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "real_llm_improve.json"))
     return p.parse_args(argv)
@@ -83,6 +88,7 @@ def main(argv=None) -> dict:
         model=args.base, search="corpus", corpus=str(grow_world.corpus), questions=qset,
         name=args.name, iterations=args.iterations, judge=args.judge,
         grow_questions=args.grow_questions, eval_questions=args.dev, samples=args.samples,
+        samples_by_kind={k: int(v) for k, v in (x.split("=") for x in args.samples_for)},
         eval_runs=args.eval_runs, concurrency=args.concurrency, workdir=args.workdir,
         epochs=args.epochs, learning_rate=args.lr,
         train={"lora_r": args.lora_r, "lora_alpha": args.lora_r, "per_device_batch": 32,
@@ -99,7 +105,8 @@ def main(argv=None) -> dict:
                          "drawn": "at benchmark start (secrets.randbelow), not chosen"},
               "dev_questions": args.dev, "test_questions": len(test_qs),
               "eval_runs": args.eval_runs, "grow_questions": args.grow_questions,
-              "samples": args.samples, "iterations": []}
+              "samples": args.samples, "samples_for": args.samples_for,
+              "teacher": teacher_score(store, args, test_world, test_qs), "iterations": []}
     # Iteration by iteration, each scored on the test world as soon as it is trained and the
     # file rewritten, so a run cut short by a time limit still reports what it finished.
     for it in range(0, args.iterations + 1):
@@ -119,13 +126,57 @@ def main(argv=None) -> dict:
         result["iterations"].append({
             "iteration": it, "examples": r.examples, "train_loss": r.train_loss,
             "promoted": r.promoted, "dev_mean": r.eval_exact, "dev_std": r.eval_std,
-            "test_mean": test.exact_mean, "test_std": test.exact_std})
+            "test_mean": test.exact_mean, "test_std": test.exact_std,
+            "stages": stage_times(store, improver.improve_run.id, it)})
         result["wall_s"] = round(time.perf_counter() - t0, 1)
         print(json.dumps(result["iterations"][-1]), flush=True)
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(result, indent=1))
     store.finish_run(improver.improve_run.id)
     return result
+
+
+def teacher_score(store, args, world, questions) -> dict | None:
+    """The distillation teacher on the test questions: one run per teacher seed (the scripted
+    reader is deterministic given its seed), mean ± std, so "beats its own teacher" is measured
+    on the same world and questions as the student."""
+    import statistics
+
+    from agent.graph import Agent
+    from agent.search.corpus import CorpusSearch
+    from agent.state import AgentConfig
+    from agent.worlds.pocket.assets import pocket_assets
+    from agent.worlds.pocket.policy import ScriptedPolicy
+    from reward.evaluate import evaluate
+
+    record = Path(args.warmstart_record)
+    if not record.is_file():
+        return None
+    cfg = json.loads(record.read_text()).get("config", {})
+    if cfg.get("teacher"):  # a model teacher: scoring it is a run of its own
+        return {"teacher": cfg["teacher"], "test_mean": None}
+    world_dir = pocket_assets(world.seed).world_dir
+    scores = []
+    for seed in range(args.eval_runs):
+        policy = ScriptedPolicy(world_dir, error_rate=cfg.get("error_rate", 0.3), seed=seed,
+                                kind_weights=cfg.get("mistake_weights") or {})
+        agent = Agent(llm=policy, search=CorpusSearch(world.corpus), store=store,
+                      config=AgentConfig(samples=1))
+        run = store.get_or_create_run(f"{args.name}:teacher:{seed}", "eval", {"teacher": policy.name})
+        scores.append(evaluate(agent, run.id, questions, runs=1, concurrency=8).exact_mean)
+        store.finish_run(run.id)
+    return {"teacher": f"scripted reader, error rate {cfg.get('error_rate')}, "
+                       f"mistake weights {cfg.get('mistake_weights')}",
+            "runs": scores, "test_mean": statistics.mean(scores),
+            "test_std": statistics.pstdev(scores) if len(scores) > 1 else 0.0}
+
+
+def stage_times(store, run_id: int, it: int) -> dict:
+    """Each stage's last recorded wall time and peak GPU memory for iteration `it`."""
+    rows = [r for r in store.stage_stats(run_id) if r.iteration == it]
+    return {r.stage: {"wall_s": round(r.wall_s, 1),
+                      "peak_gpu_gib": None if r.peak_gpu_bytes is None
+                      else round(r.peak_gpu_bytes / 2**30, 2)} for r in rows}
 
 
 def _seeds(args) -> tuple[int, int]:

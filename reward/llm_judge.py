@@ -5,9 +5,11 @@ cannot (docs/BENCHMARKS.md measures how often it parses). What a small model can
 one candidate at a time and say Yes or No. This judge asks, for each of a step's K outputs,
 whether it is correct and supported by what the agent could see, and scores it by
 log P(Yes) - log P(No) from one forward pass (no sampling, nothing to parse). The order is
-by score; a candidate is bad when its score is below zero or when it is not a well-formed
-call of the step's kind (the rubric's "anything empty or malformed is bad", which needs no
-model). Any backend with `score_pairs([(prompt, continuation), ...])` can judge (HFBackend has it).
+by score; a candidate is bad when it is not a well-formed call of the step's kind (the
+rubric's "anything empty or malformed is bad", which needs no model), or when its score is
+below zero and it is not the best well-formed one. A small judge's scores are a ranking, not a
+calibrated verdict: SmolLM2 says No to nearly every decide, summarize and answer step
+(docs/BENCHMARKS.md section 6), so an absolute threshold alone would keep none of them. Any backend with `score_pairs([(prompt, continuation), ...])` can judge (HFBackend has it).
 
 Judge specs: `yesno:MODEL` (e.g. `yesno:smollm2`), stored under YESNO_PROMPT_VERSION.
 """
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 from reward.verdicts import RankingVerdict, failed
 
-YESNO_PROMPT_VERSION = "yesno-v1"
+YESNO_PROMPT_VERSION = "yesno-v2"  # v2: the best well-formed candidate is kept
 YESNO_PREFIX = "yesno:"
 
 YESNO_INSTRUCTIONS = """\
@@ -61,7 +63,8 @@ def judge_yesno(llm, kind: str, step_prompt: str, samples) -> RankingVerdict:
     scores = yesno_scores(llm, step_prompt, texts)
     malformed = [parse_action(kind, t)[0] is None for t in texts]
     keys = sorted(range(len(texts)), key=lambda i: (malformed[i], -scores[i], i))
-    bad = [i for i in range(len(texts)) if malformed[i] or scores[i] < 0]
+    top = keys[0] if not malformed[keys[0]] else None
+    bad = [i for i in range(len(texts)) if malformed[i] or (scores[i] < 0 and i != top)]
     explanation = "; ".join(f"#{i + 1}: {scores[i]:+.2f}" + (" malformed" if malformed[i] else "")
                             for i in range(len(texts)))
     verdict = RankingVerdict(ok=True, best=keys[0], order=keys, bad=bad,

