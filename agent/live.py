@@ -69,10 +69,13 @@ class LiveSteps:
 
 
 def citations(state: dict) -> list[tuple[int, str, str]]:
-    """The sources the final answer cites, each once: (link id, title, url), in citation order.
+    """The sources the final answer cites, each once: (link id, title, url, query), in
+    citation order.
 
     A link id names a result of one search; summary i was written from search i, so a
-    citation is looked up in the results of the summaries that cite (or select) it.
+    citation is looked up in the results of the summaries that cite (or select) it. Two
+    searches can each have a link 1, so one citation can stand for two sources: the query
+    says which search each came from.
     """
     final = state.get("final_answer") or ""
     summaries = [a for a in state.get("past", []) if isinstance(a, SelectLink)]
@@ -82,11 +85,11 @@ def citations(state: dict) -> list[tuple[int, str, str]]:
         for i, a in enumerate(summaries):
             if n not in {int(x) for x in _CITE.findall(a.summary)} | set(a.selected_link_ids):
                 continue
-            results = searches[i].results if i < len(searches) else []
-            for r in results:
+            call = searches[i] if i < len(searches) else None
+            for r in call.results if call else []:
                 if r.link_id == n and (r.title, r.url) not in seen:
                     seen.add((r.title, r.url))
-                    out.append((n, r.title, r.url))
+                    out.append((n, r.title, r.url, call.query))
     return out
 
 
@@ -104,6 +107,8 @@ def render_final(state: dict, out: Console | None = None) -> None:
     sources = citations(state)
     if sources:
         body += "\n[bold]sources[/bold]"
-    for n, title, url in sources:
-        body += f"\n[dim]\\[link_id={n}] {escape(title)} — {escape(url)}[/dim]"
+    ids = [n for n, *_ in sources]
+    for n, title, url, query in sources:
+        which = f" (from the search {query!r})" if ids.count(n) > 1 else ""
+        body += f"\n[dim]\\[link_id={n}] {escape(title)} — {escape(url)}{escape(which)}[/dim]"
     out.print(Panel(body, title="answer", border_style="green"))

@@ -143,7 +143,7 @@ def test_a_repeated_query_is_answered_from_the_stored_results_and_the_prompt_say
     summarize = [p for kind, p in llm.prompts if kind == "summarize"]
     assert REPEATED_QUERY not in summarize[0] and REPEATED_QUERY in summarize[1]
     # the two summaries cite the same page: the panel lists it once, with its title and URL
-    assert citations(state) == [(1, "Zerstu Braro", "pocket://person/zerstu-braro")]
+    assert citations(state) == [(1, "Zerstu Braro", "pocket://person/zerstu-braro", "Zerstu Braro")]
 
 
 def test_resume_after_the_grounding_step_runs_the_evidence_check(tmp_path):
@@ -167,3 +167,26 @@ def test_resume_after_the_grounding_step_runs_the_evidence_check(tmp_path):
     again = agent.run(Q, claim.trajectory_id, resume=True)  # no model call is left to make
     assert again["final_answer"] == t.final_answer and again["evidence"]["ok"] is False
     assert len(store.trajectory(claim.trajectory_id).steps) == len(t.steps)
+
+
+def test_one_link_id_of_two_searches_names_each_search_in_the_panel():
+    from rich.console import Console
+
+    from agent.live import citations, render_final
+    from store.records import SearchCall
+
+    other = [SearchResult(1, "Mifedal", "pocket://city/mifedal", "Mifedal lies in Osk.")]
+    second = SelectLink(summary="According to [link_id=1], Mifedal lies in Osk.", thoughts="",
+                        selected_link_ids=(1,))
+    state = {"status": "finished", "final_answer": "Osk [link_id=1]", "past": [SUMMARY, second],
+             "searches": [SearchCall("Zerstu Braro", "corpus", PAGE), SearchCall("Mifedal", "corpus", other)]}
+    assert [c[3] for c in citations(state)] == ["Zerstu Braro", "Mifedal"]
+    out = Console(width=200, record=True, color_system=None)
+    render_final(state, out)
+    text = out.export_text()
+    assert "(from the search 'Zerstu Braro')" in text and "(from the search 'Mifedal')" in text
+    state["searches"] = state["searches"][:1]  # one source only: no search named
+    state["past"] = [SUMMARY]
+    out = Console(width=200, record=True, color_system=None)
+    render_final(state, out)
+    assert "from the search" not in out.export_text()
