@@ -19,7 +19,6 @@ command after a crash or Ctrl-C resumes at the stage it stopped in.
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -204,7 +203,6 @@ class Improver:
         self.serving = None  # trainer.serving.ServedRollouts when rollouts run on a server
         self.display = display or Display(enabled=False)
         self.tracker = None  # trainer.tracking.Tracker while run() runs
-        self._entered: tuple = (None, None, 0.0)  # (stage, iteration, start) for its timing
         self._bar = Bar()  # the current stage's line (quiet until a stage begins)
 
     # --- setting up -----------------------------------------------------------------
@@ -390,14 +388,19 @@ class Improver:
         self.mark(it, "done")
 
     def _timed(self, name: str, it: int, fn, *args):
-        """A stage, its wall time and peak memory stored (trainer/stage_stats.py); one a resumed
-        run skips (marked done before) is not timed again."""
+        """A stage, its wall time and peak memory stored (trainer/stage_stats.py), and its
+        seconds in the run state (for the report and tracking); one a resumed run skips
+        (marked done before) is not timed again. The one clock of a stage is this one."""
         if self.state(name, it):
             return fn(*args)
         from trainer.stage_stats import stage
 
-        with stage(self.store, self.improve_run.id, name, it):
-            return fn(*args)
+        with stage(self.store, self.improve_run.id, name, it) as m:
+            out = fn(*args)
+        entry = self._state().get(f"it{it}", {})
+        entry["seconds"] = {**entry.get("seconds", {}), name: round(m.wall_s, 3)}
+        self.store.set_run_state(self.improve_run.id, **{f"it{it}": entry})
+        return out
 
     # --- stages ---------------------------------------------------------------------
 
@@ -597,16 +600,12 @@ class Improver:
         return self._state().get(key)
 
     def _enter(self, stage: str, it: int) -> None:
-        """A stage begins: its clock and its line on the display."""
-        self._entered = (stage, it, time.perf_counter())
+        """A stage begins: its line on the display."""
         self._bar = self.display.stage(it, stage, self.cfg.iterations)
 
     def mark(self, it: int, stage: str, best: int | None = None, **info) -> None:
         st = self._state()
         entry = {**st.get(f"it{it}", {}), stage: info or True}
-        if self._entered[:2] == (stage, it):  # how long the stage took this time (report, tracking)
-            entry["seconds"] = {**entry.get("seconds", {}),
-                                stage: round(time.perf_counter() - self._entered[2], 3)}
         update = {f"it{it}": entry}
         if best is not None:
             update["best"] = best
