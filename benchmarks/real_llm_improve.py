@@ -11,6 +11,7 @@ with the mistake rates its `warmstart.json` records) walking the same test quest
 
     python benchmarks/real_llm_improve.py --base runs/smol-warm --judge rules --name rules    # GPU: minutes
     python benchmarks/real_llm_improve.py --base DIR --iterations 1 --grow-questions 4 --dev 2 --test 2 --eval-runs 1   # CPU smoke
+    python benchmarks/real_llm_improve.py --teacher-only --seeds G,T --test 100 --out F   # the teacher alone, CPU: seconds
 
 Resumable: re-running with the same --db and --name continues where it stopped.
 """
@@ -30,7 +31,10 @@ sys.path.insert(0, str(ROOT))
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--base", required=True, help="the warm start: a merged model folder")
+    p.add_argument("--base", default="", help="the warm start: a merged model folder (required "
+                   "unless --teacher-only)")
+    p.add_argument("--teacher-only", action="store_true",
+                   help="score only the warm start's teacher on the test world (no model, no GPU)")
     p.add_argument("--judge", default="rules", help="rules, or yesno:MODEL (reward/llm_judge.py)")
     p.add_argument("--name", default="smol")
     p.add_argument("--db", default="real_llm_improve.db")
@@ -83,6 +87,10 @@ def main(argv=None) -> dict:
     store = Store(args.db)
     grow_seed, test_seed = _seeds(args)
     grow_world, test_world = PocketWorld(grow_seed), PocketWorld(test_seed)
+    if args.teacher_only:
+        return _teacher_only(store, args, grow_seed, test_world)
+    if not args.base:
+        sys.exit("real_llm_improve: --base DIR is required (the merged warm start)")
     qset, test_set = grow_world.ensure_questions(store), test_world.ensure_questions(store)
     opts = ImproveOptions(
         model=args.base, search="corpus", corpus=str(grow_world.corpus), questions=qset,
@@ -169,6 +177,23 @@ def teacher_score(store, args, world, questions) -> dict | None:
                        f"mistake weights {cfg.get('mistake_weights')}",
             "runs": scores, "test_mean": statistics.mean(scores),
             "test_std": statistics.pstdev(scores) if len(scores) > 1 else 0.0}
+
+
+def _teacher_only(store, args, grow_seed: int, test_world) -> dict:
+    from benchmarks.pocket_improve import _card, _versions
+    from benchmarks.provenance import commit
+
+    questions = store.questions(test_world.ensure_questions(store), "test", args.test)
+    result = {"benchmark": "real_llm_improve", "arm": "teacher",
+              "provenance": {"commit": commit(), "card": _card(), "versions": _versions(),
+                             "command": " ".join(sys.argv)},
+              "worlds": {"grow_and_dev_seed": grow_seed, "test_seed": test_world.seed},
+              "test_questions": len(questions),
+              "teacher": teacher_score(store, args, test_world, questions)}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=1))
+    print(json.dumps(result["teacher"]))
+    return result
 
 
 def stage_times(store, run_id: int, it: int) -> dict:
