@@ -322,3 +322,17 @@ def test_report_to_goes_through_to_trl():
                       output_dir="x").report_to == ["tensorboard"]
     with pytest.raises(ValueError, match="report_to"):
         TrainConfig(report_to="mlflow")
+
+
+@pytest.mark.parametrize("avx512_bf16, amx, expected", [
+    (False, False, False), (True, False, True), (False, True, True)])
+def test_auto_bf16_on_cpu_only_where_the_cpu_computes_it(monkeypatch, avx512_bf16, amx, expected):
+    # Emulated bf16 made CPU LoRA steps >15x slower than fp32 on an AVX2 CPU.
+    import torch
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    assert TrainConfig(base_model="m", output_dir="o").resolved_bf16(cuda=False) is expected
+    # An explicit choice wins over the probe either way.
+    assert TrainConfig(base_model="m", output_dir="o", bf16=True).resolved_bf16(cuda=False)
+    assert not TrainConfig(base_model="m", output_dir="o", bf16=False).resolved_bf16(cuda=False)
