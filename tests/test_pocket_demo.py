@@ -80,3 +80,22 @@ def test_compare_with_a_missing_adapter_is_one_line(tmp_path):
     assert done.returncode == 1
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "adapter not found" in lines[0], done.stderr
+
+
+def test_the_shipped_improved_adapter_is_the_one_the_results_file_measured():
+    import json
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    root = Path(__file__).resolve().parents[1]
+    shipped = root / "data" / "pocket" / "improved"
+    assert json.loads((shipped / "adapter_config.json").read_text())["base_model_name_or_path"] \
+        == "data/pocket/model"
+    trained = json.loads((shipped / "restreact_train.json").read_text())["metrics"]
+    result = json.loads((root / "benchmarks" / "results" / "pocket_cpu_improve.json").read_text())
+    it1 = next(i for i in result["iterations"] if i["iteration"] == 1)
+    assert (trained["examples"], trained["train_loss"]) == (it1["examples"], it1["train_loss"])
+    assert it1["test_mean"] > result["iterations"][0]["test_mean"]  # the gain the README cites
+    weights = load_file(shipped / "adapter_model.safetensors")
+    assert any(float(w.abs().max()) > 0 for k, w in weights.items() if "lora_B" in k)  # trained
