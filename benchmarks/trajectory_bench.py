@@ -587,15 +587,10 @@ def run_fixed(args, tmp: Path, timeout_s: float) -> list[dict]:
 
 
 def commit() -> str:
-    """The checked-out commit (TRAJ_COMMIT where the copy has no git history)."""
-    try:
-        got = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                             text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        got = None
-    if got is not None and got.returncode == 0 and got.stdout.strip():
-        return got.stdout.strip()
-    return os.environ.get("TRAJ_COMMIT", "unknown")
+    """$RESTREACT_COMMIT first (a device copy's git state can be stale), else HEAD."""
+    from benchmarks.provenance import commit as recorded
+
+    return recorded() or "unknown"
 
 
 def environment() -> dict:
