@@ -282,6 +282,67 @@ def test_graph_engine_samples_k_rows_from_one_prefill_with_raw_logprobs(model_di
         assert all(math.isclose(x, y, abs_tol=1e-4) for x, y in zip(lp[:end], re[:end]))
 
 
+def test_graph_engine_samples_on_its_own_generator_seeded_from_torchs(model_dir):
+    """Sampling noise leaves the default generator alone (graph capture registers that one,
+    and a failed capture would break every later draw on it), yet `torch.manual_seed` still
+    repeats a run."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from agent.llm.engine import EngineOptions
+    from agent.llm.graph_engine import GraphEngine
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    rows = [tok(PROMPTS[1], add_special_tokens=False)["input_ids"]] * 4
+
+    def sampled():
+        torch.manual_seed(7)
+        engine = GraphEngine(model, EngineOptions(kind="graph"), [tok.eos_token_id], tok.pad_token_id)
+        before = torch.get_rng_state()
+        new, _ = engine.run(rows, [10] * 4, do_sample=True, temperature=1.0)
+        assert torch.equal(torch.get_rng_state(), before)  # no draw on the default generator
+        return new
+
+    first = sampled()
+    assert len({tuple(n) for n in first}) > 1
+    assert sampled() == first
+
+
+def test_graph_engine_runs_a_batch_too_big_for_its_memory_as_smaller_ones(model_dir):
+    """A batch over `batch_gib` runs in pieces (one slot shape each) with the greedy tokens,
+    log-probabilities and stop checks of the batch run whole."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from agent.llm.engine import EngineOptions
+    from agent.llm.graph_engine import GraphEngine
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    rows = [tok(p, add_special_tokens=False)["input_ids"] for p in PROMPTS[1:4]] * 2
+    seen = []
+
+    def stop_row_4_early(r, toks):
+        seen.append(r)
+        return r == 4 and len(toks) >= 3
+
+    whole = GraphEngine(model, EngineOptions(kind="graph"), [tok.eos_token_id], tok.pad_token_id)
+    want = whole.run(rows, [16] * 6, do_sample=False, temperature=0.0, done_check=stop_row_4_early)
+    one_row = whole._batch_bytes(rows[:1], max(map(len, rows)) + 16)
+    small = GraphEngine(model, EngineOptions(kind="graph", batch_gib=1.5 * one_row / 2**30),
+                        [tok.eos_token_id], tok.pad_token_id)
+    seen.clear()
+    got = small.run(rows, [16] * 6, do_sample=False, temperature=0.0, done_check=stop_row_4_early)
+    assert list(whole.slots) == [(8, 256)] and list(small.slots) == [(1, 256)]
+    assert 5 in seen  # the second piece's checks name the batch's rows, not the piece's
+    for a, b, la, lb in zip(want[0], got[0], want[1], got[1]):
+        end = min(len(a), len(b))
+        assert a[:end] == b[:end] and end >= 3
+        assert all(math.isclose(x, y, abs_tol=1e-4) for x, y in zip(la[:end], lb[:end]))
+    assert len(got[0][4]) < 16  # row 4 stopped on its check
+
+
 def test_graph_engine_fused_prefill_equals_transformers_prefill_on_padded_rows(model_dir):
     """The engine's own prefill against the model's forward: prompts of different lengths
     (left-padded, masked), a repeated prompt (one prefill, two slot rows) and a 1-token one."""

@@ -75,6 +75,9 @@ class EngineOptions:
     check_every: int = 8  # graph: decode steps between host-side stop checks
     gqa_decode: bool = True  # graph: decode attention reads K/V once per group (graph_engine.py)
     max_shapes: int = 4  # graph: (rows, cache length) shapes kept, each with its cache and graph
+    # graph: the most memory one batch's cache and prefill may take; a larger batch runs as
+    # several smaller ones (None: what the card has free; no limit on a CPU)
+    batch_gib: float | None = None
     fused_decode: bool = True  # graph: Llama decode step with its element-wise work fused (fused_decode.py)
     compile_fused: bool = True  # graph: torch.compile those fused pieces (GPU only; eager on a CPU)
     pack_projections: bool = True  # fused step: one matmul for q/k/v and one for gate/up
@@ -82,7 +85,7 @@ class EngineOptions:
     # graph: keep the KV of computed sequences and prefill only what a prompt adds to the longest
     # cached prefix (agent/llm/prefix_cache.py); needs the fused prefill, ignored without it
     prefix_cache: bool = True
-    prefix_cache_gib: float | None = None  # graph: its memory (None: 8 GiB on a GPU's free memory, 1 on a CPU)
+    prefix_cache_gib: float | None = None  # graph: its memory (None: half the free GPU memory, at most 8 GiB; 1 on a CPU)
     prefix_outputs: bool = True  # graph: cache each row's prompt + generated tokens, not the prompt alone
 
     def __post_init__(self) -> None:
@@ -108,6 +111,8 @@ class EngineOptions:
             raise ValueError("'hf-prefill' is an option of the graph engine's fused step")
         if not self.prefix_cache and self.kind != "graph":
             raise ValueError("'no-prefix-cache' is an option of the graph engine")
+        if self.batch_gib is not None and self.batch_gib <= 0:
+            raise ValueError("batch_gib must be > 0")
         if self.prefix_cache_gib is not None and self.prefix_cache_gib < 0:
             raise ValueError("prefix_cache_gib must be >= 0")
         if self.check_every < 1 or self.max_shapes < 1:

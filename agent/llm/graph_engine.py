@@ -172,6 +172,19 @@ class GraphEngine:
                              "prefilled_tokens": 0, "reused_tokens": 0, "recomputed_tokens": 0}
         self.prefix = self._prefix_cache(options)
         self._batch = None  # the last prefill's layout, for storing its KV after the decode
+        self._noise = self._noise_generator()
+
+    def _noise_generator(self):
+        """The sampling noise's own generator, seeded from torch's global one (so
+        `torch.manual_seed` still makes runs repeatable). Graph capture registers the device's
+        default generator with every graph; sampling runs outside the graphs, and on the default
+        generator a capture that failed part-way (out of memory, say) leaves it marked as
+        capturing, after which every draw fails ("Offset increment outside graph capture")."""
+        import torch
+
+        gen = torch.Generator(device=self.device)
+        gen.manual_seed(int(torch.randint(0, 2**62, (1,)).item()))
+        return gen
 
     def _fused_step(self, model, options):
         """The fused Llama decode step (fused_decode.py) when asked for and the model allows it."""
@@ -192,8 +205,8 @@ class GraphEngine:
         from agent.llm.prefix_cache import PrefixCache
 
         gib = options.prefix_cache_gib
-        if gib is None:
-            gib = self._free_bytes() / 2**30 / 2 if self.device.type == "cuda" else 1.0
+        if gib is None:  # several engines (one per process, say) may share one card
+            gib = min(8.0, self._free_bytes() / 2**30 / 2) if self.device.type == "cuda" else 1.0
         return PrefixCache(int(gib * 2**30))
 
     def _free_bytes(self) -> int:
@@ -217,6 +230,14 @@ class GraphEngine:
 
         n, new = len(rows), max(int(m) for m in row_max)
         width = max(len(r) for r in rows)
+        if n > 1 and not self._fits(rows, width + new):
+            # Too many rows for one cache (long trajectories × K samples fill a card): halves,
+            # one after the other. Rows are independent, so the result is the same.
+            h = n // 2
+            a = self.run(rows[:h], row_max[:h], do_sample, temperature, done_check)
+            shift = None if done_check is None else (lambda r, t: done_check(r + h, t))
+            b = self.run(rows[h:], row_max[h:], do_sample, temperature, shift)
+            return a[0] + b[0], a[1] + b[1]
         t0 = time.perf_counter()
         slot = self._slot(_bucket(n), width + new)
         t1 = time.perf_counter()
@@ -266,6 +287,28 @@ class GraphEngine:
 
     # Room a batch needs beyond its cache: logits, prefill activations (a GPU only).
     RESERVE_BYTES = 3 * 2**30
+
+    def _batch_bytes(self, rows: Sequence[Sequence[int]], need: int) -> int:
+        """What one batch takes: its slot's cache and its distinct prompts' prefill activations."""
+        step = self.options.cache_len_step
+        length = ((need + step - 1) // step) * step
+        cfg = self.model.config.get_text_config()
+        distinct = len({tuple(r) for r in rows})
+        width = max(len(r) for r in rows)
+        act = distinct * width * (2 * cfg.intermediate_size + 6 * cfg.hidden_size) * torch_element_size(self.dtype)
+        return _bucket(len(rows)) * length * self.kv_token_bytes + act
+
+    def _fits(self, rows: Sequence[Sequence[int]], need: int) -> bool:
+        """Can this batch run as one? Under `batch_gib` when set; on a GPU, in what is free once
+        other shapes' caches and cached prefixes make room."""
+        size = self._batch_bytes(rows, need)
+        if self.options.batch_gib is not None and size > self.options.batch_gib * 2**30:
+            return False
+        if self.device.type != "cuda":
+            return True
+        held = sum(s.kv.numel() * s.kv.element_size() for s in self.slots.values())
+        held += self.prefix.bytes if self.prefix is not None else 0
+        return self._free_bytes() + held >= size + self.RESERVE_BYTES
 
     def _make_room(self, need: int) -> None:
         """On a GPU, free older shapes' caches, then prefix-cache KV, until `need` bytes fit."""
@@ -605,7 +648,7 @@ class GraphEngine:
         check_every = max(1, self.options.check_every)
         steps = 0
         for t in range(new):
-            chosen = self._choose(logits, do_sample, temperature)
+            chosen = self._choose(logits, do_sample, temperature, self._noise)
             tokens[:, t] = chosen
             logps[:, t] = torch.log_softmax(logits.float(), dim=-1).gather(1, chosen[:, None])[:, 0]
             steps = t + 1
@@ -625,14 +668,14 @@ class GraphEngine:
         return tokens[:n, :steps].tolist(), logps[:n, :steps].tolist()
 
     @staticmethod
-    def _choose(logits, do_sample: bool, temperature: float):
+    def _choose(logits, do_sample: bool, temperature: float, generator=None):
         import torch
 
         if not do_sample:
             return logits.argmax(-1)
         probs = torch.softmax(logits.float() / temperature, dim=-1)
         # argmax p / E with E ~ Exp(1) draws exactly from p, without a host sync.
-        return (probs / torch.empty_like(probs).exponential_()).argmax(-1)
+        return (probs / torch.empty_like(probs).exponential_(generator=generator)).argmax(-1)
 
     def _all_done(self, tokens, eos, row_max: list[int], done_check) -> bool:
         """One host copy: has every row hit EOS, its own limit, or a stop string?"""
