@@ -653,3 +653,33 @@ def test_default_engine_follows_the_environment(model_dir, monkeypatch):
     monkeypatch.setenv("RESTREACT_ENGINE", "warp-drive")
     with pytest.raises(LLMError, match="warp-drive"):
         _backend(model_dir, wait=0.0)
+
+
+@pytest.mark.parametrize("prefix_cache", [True, False])
+def test_graph_engine_prefills_prompts_in_groups_under_its_budget_with_the_same_tokens(model_dir, prefix_cache):
+    """Prompts of mixed lengths prefilled in groups under `prefill_gib` (the longest alone) give the greedy tokens and log-probabilities of one prefill pass over all of them."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from agent.llm.engine import EngineOptions
+    from agent.llm.graph_engine import GraphEngine
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    rows = [tok(p, add_special_tokens=False)["input_ids"] for p in PROMPTS]
+    rows = rows + rows[1:3]  # K samples of two prompts share their prefill
+    eos = [tok.eos_token_id]
+    whole = GraphEngine(model, EngineOptions(kind="graph", prefix_cache=prefix_cache), eos, tok.pad_token_id)
+    width = max(map(len, rows))
+    assert len(whole._prefill_groups([len(r) for r in rows], width)) == 1
+    want = whole.run(rows, [12] * len(rows), do_sample=False, temperature=0.0)
+    one = whole._prefill_bytes(1, width, width)
+    opts = EngineOptions(kind="graph", prefix_cache=prefix_cache, prefill_gib=1.5 * one / 2**30)
+    grouped = GraphEngine(model, opts, eos, tok.pad_token_id)
+    groups = grouped._prefill_groups([len(r) for r in rows], width)
+    assert len(groups) > 2 and sorted(j for g in groups for j in g) == list(range(len(rows)))
+    got = grouped.run(rows, [12] * len(rows), do_sample=False, temperature=0.0)
+    assert got[0] == want[0]
+    for la, lb in zip(want[1], got[1]):
+        assert all(math.isclose(x, y, abs_tol=1e-4) for x, y in zip(la, lb))
+    assert grouped.prefix_stats["prefilled_tokens"] == whole.prefix_stats["prefilled_tokens"]

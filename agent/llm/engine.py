@@ -78,6 +78,9 @@ class EngineOptions:
     # graph: the most memory one batch's cache and prefill may take; a larger batch runs as
     # several smaller ones (None: what the card has free; no limit on a CPU)
     batch_gib: float | None = None
+    # graph: the most memory one prefill pass's activations may take; more prompts than fit
+    # prefill in groups (None: 4 GiB on a GPU, no limit on a CPU)
+    prefill_gib: float | None = None
     fused_decode: bool = True  # graph: Llama decode step with its element-wise work fused (fused_decode.py)
     compile_fused: bool = True  # graph: torch.compile those fused pieces (GPU only; eager on a CPU)
     pack_projections: bool = True  # fused step: one matmul for q/k/v and one for gate/up
@@ -113,6 +116,8 @@ class EngineOptions:
             raise ValueError("'no-prefix-cache' is an option of the graph engine")
         if self.batch_gib is not None and self.batch_gib <= 0:
             raise ValueError("batch_gib must be > 0")
+        if self.prefill_gib is not None and self.prefill_gib <= 0:
+            raise ValueError("prefill_gib must be > 0")
         if self.prefix_cache_gib is not None and self.prefix_cache_gib < 0:
             raise ValueError("prefix_cache_gib must be >= 0")
         if self.check_every < 1 or self.max_shapes < 1:

@@ -292,10 +292,12 @@ class GraphEngine:
         """What one batch takes: its slot's cache and its distinct prompts' prefill activations."""
         step = self.options.cache_len_step
         length = ((need + step - 1) // step) * step
-        cfg = self.model.config.get_text_config()
         distinct = len({tuple(r) for r in rows})
         width = max(len(r) for r in rows)
-        act = distinct * width * (2 * cfg.intermediate_size + 6 * cfg.hidden_size) * torch_element_size(self.dtype)
+        act = self._prefill_bytes(distinct, width, width)
+        budget = self._prefill_budget()
+        if budget is not None:  # prompts prefill in groups of at most that
+            act = min(act, max(budget, self._prefill_bytes(1, width, width)))
         return _bucket(len(rows)) * length * self.kv_token_bytes + act
 
     def _fits(self, rows: Sequence[Sequence[int]], need: int) -> bool:
@@ -320,18 +322,18 @@ class GraphEngine:
         if self.prefix is not None and self._free_bytes() < need:
             self.prefix.evict(need - self._free_bytes())
 
-    def _room_for_prefill(self, rows: int, tokens: int, width: int) -> None:
-        """On a GPU, cached prefixes make room for a prefill's activations: the packed gate/up
-        output, a few hidden-size copies, and the key mask and head-repeated K/V of a layer."""
+    def _room_for_prefill(self, slot: _Slot, rows: int, tokens: int, width: int) -> None:
+        """On a GPU, other shapes' caches, then cached prefixes, make room for a prefill pass."""
         if self.device.type != "cuda":
             return
-        cfg = self.model.config.get_text_config()
-        size = torch_element_size(self.dtype)
-        need = rows * tokens * (2 * cfg.intermediate_size + 6 * cfg.hidden_size) * size
-        need += rows * tokens * width + 2 * rows * cfg.num_attention_heads * width * self.kv_shape[3] * size
+        need = self._prefill_bytes(rows, tokens, width) + self.RESERVE_BYTES
+        for key in [k for k, s in self.slots.items() if s is not slot]:
+            if self._free_bytes() >= need:
+                return
+            del self.slots[key]
         free = self._free_bytes()
-        if free < need + self.RESERVE_BYTES:
-            self.prefix.evict(need + self.RESERVE_BYTES - free)
+        if self.prefix is not None and free < need:
+            self.prefix.evict(need - free)
 
     def _new_slot(self, rows: int, length: int) -> _Slot:
         import torch
@@ -437,7 +439,9 @@ class GraphEngine:
 
         distinct, index = unique_rows(rows)
         self._count_rows(rows, distinct)
-        if self.prefix is not None:
+        if self.fused is not None and self.options.fused_prefill:
+            # With or without a prefix cache: without one, nothing is matched and every prompt
+            # prefills whole, in groups that fit the card.
             return self._prefill_from_prefixes(slot, distinct, index, len(rows), width)
         self._count_prefill(distinct, [0] * len(distinct), [0] * len(distinct))
         ids, attn = left_pad(distinct, self.pad_id)
@@ -450,17 +454,7 @@ class GraphEngine:
         mask = ((causal[None] & keys[:, None, :]) | itself[None])[:, None]
         # Row r of the slot takes distinct prompt pick[r] (K samples of one prompt share it).
         pick = torch.tensor(index + [index[0]] * (slot.rows - len(index)), device=self.device)
-        if self.fused is not None and self.options.fused_prefill:
-            def write(i, k, v):  # straight into the slot's rows
-                layer = slot.cache.layers[i]
-                layer.keys[:, :, :width].copy_(k.index_select(0, pick))
-                layer.values[:, :, :width].copy_(v.index_select(0, pick))
-
-            # No padded row (one prompt's K samples, or equal lengths): plain causal attention.
-            unpadded = all(len(r) == width for r in distinct)
-            last = self.fused.prefill(ids, positions(attn), None if unpadded else mask, write)
-        else:
-            last = self._model_prefill(slot, ids, attn, mask, pick, width)
+        last = self._model_prefill(slot, ids, attn, mask, pick, width)
         self._set_cache_length(slot, width)
         slot.valid.zero_()
         slot.valid[:, :width] = keys.index_select(0, pick)
@@ -500,7 +494,8 @@ class GraphEngine:
         """
         import torch
 
-        self._prefill_shared_prefixes(slot, distinct)
+        if self.prefix is not None:
+            self._prefill_shared_prefixes(slot, distinct)
         rep = [index.index(j) for j in range(len(distinct))]  # the slot row prefilled for prompt j
         last = self._prefill_rows(slot, distinct, rep, width)
         pick = index + [index[0]] * (slot.rows - n)
@@ -522,26 +517,53 @@ class GraphEngine:
 
     def _prefill_rows(self, slot: _Slot, prompts, rep: list[int], width: int, min_left: int = 1):
         """Prompt j into slot row rep[j], columns [width - len, width): its cached prefix copied,
-        the rest prefilled (at least `min_left` tokens). Raw logits after each prompt's last token."""
+        the rest prefilled (at least `min_left` tokens). Raw logits after each prompt's last token.
+
+        Prompts prefill in groups whose activations fit `_prefill_budget` (a batch of 32 web-size
+        prompts on an 8B model needs tens of GB at once); each group's logits land in place.
+        """
         import torch
 
-        from agent.llm.engine import left_pad, positions
-
-        matches = [self.prefix.match(p, limit=len(p) - min_left) for p in prompts]
-        reused = [m.length for m in matches]
-        self._count_prefill(prompts, reused, [m.seen for m in matches])
+        matches = [] if self.prefix is None else [
+            self.prefix.match(p, limit=len(p) - min_left) for p in prompts]
+        reused = [m.length for m in matches] or [0] * len(prompts)
+        self._count_prefill(prompts, reused, [m.seen for m in matches] or [0] * len(prompts))
         for j, m in enumerate(matches):
             col = width - len(prompts[j])
             for kv, a, b in m.pieces:
                 slot.kv[:, :, rep[j], :, col:col + b - a].copy_(kv[:, :, :, a:b])
                 col += b - a
+        tails = [len(p) - r for p, r in zip(prompts, reused)]
+        out = [None] * len(prompts)
+        for group in self._prefill_groups(tails, width):
+            logits = self._prefill_group(slot, [prompts[j] for j in group], [rep[j] for j in group],
+                                         [reused[j] for j in group], width)
+            for i, j in enumerate(group):
+                out[j] = logits[i]
+        return torch.stack(out)
+
+    def _prefill_group(self, slot: _Slot, prompts, rep: list[int], reused: list[int], width: int):
+        """One prefill pass: each prompt's tokens after its first `reused` ones, into its row."""
+        import torch
+
+        from agent.llm.engine import left_pad, positions
+
         dev = self.device
         ids, attn = left_pad([p[r:] for p, r in zip(prompts, reused)], self.pad_id)
         ids, attn = ids.to(dev), attn.to(dev)
         tail = ids.shape[1]  # the prefilled tokens sit in columns [width - tail, width)
-        self._room_for_prefill(len(prompts), tail, width)
+        self._room_for_prefill(slot, len(prompts), tail, width)
         start = torch.tensor(reused, device=dev)[:, None]
         pos = torch.where(attn.bool(), positions(attn) + start, 0)
+        rows = torch.tensor(rep, device=dev)
+        if tail == width and all(len(p) == width for p in prompts):
+            # Whole prompts of one length: plain causal attention (the flash kernel).
+            def write_plain(i, k, v):
+                layer = slot.cache.layers[i]
+                layer.keys[rows, :, :width] = k
+                layer.values[rows, :, :width] = v
+
+            return self.fused.prefill(ids, pos, None, write_plain)
         lens = torch.tensor([len(p) for p in prompts], device=dev)
         cols = torch.arange(width, device=dev)
         qcol = width - tail + torch.arange(tail, device=dev)
@@ -549,7 +571,6 @@ class GraphEngine:
         causal = cols[None, :] <= qcol[:, None]  # [queries, width]
         itself = cols[None, :] == qcol[:, None]  # pad queries: finite, never read
         mask = ((causal[None] & keys_ok[:, None, :]) | itself[None])[:, None]
-        rows = torch.tensor(rep, device=dev)
         fresh = attn.bool()[:, None, :, None]
 
         def write(i, k, v):
@@ -563,6 +584,37 @@ class GraphEngine:
             return out
 
         return self.fused.prefill(ids, pos, mask, write)
+
+    def _prefill_bytes(self, rows: int, tail: int, width: int) -> int:
+        """A prefill pass's activations: the packed gate/up output and a few hidden-size copies
+        per token, one layer's head-repeated K/V, and its attention scores should the kernel
+        materialize them (sdpa under a mask may)."""
+        cfg = self.model.config.get_text_config()
+        size = torch_element_size(self.dtype)
+        heads = cfg.num_attention_heads
+        per_row = tail * (2 * cfg.intermediate_size + 6 * cfg.hidden_size) * size
+        per_row += tail * width * (1 + heads * size) + 2 * heads * width * self.kv_shape[3] * size
+        return rows * per_row
+
+    def _prefill_budget(self) -> int | None:
+        gib = self.options.prefill_gib
+        if gib is None and self.device.type == "cuda":
+            gib = 4.0
+        return None if gib is None else int(gib * 2**30)
+
+    def _prefill_groups(self, tails: list[int], width: int) -> list[list[int]]:
+        """Prompt indices in groups under the prefill budget, shortest first so a group pads
+        little; every group holds at least one prompt."""
+        budget = self._prefill_budget()
+        order = sorted(range(len(tails)), key=lambda j: tails[j])
+        if budget is None:
+            return [order]
+        groups: list[list[int]] = [[]]
+        for j in order:  # a group's tail is its last (longest) member's
+            if groups[-1] and self._prefill_bytes(len(groups[-1]) + 1, tails[j], width) > budget:
+                groups.append([])
+            groups[-1].append(j)
+        return groups
 
     # Prompts of one batch sharing at least this many tokens beyond the cache prefill them once.
     MIN_SHARED = 16
