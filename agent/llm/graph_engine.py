@@ -316,11 +316,17 @@ class GraphEngine:
         """On a GPU, free older shapes' caches, then prefix-cache KV, until `need` bytes fit."""
         if self.device.type != "cuda":
             return
+        import torch
+
         need += self.RESERVE_BYTES
         while self._free_bytes() < need and self.slots:
             self.slots.popitem(last=False)
         if self.prefix is not None and self._free_bytes() < need:
             self.prefix.evict(need - self._free_bytes())
+        if torch.cuda.mem_get_info(self.device)[0] < need:
+            # What torch holds unused is scattered blocks (evicted prefixes, freed shapes): one
+            # cache of tens of GB needs them back on the card to be allocated in one piece.
+            torch.cuda.empty_cache()
 
     def _room_for_prefill(self, slot: _Slot, rows: int, tokens: int, width: int) -> None:
         """On a GPU, other shapes' caches, then cached prefixes, make room for a prefill pass."""

@@ -23,6 +23,7 @@ token computed for the first time from one computed again ("recomputed").
 
 from __future__ import annotations
 
+import heapq
 import itertools
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
@@ -174,16 +175,33 @@ class PrefixCache:
     # --- memory -------------------------------------------------------------------------
 
     def evict(self, need_bytes: int) -> int:
-        """Free at least `need_bytes` of KV (least recently used leaves first); bytes freed."""
+        """Free at least `need_bytes` of KV (least recently used leaves first); bytes freed.
+
+        One walk of the trie finds the leaves holding KV; a heap then gives them out oldest
+        first, and a parent joins it once its last child with KV is gone. (A walk per victim
+        made a full cache's evictions quadratic: seconds of host time a trajectory batch,
+        benchmarks/prefix_cache_host.py.)
+        """
+        if need_bytes <= 0 or self.bytes == 0:
+            return 0
+        order = itertools.count()
+        heap = [(node.used, next(order), node) for node in self._nodes() if self._kv_leaf(node)]
+        heapq.heapify(heap)
         freed = 0
-        while freed < need_bytes:
-            victim = self._lru_kv_leaf()
-            if victim is None:
-                break
+        while freed < need_bytes and heap:
+            _, _, victim = heapq.heappop(heap)
             freed += victim.nbytes()
             self.stats["evicted_tokens"] += len(victim.tokens)
             self._drop_kv(victim)
+            parent = victim.parent
+            if parent is not self.root and self._kv_leaf(parent):
+                heapq.heappush(heap, (parent.used, next(order), parent))
         return freed
+
+    @staticmethod
+    def _kv_leaf(node: Node) -> bool:
+        """Holds KV, and none of its children does: the only nodes eviction may take."""
+        return node.kv is not None and not any(c.kv is not None for c in node.children.values())
 
     def clear(self) -> None:
         """Drop all KV (tokens stay for the counters)."""
@@ -203,24 +221,19 @@ class PrefixCache:
             if node is not self.root:
                 yield node
 
-    def _lru_kv_leaf(self) -> Optional[Node]:
-        """The least recently used node holding KV none of whose children hold any."""
-        best = None
-        for node in self._nodes():
-            if node.kv is None or any(c.kv is not None for c in node.children.values()):
-                continue
-            if best is None or node.used < best.used:
-                best = node
-        return best
-
     def _forget(self, n_tokens: int) -> None:
-        """Remove whole KV-less leaves (least recent first) until n_tokens are gone."""
+        """Remove whole KV-less leaves (least recent first) until n_tokens are gone; a parent
+        left childless and KV-less becomes a leaf in its turn (one walk, as in `evict`)."""
+        order = itertools.count()
+        bare = lambda x: not x.children and x.kv is None  # noqa: E731
+        heap = [(x.used, next(order), x) for x in self._nodes() if bare(x)]
+        heapq.heapify(heap)
         gone = 0
-        while gone < n_tokens:
-            leaves = [x for x in self._nodes() if not x.children and x.kv is None]
-            if not leaves:
-                return
-            leaf = min(leaves, key=lambda x: x.used)
-            del leaf.parent.children[leaf.tokens[0]]
+        while gone < n_tokens and heap:
+            _, _, leaf = heapq.heappop(heap)
+            parent = leaf.parent
+            del parent.children[leaf.tokens[0]]
             gone += len(leaf.tokens)
             self.seen_tokens -= len(leaf.tokens)
+            if parent is not self.root and bare(parent):
+                heapq.heappush(heap, (parent.used, next(order), parent))
