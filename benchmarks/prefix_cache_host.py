@@ -4,8 +4,8 @@ The graph engine looks every prompt up in its PrefixCache and stores each batch'
 outputs afterwards (agent/llm/graph_engine.py, `_remember`); all of that is Python on the
 host, between GPU batches. This replays benchmarks/trajectory_bench.py's trajectories (web
 sizes, 600 -> 3,000 prompt tokens over 6 steps, K = 4) through the cache in lock step, with
-placeholder KV tensors of 2 bytes a token and the budget scaled to match (8 GiB of SmolLM2's
-23,040-byte tokens by default), so the cache fills, evicts and refills as on the card. Beside
+placeholder KV tensors of 2 bytes a token and the budget in tokens of the card's (8 GiB of
+Llama-3-8B's or SmolLM2's KV), so the cache fills, evicts and refills as on the card. Beside
 it, in the same run, the same cache with the eviction it had before: a walk of the whole trie
 for every victim.
 
@@ -26,6 +26,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from agent.llm.prefix_cache import PrefixCache  # noqa: E402
+
+
+# KV bytes a token in bf16: layers x 2 x KV heads x head dim x 2.
+TOKEN_BYTES = {"llama3-8b": 32 * 2 * 8 * 128 * 2, "smollm2-135m": 30 * 2 * 3 * 64 * 2}
 
 
 class WalkPerVictim(PrefixCache):
@@ -75,15 +79,15 @@ def main(argv=None) -> int:
     p.add_argument("--workload", default=str(ROOT / "benchmarks/workloads/trajectory_pocket.json"))
     p.add_argument("--concurrency", type=int, nargs="+", default=[32, 128])
     p.add_argument("--budget-gib", type=float, default=8.0, help="the cache budget on the card")
-    p.add_argument("--token-bytes", type=int, default=23040, help="KV bytes a token on the card "
-                   "(SmolLM2-135M: 23,040; Llama-3-8B: 131,072)")
+    p.add_argument("--model", nargs="+", default=["llama3-8b", "smollm2-135m"], choices=sorted(TOKEN_BYTES),
+                   help="whose KV bytes a token size the budget in tokens")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--out", default="")
     args = p.parse_args(argv)
     shape = json.loads(Path(args.workload).read_text())["scaled"]
-    budget_tokens = int(args.budget_gib * 2**30 / args.token_bytes)
     rows = []
-    for conc in args.concurrency:
+    for model, conc in [(m, c) for m in args.model for c in args.concurrency]:
+        budget_tokens = int(args.budget_gib * 2**30 / TOKEN_BYTES[model])
         trajs = trajectories(shape, conc, 49152, seed=0)
         rng = random.Random(1)
         outputs = [[[[rng.randrange(1, 49000) for _ in range(s.new)] for _ in range(s.k)] for s in t]
@@ -94,14 +98,14 @@ def main(argv=None) -> int:
                 cache = cls(budget_tokens * 2)
                 times.append(replay(cache, trajs, outputs))
                 stats = cache.stats
-            rows.append({"concurrency": conc, "eviction": name, "host_s_median": round(statistics.median(times), 3),
+            rows.append({"model": model, "budget_tokens": budget_tokens, "concurrency": conc,
+                         "eviction": name, "host_s_median": round(statistics.median(times), 3),
                          "host_s_min": round(min(times), 3), "host_s_max": round(max(times), 3), **stats})
             print(json.dumps(rows[-1]), flush=True)
     result = {"benchmark": "prefix_cache_host", "provenance": {
         "commit": commit(), "card": f"CPU ({platform.machine()}), host side only",
         "versions": {"python": platform.python_version(), "torch": torch.__version__},
-        "command": " ".join(["python", "benchmarks/prefix_cache_host.py", *(argv or sys.argv[1:])])},
-              "budget_tokens": budget_tokens, "rows": rows}
+        "command": " ".join(["python", "benchmarks/prefix_cache_host.py", *(argv or sys.argv[1:])])}, "rows": rows}
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     return 0

@@ -184,3 +184,45 @@ def test_the_backend_reports_the_counters_and_the_option_parses(lively, tmp_path
     assert st["reused_tokens"] > 0 and st["cache_tokens"] > 0 and st["recomputed_tokens"] == 0
     with HFBackend(str(path), dtype="fp32", engine="plain") as b:
         assert b.prefix_stats is None
+
+
+def test_eviction_takes_the_same_victims_as_a_full_scan_for_the_least_recent_leaf():
+    """The heap eviction frees exactly what picking, victim by victim, the least recently used
+    KV leaf of the whole trie frees (the definition of LRU here), on a workload that splits,
+    extends, evicts and refills nodes."""
+    import random
+
+    import torch
+
+    from agent.llm.prefix_cache import PrefixCache
+
+    class FullScan(PrefixCache):
+        def evict(self, need_bytes):
+            freed = 0
+            while freed < need_bytes:
+                leaves = [n for n in self._nodes() if self._kv_leaf(n)]
+                if not leaves:
+                    break
+                victim = min(leaves, key=lambda n: n.used)
+                freed += victim.nbytes()
+                self.stats["evicted_tokens"] += len(victim.tokens)
+                self._drop_kv(victim)
+            return freed
+
+    def held(cache):
+        return sorted((n.start, n.tokens) for n in cache._nodes() if n.kv is not None)
+
+    rng = random.Random(3)
+    heads = [[rng.randrange(50) for _ in range(rng.randrange(3, 12))] for _ in range(4)]
+    kv = lambda a, b: torch.zeros(1, 1, 1, b - a, 1)  # noqa: E731 (4 bytes a token)
+    fast, slow = PrefixCache(4 * 60), FullScan(4 * 60)
+    seqs = []
+    for _ in range(300):
+        base = rng.choice(seqs) if seqs and rng.random() < 0.6 else rng.choice(heads)
+        seq = base[:rng.randrange(1, len(base) + 1)] + [rng.randrange(50) for _ in range(rng.randrange(1, 8))]
+        seqs.append(seq)
+        for cache in (fast, slow):
+            cache.match(seq)
+            cache.insert(seq, kv)
+        assert held(fast) == held(slow)
+    assert fast.stats == slow.stats and fast.stats["evicted_tokens"] > 100
