@@ -593,25 +593,26 @@ def commit() -> str:
     return recorded() or "unknown"
 
 
-def environment() -> dict:
+def provenance(command: str) -> dict:
+    """The results file's provenance block, as the other benchmarks write it."""
     import importlib.metadata as md
     import platform
 
     import torch
 
-    env = {"card": torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({platform.machine()})",
-           "python": platform.python_version(), "commit": commit()}
+    card = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"cpu ({platform.machine()})"
+    versions = {"python": platform.python_version()}
     for pkg in ("torch", "transformers"):
         try:
-            env[pkg] = md.version(pkg)
+            versions[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
             pass
-    return env
+    return {"commit": commit(), "card": card, "versions": versions, "command": command}
 
 
 def targets(rows: list[dict]) -> list[str]:
-    """The issue's targets, each MET / MISSED / not measured (GPU rows only)."""
-    if not rows or environment()["card"].startswith("cpu"):
+    """The speed targets of docs/BENCHMARKS.md section 3, each MET / MISSED / not measured (GPU rows only)."""
+    if not rows or provenance("")["card"].startswith("cpu"):
         return ["targets: not applicable on a CPU"]
     by = {(r["model"], r["engine"], r.get("concurrency")): r for r in rows}
     out = []
@@ -712,8 +713,8 @@ def main(argv=None) -> int:
         keep = {x.strip() for x in args.only.split(",")}
         plan = [e for e in plan if e[0] in keep or e[1] in keep or f"{e[0]}/{e[1]}" in keep]
     wl = json.loads(Path(args.workload).read_text())
-    result = {"environment": environment(),
-              "command": " ".join(["python", "benchmarks/trajectory_bench.py"] + argv), "workload": {"file": str(args.workload), "source": wl["source"],
+    result = {"provenance": provenance(" ".join(["python", "benchmarks/trajectory_bench.py"] + argv)),
+              "workload": {"file": str(args.workload), "source": wl["source"],
               "scaled": tiny_shape(wl["scaled"]) if args.tiny else wl["scaled"]},
               "hbm_bound_formula": HBM_FORMULA, "rows": [], "not_run": [], "failed": []}
     t_start = time.perf_counter()

@@ -136,4 +136,4 @@ def test_a_deadline_leaves_parts_not_run_and_still_writes_the_file(tmp_path):
     result = json.loads(out.read_text())
     assert result["rows"] == [] and len(result["not_run"]) == len(tb.DEVICE_PLAN)
     assert result["not_run"][0] == "llama3-8b graph [2]"  # the tiny plan's level for 32
-    assert result["environment"]["commit"] and "--plan device" in result["command"]
+    assert result["provenance"]["commit"] and "--plan device" in result["provenance"]["command"]
