@@ -195,19 +195,7 @@ def test_eviction_takes_the_same_victims_as_a_full_scan_for_the_least_recent_lea
     import torch
 
     from agent.llm.prefix_cache import PrefixCache
-
-    class FullScan(PrefixCache):
-        def evict(self, need_bytes):
-            freed = 0
-            while freed < need_bytes:
-                leaves = [n for n in self._nodes() if self._kv_leaf(n)]
-                if not leaves:
-                    break
-                victim = min(leaves, key=lambda n: n.used)
-                freed += victim.nbytes()
-                self.stats["evicted_tokens"] += len(victim.tokens)
-                self._drop_kv(victim)
-            return freed
+    from benchmarks.prefix_cache_host import WalkPerVictim as FullScan
 
     def held(cache):
         return sorted((n.start, n.tokens) for n in cache._nodes() if n.kv is not None)

@@ -312,34 +312,24 @@ class GraphEngine:
         held += self.prefix.bytes if self.prefix is not None else 0
         return self._free_bytes() + held >= size + self.RESERVE_BYTES
 
-    def _make_room(self, need: int) -> None:
-        """On a GPU, free older shapes' caches, then prefix-cache KV, until `need` bytes fit."""
+    def _make_room(self, need: int, keep: "_Slot | None" = None) -> None:
+        """On a GPU, free older shapes' caches (all but `keep`, the batch's own), then
+        prefix-cache KV, until `need` bytes and the reserve fit."""
         if self.device.type != "cuda":
             return
         import torch
 
         need += self.RESERVE_BYTES
-        while self._free_bytes() < need and self.slots:
-            self.slots.popitem(last=False)
+        for key in [k for k, s in self.slots.items() if s is not keep]:  # oldest first
+            if self._free_bytes() >= need:
+                break
+            del self.slots[key]
         if self.prefix is not None and self._free_bytes() < need:
             self.prefix.evict(need - self._free_bytes())
         if torch.cuda.mem_get_info(self.device)[0] < need:
             # What torch holds unused is scattered blocks (evicted prefixes, freed shapes): one
             # cache of tens of GB needs them back on the card to be allocated in one piece.
             torch.cuda.empty_cache()
-
-    def _room_for_prefill(self, slot: _Slot, rows: int, tokens: int, width: int) -> None:
-        """On a GPU, other shapes' caches, then cached prefixes, make room for a prefill pass."""
-        if self.device.type != "cuda":
-            return
-        need = self._prefill_bytes(rows, tokens, width) + self.RESERVE_BYTES
-        for key in [k for k, s in self.slots.items() if s is not slot]:
-            if self._free_bytes() >= need:
-                return
-            del self.slots[key]
-        free = self._free_bytes()
-        if self.prefix is not None and free < need:
-            self.prefix.evict(need - free)
 
     def _new_slot(self, rows: int, length: int) -> _Slot:
         import torch
@@ -558,7 +548,7 @@ class GraphEngine:
         ids, attn = left_pad([p[r:] for p, r in zip(prompts, reused)], self.pad_id)
         ids, attn = ids.to(dev), attn.to(dev)
         tail = ids.shape[1]  # the prefilled tokens sit in columns [width - tail, width)
-        self._room_for_prefill(slot, len(prompts), tail, width)
+        self._make_room(self._prefill_bytes(len(prompts), tail, width), keep=slot)
         start = torch.tensor(reused, device=dev)[:, None]
         pos = torch.where(attn.bool(), positions(attn) + start, 0)
         rows = torch.tensor(rep, device=dev)
