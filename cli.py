@@ -919,6 +919,43 @@ def pocket_distill(out: str = typer.Option(..., "--out", help="Folder for the Lo
 
 
 
+@pocket_app.command("judge-distill")
+def pocket_judge_distill(policy: str = typer.Option(..., "--policy", help="The model whose sampled steps the judge learns to grade (e.g. runs/smol-warm)."),
+                         out: str = typer.Option(..., "--out", help="Folder for the judge's LoRA adapter, its judge_warmstart.json (the graded samples go beside it, OUT.samples.db)."),
+                         model: str = typer.Option("smollm2", "--model", help="The judge's base model: any local model spec."),
+                         merged: str = typer.Option("", "--merged", help="Also write the judge merged into its base here, for --judge yesno-strict:FOLDER."),
+                         worlds: int = typer.Option(4, "--worlds", min=1, help="Fresh training worlds the policy samples on."),
+                         questions_per_world: int = typer.Option(150, "--questions-per-world", min=1),
+                         samples: int = typer.Option(4, "--samples", min=2, help="Sampled outputs per step."),
+                         concurrency: int = typer.Option(64, "--concurrency", min=1, help="Trajectories sampled at once."),
+                         max_examples: int = typer.Option(20000, "--max-examples", min=1),
+                         epochs: float = typer.Option(1.0, "--epochs"),
+                         lr: float = typer.Option(3e-4, "--lr"),
+                         lora_r: int = typer.Option(8, "--lora-r", min=1),
+                         batch: int = typer.Option(32, "--batch", min=1),
+                         time_limit: float = typer.Option(0.0, "--time-limit", min=0, help="Stop training after this many seconds and still save the adapter (0 = no limit).")):
+    """Warm-start the yes/no judge: the policy's samples on training worlds, graded by their oracle."""
+    from trainer.judge_warmstart import JudgeDistillConfig, distill_judge
+    from trainer.sft import TrainError
+
+    cfg = JudgeDistillConfig(policy=policy, model=model, worlds=worlds,
+                             questions_per_world=questions_per_world, samples=samples,
+                             concurrency=concurrency,
+                             max_examples=max_examples, lora_r=lora_r, learning_rate=lr,
+                             epochs=epochs, batch=batch, time_limit_s=time_limit)
+    try:
+        record = distill_judge(cfg, Path(out), log=typer.echo)
+    except (ValueError, TrainError) as e:
+        raise SystemExit(f"error: {e}")
+    if merged:
+        from agent.llm.factory import local_model_path
+        from trainer.warmstart import merge
+
+        merge(local_model_path(model), out, Path(merged))
+        typer.echo(f"merged judge: {merged} (use --judge yesno-strict:{merged})")
+    typer.echo(json.dumps({k: v for k, v in record.items() if k not in ("judge", "by_kind")}, default=str))
+
+
 
 def quiet_library_deprecations() -> None:
     """Deprecation notices that libraries raise about each other's calls (peft and TRL calling

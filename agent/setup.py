@@ -66,11 +66,15 @@ def make_model(spec: str, **opts):
 
 
 def make_judge(spec: str):
-    """'rules' -> None (the rule judge needs no model); 'yesno:MODEL' -> MODEL (it scores
-    candidates by log-probabilities, reward/llm_judge.py); anything else is a model spec."""
+    """'rules' -> None (the rule judge needs no model); 'yesno:MODEL' or 'yesno-strict:MODEL'
+    -> MODEL (it scores candidates by log-probabilities, reward/llm_judge.py); anything else
+    is a model spec."""
     if spec == "rules":
         return None
-    return make_model(spec[len("yesno:"):] if spec.startswith("yesno:") else spec)
+    for prefix in ("yesno:", "yesno-strict:"):
+        if spec.startswith(prefix):
+            return make_model(spec[len(prefix):])
+    return make_model(spec)
 
 
 def build_llm(opts: AgentOptions, cassette=None):

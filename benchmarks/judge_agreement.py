@@ -1,8 +1,7 @@
 """How often does a judge pick a correct step? Judges measured against the pocket world's oracle.
 
-Reads a store holding sampled trajectories (K >= 2 samples a step) of one pocket world. For
-every such step the error-free scripted reader gives the right action for the step's exact
-prompt; a sample is correct when its parsed action equals it (thoughts aside). Each judge
+Reads a store holding sampled trajectories (K >= 2 samples a step) of one pocket world. Every
+sample is graded by the world's oracle (agent/worlds/pocket/oracle.py). Each judge
 then ranks the same step sets, and we count how often its pick is correct, beside a random
 pick (the share of correct samples) and the best possible pick (some sample is correct).
 Judges: `rules`, `yesno:MODEL` (log P(Yes) - log P(No), reward/llm_judge.py) and
@@ -16,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import sys
 import time
 from collections import defaultdict
@@ -41,55 +39,6 @@ def parse_args(argv=None):
     p.add_argument("--samples", type=int, default=4)
     p.add_argument("--out", default="")
     return p.parse_args(argv)
-
-
-def collect_sets(store, args) -> None:
-    """Sampled trajectories of the policy on the world's training questions."""
-    from agent.collect import collect, items_for
-    from agent.setup import AgentOptions, PolicyPool
-    from agent.state import AgentConfig
-    from agent.worlds.pocket import PocketWorld
-
-    world = PocketWorld(args.world_seed)
-    qset = world.ensure_questions(store)
-    run = store.get_or_create_run(args.run, "collect", {"model": args.collect_model})
-    agent = PolicyPool(store).get(AgentOptions(
-        model=args.collect_model, search="corpus", corpus=str(world.corpus),
-        config=AgentConfig(samples=args.samples, greedy=False)))
-    questions = store.questions(qset, "train", args.collect_questions)
-    collect(agent, run.id, items_for(questions), concurrency=64, model=args.collect_model)
-    store.finish_run(run.id)
-
-
-def action_key(kind: str, text: str):
-    from agent.parsing import parse_action
-
-    action, _ = parse_action(kind, text)
-    if action is None:
-        return None
-    fields = {k: v for k, v in vars(action).items() if k != "thoughts"}
-    return type(action).__name__, json.dumps(fields, sort_keys=True, default=str)
-
-
-def labelled_sets(store, run_name: str, world_dir: Path, limit: int) -> list[dict]:
-    """Step sets with the oracle's verdict on each sample."""
-    from store.records import GenRequest
-    from agent.worlds.pocket.policy import ScriptedPolicy
-
-    oracle = ScriptedPolicy(world_dir, error_rate=0.0, seed=0)
-    run = store.get_or_create_run(run_name, "collect", {})
-    sets = []
-    for step in store.steps_of_run(run.id, status="finished", min_samples=2):
-        try:
-            want = action_key(step.kind, oracle.generate(GenRequest(prompt=step.prompt)).completions[0].text)
-        except ValueError:  # a prompt the reader cannot read back
-            continue
-        texts = [s.text for s in step.samples]
-        sets.append({"step": step, "kind": step.kind,
-                     "correct": [action_key(step.kind, t) == want for t in texts]})
-        if limit and len(sets) >= limit:
-            break
-    return sets
 
 
 def verdict_of(judge: str, llm, s: dict):
@@ -123,6 +72,8 @@ def measure(judge: str, sets: list[dict], rank_limit: int) -> dict:
         kept = [i for i in range(len(s["correct"])) if i not in set(v.bad)]
         row["kept"] += len(kept)
         row["kept_correct"] += sum(s["correct"][i] for i in kept)
+    if llm is not None and hasattr(llm, "close"):
+        llm.close()  # the next judge loads its own model
     return {"judge": judge, "by_kind": dict(per_kind), **_totals(per_kind),
             "seconds": round(time.perf_counter() - t0, 1)}
 
@@ -147,7 +98,8 @@ def _totals(per_kind) -> dict:
     return {"sets": t["sets"], "parsed": t["parsed"],
             "pick_correct": round(t["pick_correct"] / max(t["sets"], 1), 4),
             "mixed_pick_correct": round(t["mixed_pick_correct"] / max(t["mixed"], 1), 4),
-            "kept_precision": round(t["kept_correct"] / max(t["kept"], 1), 4)}
+            "kept_precision": round(t["kept_correct"] / max(t["kept"], 1), 4),
+            "kept": t["kept"], "kept_correct": t["kept_correct"]}
 
 
 def main(argv=None) -> dict:
@@ -156,9 +108,12 @@ def main(argv=None) -> dict:
     from benchmarks.provenance import commit
     from store.api import Store
 
+    from agent.worlds.pocket.oracle import labelled_sets, sample_steps
+
     store = Store(args.db)
-    if args.collect_model:
-        collect_sets(store, args)
+    if args.collect_model:  # the policy's sampled steps on the world's training questions
+        sample_steps(store, args.world_seed, args.collect_model, args.run,
+                     args.collect_questions, samples=args.samples)
     sets = labelled_sets(store, args.run, pocket_assets(args.world_seed).world_dir, args.limit)
     from benchmarks.pocket_improve import _card, _versions
 
@@ -169,7 +124,7 @@ def main(argv=None) -> dict:
     for judge in args.judge:  # the file is rewritten after each judge: a time limit keeps the rest
         result["judges"].append(measure(judge, sets, args.rank_limit))
         print(json.dumps({k: v for k, v in result["judges"][-1].items() if k != "by_kind"}), flush=True)
-        yesno = [j for j in result["judges"] if j["judge"].startswith("yesno:")]
+        yesno = [j for j in result["judges"] if j["judge"].startswith(("yesno:", "yesno-strict:"))]
         result["best_llm_judge"] = max(yesno, key=lambda j: j["pick_correct"])["judge"] if yesno else None
         if args.out:
             Path(args.out).write_text(json.dumps(result, indent=1))

@@ -11,7 +11,13 @@ below zero and it is not the best well-formed one. A small judge's scores are a 
 calibrated verdict: SmolLM2 says No to nearly every decide, summarize and answer step
 (docs/BENCHMARKS.md section 6), so an absolute threshold alone would keep none of them. Any backend with `score_pairs([(prompt, continuation), ...])` can judge (HFBackend has it).
 
-Judge specs: `yesno:MODEL` (e.g. `yesno:smollm2`), stored under YESNO_PROMPT_VERSION.
+A judge trained to answer this very question (trainer/judge_warmstart.py) is calibrated: its
+sign means something. `yesno-strict:MODEL` trusts it, and marks bad every candidate scored
+below zero, the best one included, so a step where the judge believes no candidate leaves
+the training data, as it does under the rule judge.
+
+Judge specs: `yesno:MODEL` (e.g. `yesno:smollm2`), stored under YESNO_PROMPT_VERSION;
+`yesno-strict:MODEL`, under YESNO_STRICT_VERSION.
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ from reward.verdicts import RankingVerdict, failed
 
 YESNO_PROMPT_VERSION = "yesno-v2"  # v2: the best well-formed candidate is kept
 YESNO_PREFIX = "yesno:"
+YESNO_STRICT_VERSION = "yesno-strict-v1"  # the same prompt; a candidate scored below zero is bad
+YESNO_STRICT_PREFIX = "yesno-strict:"
 
 YESNO_INSTRUCTIONS = """\
 You check one step of a question-answering agent that searches a small encyclopedia.
@@ -32,12 +40,20 @@ the step asks. Otherwise answer No."""
 
 
 def is_yesno(judge_name: str) -> bool:
-    return judge_name.startswith(YESNO_PREFIX)
+    return judge_name.startswith((YESNO_PREFIX, YESNO_STRICT_PREFIX))
+
+
+def is_strict(judge_name: str) -> bool:
+    return judge_name.startswith(YESNO_STRICT_PREFIX)
+
+
+def version_of(judge_name: str) -> str:
+    return YESNO_STRICT_VERSION if is_strict(judge_name) else YESNO_PROMPT_VERSION
 
 
 def model_of(judge_name: str) -> str:
-    """The model spec behind a `yesno:MODEL` judge name."""
-    return judge_name[len(YESNO_PREFIX):]
+    """The model spec behind a `yesno:MODEL` or `yesno-strict:MODEL` judge name."""
+    return judge_name.split(":", 1)[1]
 
 
 def render_yesno_prompt(step_prompt: str, output: str) -> str:
@@ -53,8 +69,9 @@ def yesno_scores(llm, step_prompt: str, outputs: list[str]) -> list[float]:
     return [lp[2 * i] - lp[2 * i + 1] for i in range(len(outputs))]
 
 
-def judge_yesno(llm, kind: str, step_prompt: str, samples) -> RankingVerdict:
-    """Rank a step's samples by the model's yes/no scores (0-based indices)."""
+def judge_yesno(llm, kind: str, step_prompt: str, samples, strict: bool = False) -> RankingVerdict:
+    """Rank a step's samples by the model's yes/no scores (0-based indices); `strict` marks
+    every candidate scored below zero bad, the best one too."""
     from agent.parsing import parse_action
 
     texts = [getattr(s, "text", s) for s in samples]
@@ -64,7 +81,8 @@ def judge_yesno(llm, kind: str, step_prompt: str, samples) -> RankingVerdict:
     malformed = [parse_action(kind, t)[0] is None for t in texts]
     keys = sorted(range(len(texts)), key=lambda i: (malformed[i], -scores[i], i))
     top = keys[0] if not malformed[keys[0]] else None
-    bad = [i for i in range(len(texts)) if malformed[i] or (scores[i] < 0 and i != top)]
+    bad = [i for i in range(len(texts))
+           if malformed[i] or (scores[i] < 0 and (strict or i != top))]
     explanation = "; ".join(f"#{i + 1}: {scores[i]:+.2f}" + (" malformed" if malformed[i] else "")
                             for i in range(len(texts)))
     verdict = RankingVerdict(ok=True, best=keys[0], order=keys, bad=bad,

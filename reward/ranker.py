@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from agent.llm.base import LLMError
-from reward.llm_judge import YESNO_PROMPT_VERSION, is_yesno, judge_yesno
+from reward.llm_judge import is_strict, is_yesno, judge_yesno, version_of
 from reward.prompts import RANK_PROMPT_VERSION, render_rank_prompt
 from reward.rules import RULES_VERSION, judge_step
 from reward.verdicts import RankingVerdict, format_ranking_reply, parse_ranking
@@ -30,7 +30,7 @@ def prompt_version(judge_name: str) -> str:
     """The version rankings of this judge are stored under (and looked up by)."""
     if judge_name == RULES_JUDGE:
         return RULES_VERSION
-    return YESNO_PROMPT_VERSION if is_yesno(judge_name) else RANK_PROMPT_VERSION
+    return version_of(judge_name) if is_yesno(judge_name) else RANK_PROMPT_VERSION
 
 
 def rank_request(step: Any) -> GenRequest:
@@ -51,7 +51,8 @@ def judge(llm, step: Any, judge_name: str) -> tuple[RankingVerdict, Generation |
             verdict.raw = format_ranking_reply(verdict)
         return verdict, None, None
     if is_yesno(judge_name):  # scored by log-probabilities: no generation to log
-        verdict = judge_yesno(llm, step.kind, step.prompt, step.samples)
+        verdict = judge_yesno(llm, step.kind, step.prompt, step.samples,
+                              strict=is_strict(judge_name))
         verdict.raw = verdict.explanation
         return verdict, None, None
     request = rank_request(step)

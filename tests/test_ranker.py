@@ -229,3 +229,15 @@ def test_improve_reranks_earlier_grow_runs_after_a_rules_version_change(store, t
     assert built & {st.id for st in store.steps_of_run(first)}, "iteration 1's steps left out"
     imp.rank(2, second)  # marked under this version: nothing to do, no judge loaded
     assert len(judges) == 1
+
+
+def test_each_yes_no_judge_keeps_its_rankings_under_its_own_version():
+    """The strict judge reads the same scores with another rule, so its rankings must not be
+    taken for the relative judge's (a re-rank under either is a fresh, resumable pass)."""
+    from agent.setup import make_judge
+    from reward.llm_judge import YESNO_PROMPT_VERSION, YESNO_STRICT_VERSION, model_of
+
+    assert prompt_version("yesno:m") == YESNO_PROMPT_VERSION != YESNO_STRICT_VERSION
+    assert prompt_version("yesno-strict:m") == YESNO_STRICT_VERSION
+    assert model_of("yesno-strict:runs/judge") == model_of("yesno:runs/judge") == "runs/judge"
+    assert make_judge("rules") is None

@@ -84,6 +84,10 @@ def test_the_llm_judge_ranks_a_recorded_step_set(smol):
     assert all(i in verdict.bad for i in verdict.order[1:] if verdict.scores[i] < 0)
     assert all(math.isfinite(s) for s in verdict.scores)
     assert len(set(round(s, 4) for s in verdict.scores[:-1])) > 1  # it tells samples apart
+    # Strict: the same order, but only a candidate scored at zero or above escapes "bad".
+    strict = judge_yesno(smol, rec["kind"], rec["prompt"], samples, strict=True)
+    assert strict.order == verdict.order
+    assert strict.bad == [i for i in range(len(samples)) if i == len(samples) - 1 or strict.scores[i] < 0]
 
 
 @pytest.mark.skipif(not (ROOT / "data" / "pocket" / "smollm2" / "adapter_config.json").is_file(),

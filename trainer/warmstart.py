@@ -53,8 +53,10 @@ def teacher_steps(cfg: DistillConfig) -> list[dict]:
     return steps
 
 
-def distill(cfg: DistillConfig, out: Path, log=print, steps: list[dict] | None = None) -> dict:
-    """Collect the teacher's steps (unless given) and LoRA-tune the student; returns metrics."""
+def distill(cfg: DistillConfig, out: Path, log=print, steps: list[dict] | None = None,
+            record: str | None = RECORD) -> dict:
+    """Collect the teacher's steps (unless given) and LoRA-tune the student; returns metrics
+    (and writes them to `out/record` unless the caller keeps its own record)."""
     from agent.llm.factory import local_model_path
     from trainer.config import TrainConfig
     from trainer.examples import Example
@@ -82,7 +84,8 @@ def distill(cfg: DistillConfig, out: Path, log=print, steps: list[dict] | None =
     metrics = {**result.metrics, "teacher_steps": len(steps), "base": base,
                "base_sha256": _weights_sha(Path(base)), "config": asdict(cfg),
                "wall_s": round(time.perf_counter() - t0, 1)}
-    (out / RECORD).write_text(json.dumps(metrics, indent=1, default=str))
+    if record:
+        (out / record).write_text(json.dumps(metrics, indent=1, default=str))
     return metrics
 
 

@@ -5,6 +5,8 @@
 #   real_llm.sh part DIR      keep a carried part (.carry_gguf/a, b or c) under runs/gguf
 #   real_llm.sh warmstart     join and check the file, distill SmolLM2, merge, measure the judges
 #   real_llm.sh shipped       join and check the file, merge the shipped warm start (no distilling)
+#   real_llm.sh judge         warm-start the yes/no judge on training worlds (trainer/judge_warmstart.py)
+#   real_llm.sh judges        measure every judge on a fresh world against its oracle
 #   real_llm.sh improve       both arms of the learning benchmark side by side (resumable); the
 #                             results, logs and each arm's adapters come back as four files
 set -u
@@ -74,6 +76,33 @@ warmstart)
       --judge yesno:smollm2 --judge rank:smollm2 --rank-limit 40 \
       --out "$OUT/judge_agreement.json" > "$OUT/judges.log" 2>&1
   tail -6 "$OUT/judges.log"
+  $PY -c "import json; print(json.load(open('$OUT/judge_agreement.json'))['best_llm_judge'] or '')" \
+      > runs/judge_best.txt 2>/dev/null; cat runs/judge_best.txt
+  ;;
+judge)
+  [ -f runs/judge-warm/model.safetensors ] || timeout ${JUDGE_DISTILL_TIMEOUT:-420} $PY cli.py \
+      pocket judge-distill --policy runs/smol-warm --model runs/smol-warm --out runs/judge-adapter \
+      --merged runs/judge-warm --worlds ${JWORLDS:-3} --questions-per-world ${JQPW:-150} \
+      --concurrency 128 --max-examples ${JEXAMPLES:-10000} --batch ${JBATCH:-32} --time-limit ${JTRAIN_S:-150} > runs/judge_distill.log 2>&1
+  grep -v -E "Loading|Writing" runs/judge_distill.log | cut -c1-300 | tail -8
+  cp runs/judge-adapter/judge_warmstart.json runs/judge-adapter/adapter_config.json \
+     runs/judge-adapter/adapter_model.safetensors "$OUT/" 2>/dev/null
+  ls runs/judge-warm
+  ;;
+judges)
+  [ -f runs/judge_seed.txt ] || $PY -c "import secrets; print(1000 + secrets.randbelow(98000))" \
+      > runs/judge_seed.txt  # drawn once: a re-run resumes the same world's sets
+  JSEED=$(cat runs/judge_seed.txt)
+  J=(--judge rules --judge yesno:runs/smol-warm)
+  # yesno:runs/judge-warm would pick as the strict judge does (the same scores): not measured twice
+  [ -f runs/judge-warm/model.safetensors ] && J=(--judge rules --judge yesno-strict:runs/judge-warm
+      --judge yesno:runs/smol-warm)
+  timeout ${JUDGE_TIMEOUT:-300} $PY benchmarks/judge_agreement.py --db runs/judges.db \
+      --run judge-sets --world-seed $JSEED --collect-model runs/smol-warm \
+      --collect-questions ${JUDGE_QUESTIONS:-120} "${J[@]}" --judge yesno:smollm2 \
+      --judge rank:smollm2 --rank-limit ${RANK_LIMIT:-40} \
+      --out "$OUT/judge_agreement.json" > "$OUT/judges.log" 2>&1
+  grep -v -E "Loading|Writing" "$OUT/judges.log" | cut -c1-300 | tail -8
   $PY -c "import json; print(json.load(open('$OUT/judge_agreement.json'))['best_llm_judge'] or '')" \
       > runs/judge_best.txt 2>/dev/null; cat runs/judge_best.txt
   ;;

@@ -1,0 +1,68 @@
+"""The pocket world's oracle as a grader of sampled steps.
+
+A pocket world knows the right action for every prompt the agent can see: the error-free
+scripted reader reads the prompt back and acts. That makes any stored step set (the K sampled
+outputs of one step) gradable: a sample is correct when its parsed action equals the oracle's,
+thoughts aside. Two things use these labels, both on worlds the loop is not measured on: the
+judge measurement (benchmarks/judge_agreement.py) and the judge's warm start
+(trainer/judge_warmstart.py). The improve loop itself never sees them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def action_key(kind: str, text: str):
+    """What makes two outputs the same action: its type and fields, thoughts left out."""
+    from agent.parsing import parse_action
+
+    action, _ = parse_action(kind, text)
+    if action is None:
+        return None
+    fields = {k: v for k, v in vars(action).items() if k != "thoughts"}
+    return type(action).__name__, json.dumps(fields, sort_keys=True, default=str)
+
+
+def sample_steps(store, world_seed: int, model: str, run_name: str, questions: int,
+                 samples: int = 4, concurrency: int = 64) -> None:
+    """Sampled trajectories (K = `samples` a step) of `model` on the world's training questions,
+    stored as run `run_name`; resumable like any collect run."""
+    from agent.collect import collect, items_for
+    from agent.setup import AgentOptions, PolicyPool
+    from agent.state import AgentConfig
+    from agent.worlds.pocket import PocketWorld
+
+    world = PocketWorld(world_seed)
+    qset = world.ensure_questions(store)
+    run = store.get_or_create_run(run_name, "collect", {"model": model, "world_seed": world_seed})
+    pool = PolicyPool(store)
+    agent = pool.get(AgentOptions(model=model, search="corpus", corpus=str(world.corpus),
+                                  config=AgentConfig(samples=samples, greedy=False)))
+    collect(agent, run.id, items_for(store.questions(qset, "train", questions)),
+            concurrency=concurrency, model=model)
+    store.finish_run(run.id)
+    pool.release()
+
+
+def labelled_sets(store, run_name: str, world_dir: Path, limit: int = 0) -> list[dict]:
+    """The run's step sets ({step, kind, correct: [bool per sample]}), graded by the oracle."""
+    from agent.worlds.pocket.policy import ScriptedPolicy
+    from store.records import GenRequest
+
+    oracle = ScriptedPolicy(world_dir, error_rate=0.0, seed=0)
+    run = store.get_or_create_run(run_name, "collect", {})
+    sets = []
+    for step in store.steps_of_run(run.id, status="finished", min_samples=2):
+        try:
+            right = oracle.generate(GenRequest(prompt=step.prompt)).completions[0].text
+        except ValueError:  # a prompt the reader cannot read back
+            continue
+        want = action_key(step.kind, right)
+        texts = [s.text for s in step.samples]
+        sets.append({"step": step, "kind": step.kind,
+                     "correct": [action_key(step.kind, t) == want for t in texts]})
+        if limit and len(sets) >= limit:
+            break
+    return sets
