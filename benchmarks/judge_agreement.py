@@ -108,7 +108,8 @@ def main(argv=None) -> dict:
     from benchmarks.provenance import commit
     from store.api import Store
 
-    from agent.worlds.pocket.oracle import labelled_sets, sample_steps
+    from agent.worlds.pocket.oracle import labelled_sets
+    from trainer.judge_warmstart import sample_steps
 
     store = Store(args.db)
     if args.collect_model:  # the policy's sampled steps on the world's training questions

@@ -11,6 +11,8 @@ import pytest
 
 from agent.worlds.pocket.assets import MODEL_DIR
 
+pytestmark = pytest.mark.slow  # a real sampling and LoRA run: scheduled first
+
 
 @pytest.fixture(scope="module")
 def judged(tmp_path_factory):

@@ -45,6 +45,27 @@ class JudgeDistillConfig:
     time_limit_s: float = 0.0
 
 
+def sample_steps(store, world_seed: int, model: str, run_name: str, questions: int,
+                 samples: int = 4, concurrency: int = 64) -> None:
+    """Sampled trajectories (K = `samples` a step) of `model` on the world's training questions,
+    stored as run `run_name`; resumable like any collect run."""
+    from agent.collect import collect, items_for
+    from agent.setup import AgentOptions, PolicyPool
+    from agent.state import AgentConfig
+    from agent.worlds.pocket import PocketWorld
+
+    world = PocketWorld(world_seed)
+    qset = world.ensure_questions(store)
+    run = store.get_or_create_run(run_name, "collect", {"model": model, "world_seed": world_seed})
+    pool = PolicyPool(store)
+    agent = pool.get(AgentOptions(model=model, search="corpus", corpus=str(world.corpus),
+                                  config=AgentConfig(samples=samples, greedy=False)))
+    collect(agent, run.id, items_for(store.questions(qset, "train", questions)),
+            concurrency=concurrency, model=model)
+    store.finish_run(run.id)
+    pool.release()
+
+
 def world_seeds(cfg: JudgeDistillConfig) -> list[int]:
     from agent.worlds.pocket.assets import PRETRAIN_SEED_BASE
 
@@ -55,7 +76,7 @@ def graded_samples(cfg: JudgeDistillConfig, db: Path, log=print) -> list[dict]:
     """{kind, prompt, output, correct} for every sample of every step set on the training
     worlds. The samples are stored in `db` as they come, so an interrupted run resumes."""
     from agent.worlds.pocket.assets import pocket_assets
-    from agent.worlds.pocket.oracle import labelled_sets, sample_steps
+    from agent.worlds.pocket.oracle import labelled_sets
     from store.api import Store
 
     store = Store(str(db))

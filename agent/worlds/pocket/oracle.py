@@ -25,27 +25,6 @@ def action_key(kind: str, text: str):
     return type(action).__name__, json.dumps(fields, sort_keys=True, default=str)
 
 
-def sample_steps(store, world_seed: int, model: str, run_name: str, questions: int,
-                 samples: int = 4, concurrency: int = 64) -> None:
-    """Sampled trajectories (K = `samples` a step) of `model` on the world's training questions,
-    stored as run `run_name`; resumable like any collect run."""
-    from agent.collect import collect, items_for
-    from agent.setup import AgentOptions, PolicyPool
-    from agent.state import AgentConfig
-    from agent.worlds.pocket import PocketWorld
-
-    world = PocketWorld(world_seed)
-    qset = world.ensure_questions(store)
-    run = store.get_or_create_run(run_name, "collect", {"model": model, "world_seed": world_seed})
-    pool = PolicyPool(store)
-    agent = pool.get(AgentOptions(model=model, search="corpus", corpus=str(world.corpus),
-                                  config=AgentConfig(samples=samples, greedy=False)))
-    collect(agent, run.id, items_for(store.questions(qset, "train", questions)),
-            concurrency=concurrency, model=model)
-    store.finish_run(run.id)
-    pool.release()
-
-
 def labelled_sets(store, run_name: str, world_dir: Path, limit: int = 0) -> list[dict]:
     """The run's step sets ({step, kind, correct: [bool per sample]}), graded by the oracle."""
     from agent.worlds.pocket.policy import ScriptedPolicy
