@@ -116,12 +116,13 @@ improve)
   A=(--base runs/smol-warm --seeds $SEEDS --db runs/bench.db --workdir runs/work
      --grow-questions ${GROW:-300} --dev ${DEV:-100} --test ${TEST:-200} --eval-runs 2 "${@:2}")
   T=${BENCH_TIMEOUT:-540}
-  timeout $T $PY benchmarks/real_llm_improve.py "${A[@]}" --name rules --judge rules \
-      --out "$OUT/real_llm_improve_rules.json" >> runs/rules.log 2>&1 &
-  timeout $T $PY benchmarks/real_llm_improve.py "${A[@]}" --name llm --judge "$LLM_JUDGE" \
-      --db runs/bench_llm.db --out "$OUT/real_llm_improve_llm.json" >> runs/llm.log 2>&1 &
+  ARMS=${ARMS:-rules llm}  # one arm alone has the card to itself
+  [[ $ARMS == *rules* ]] && timeout $T $PY benchmarks/real_llm_improve.py "${A[@]}" --name rules \
+      --judge rules --out "$OUT/real_llm_improve_rules.json" >> runs/rules.log 2>&1 &
+  [[ $ARMS == *llm* ]] && timeout $T $PY benchmarks/real_llm_improve.py "${A[@]}" --name llm \
+      --judge "$LLM_JUDGE" --db runs/bench_llm.db --out "$OUT/real_llm_improve_llm.json" >> runs/llm.log 2>&1 &
   wait
-  grep -h -E "^iteration|^\{|Error|error" runs/rules.log runs/llm.log | cut -c1-400 | tail -40
+  grep -h -E "^iteration|^\{|Error|error" runs/rules.log runs/llm.log 2>/dev/null | cut -c1-400 | tail -40
   pack
   ;;
 esac
