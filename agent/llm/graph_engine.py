@@ -96,20 +96,51 @@ def torch_element_size(dtype) -> int:
     return torch.empty((), dtype=dtype).element_size()
 
 
-def _bind_static_cache(cache, kv) -> None:
-    """Point every layer of a fresh `StaticCache` at views of one [layers, 2, rows, kv heads,
-    length, head dim] tensor (what `StaticLayer.lazy_initialization` would allocate per layer),
-    so one copy moves a sequence's K/V for all layers in and out of a row."""
+class _LayerKV:
+    """A slot's K/V: one [2, rows, kv heads, length, head dim] tensor per layer.
+
+    Per layer rather than one tensor for all layers: an 8B slot for 32 web-size trajectories
+    is tens of GB, and one allocation that size fails on a card whose free memory is split
+    into smaller pieces, while 32 of a thirty-second of it fit.
+    """
+
+    def __init__(self, layers: int, rows: int, heads: int, length: int, dim: int, dtype, device):
+        import torch
+
+        self.layers = [torch.zeros(2, rows, heads, length, dim, dtype=dtype, device=device)
+                       for _ in range(layers)]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.layers)
+
+    def write(self, row: int, col: int, kv) -> None:
+        """Put a sequence's [layers, 2, kv heads, n, head dim] K/V at (row, col:col + n)."""
+        n = kv.shape[3]
+        for i, layer in enumerate(self.layers):
+            layer[:, row, :, col:col + n].copy_(kv[i])
+
+    def read(self, row: int, a: int, b: int):
+        """A copy of row's columns [a, b) as [layers, 2, kv heads, b - a, head dim]."""
+        import torch
+
+        return torch.stack([layer[:, row, :, a:b] for layer in self.layers])
+
+
+def _bind_static_cache(cache, kv: _LayerKV) -> None:
+    """Point every layer of a fresh `StaticCache` at its slice of the slot's K/V (what
+    `StaticLayer.lazy_initialization` would allocate itself), so the engine can copy a
+    sequence's K/V in and out of a row."""
     import torch
 
-    for i, layer in enumerate(cache.layers):
-        layer.dtype, layer.device = kv.dtype, kv.device
-        layer.batch_size, layer.num_heads = kv.shape[2], kv.shape[3]
-        layer.k_head_dim = layer.v_head_dim = kv.shape[5]
-        layer.keys, layer.values = kv[i, 0], kv[i, 1]
-        layer.cumulative_length = layer.cumulative_length.to(kv.device)
-        for t in (layer.keys, layer.values, layer.cumulative_length):
-            torch._dynamo.mark_static_address(t)
+    for layer, t in zip(cache.layers, kv.layers):
+        layer.dtype, layer.device = t.dtype, t.device
+        layer.batch_size, layer.num_heads = t.shape[1], t.shape[2]
+        layer.k_head_dim = layer.v_head_dim = t.shape[4]
+        layer.keys, layer.values = t[0], t[1]
+        layer.cumulative_length = layer.cumulative_length.to(t.device)
+        for x in (layer.keys, layer.values, layer.cumulative_length):
+            torch._dynamo.mark_static_address(x)
         layer.is_initialized = True
 
 
@@ -125,7 +156,7 @@ class _Slot:
     valid: Any  # [rows, length] which cache columns each row may attend to
     column: Any  # [1] the cache column this step writes
     mask: Any  # the 4D view of `valid` handed to the model
-    kv: Any = None  # [layers, 2, rows, kv heads, length, head dim]: the cache's K/V, one tensor
+    kv: Any = None  # _LayerKV: the cache's K/V, a tensor per layer
     graph: Any = None
     logits: Any = None  # the graph's output buffer (or the last eager output)
 
@@ -308,7 +339,7 @@ class GraphEngine:
             return False
         if self.device.type != "cuda":
             return True
-        held = sum(s.kv.numel() * s.kv.element_size() for s in self.slots.values())
+        held = sum(s.kv.nbytes for s in self.slots.values())
         held += self.prefix.bytes if self.prefix is not None else 0
         return self._free_bytes() + held >= size + self.RESERVE_BYTES
 
@@ -345,7 +376,7 @@ class GraphEngine:
                      mask=None)
         slot.mask = self._mask_view(valid)
         layers, _, heads, dim = self.kv_shape
-        slot.kv = torch.zeros(layers, 2, rows, heads, length, dim, dtype=self.dtype, device=dev)
+        slot.kv = _LayerKV(layers, rows, heads, length, dim, self.dtype, dev)
         _bind_static_cache(cache, slot.kv)
         # One eager step checks the cache as bound (and warms the model up); the prefill of
         # every batch overwrites what it wrote.
@@ -527,7 +558,7 @@ class GraphEngine:
         for j, m in enumerate(matches):
             col = width - len(prompts[j])
             for kv, a, b in m.pieces:
-                slot.kv[:, :, rep[j], :, col:col + b - a].copy_(kv[:, :, :, a:b])
+                slot.kv.write(rep[j], col, kv[:, :, :, a:b])
                 col += b - a
         tails = [len(p) - r for p, r in zip(prompts, reused)]
         out = [None] * len(prompts)
@@ -646,7 +677,7 @@ class GraphEngine:
                 free = self._free_bytes()
                 if free < need:
                     self.prefix.evict(need - free)
-            return slot.kv[:, :, row, :, first_col + a:first_col + b].clone()
+            return slot.kv.read(row, first_col + a, first_col + b)
 
         return kv_of
 
