@@ -4,8 +4,10 @@ Reads a store holding sampled trajectories (K >= 2 samples a step) of one pocket
 sample is graded by the world's oracle (agent/worlds/pocket/oracle.py). Each judge
 then ranks the same step sets, and we count how often its pick is correct, beside a random
 pick (the share of correct samples) and the best possible pick (some sample is correct).
-Judges: `rules`, `yesno:MODEL` (log P(Yes) - log P(No), reward/llm_judge.py) and
-`rank:MODEL` (the written ranking prompt of reward/prompts.py, greedy, parsed).
+Judges: `rules`, `yesno:MODEL` (log P(Yes) - log P(No), reward/llm_judge.py),
+`rank:MODEL` (the written ranking prompt of reward/prompts.py, greedy, parsed) and
+`stored:JUDGE` (the rankings JUDGE wrote during an improve run's rank stage, read back: the
+oracle grades, after the fact, what the loop trained on).
 
     python benchmarks/judge_agreement.py --db D --run RUN --world-seed S \
         --judge rules --judge yesno:smollm2 --judge rank:smollm2 --out judges.json
@@ -41,9 +43,26 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+STORED = "stored:"  # `stored:JUDGE`: the rankings JUDGE already wrote into the store (no model)
+
+
+def stored_verdict(step, judge_name: str):
+    """The newest ok ranking of the step by `judge_name`, as a verdict; a failed one if none."""
+    from types import SimpleNamespace
+
+    mine = [r for r in step.rankings if r.judge == judge_name and r.status == "ok"]
+    if not mine:
+        return SimpleNamespace(ok=False, best=None, bad=[])
+    r = max(mine, key=lambda r: r.id or 0)
+    best = r.best_index if r.best_index is not None else (r.order[0] if r.order else None)
+    return SimpleNamespace(ok=best is not None, best=best, bad=list(r.bad or []))
+
+
 def verdict_of(judge: str, llm, s: dict):
     from reward.ranker import judge as run_judge
 
+    if judge.startswith(STORED):
+        return stored_verdict(s["step"], judge[len(STORED):])
     name = "rules" if judge == "rules" else judge.replace("rank:", "", 1) if judge.startswith("rank:") else judge
     return run_judge(llm, s["step"], name)[0]
 
@@ -51,7 +70,7 @@ def verdict_of(judge: str, llm, s: dict):
 def measure(judge: str, sets: list[dict], rank_limit: int) -> dict:
     from agent.setup import make_judge
 
-    llm = None if judge == "rules" else make_judge(judge.replace("rank:", "", 1) if judge.startswith("rank:") else judge)
+    llm = None if judge == "rules" or judge.startswith(STORED) else make_judge(judge.replace("rank:", "", 1) if judge.startswith("rank:") else judge)
     if judge.startswith("rank:"):
         sets = sets[:rank_limit]
     t0 = time.perf_counter()

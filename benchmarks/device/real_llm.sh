@@ -7,6 +7,8 @@
 #   real_llm.sh shipped       join and check the file, merge the shipped warm start (no distilling)
 #   real_llm.sh judge         warm-start the yes/no judge on training worlds (trainer/judge_warmstart.py)
 #   real_llm.sh judges        measure every judge on a fresh world against its oracle
+#   real_llm.sh grade         after `improve`: the oracle grades the LLM arm's stored rankings of
+#                             its first grow run, beside the rule judge and the untrained judge
 #   real_llm.sh improve       both arms of the learning benchmark side by side (resumable); the
 #                             results, logs and each arm's adapters come back as four files
 set -u
@@ -105,6 +107,14 @@ judges)
   grep -v -E "Loading|Writing" "$OUT/judges.log" | cut -c1-300 | tail -8
   $PY -c "import json; print(json.load(open('$OUT/judge_agreement.json'))['best_llm_judge'] or '')" \
       > runs/judge_best.txt 2>/dev/null; cat runs/judge_best.txt
+  ;;
+grade)
+  LLM_JUDGE=${LLM_JUDGE:-$(cat runs/judge_best.txt 2>/dev/null)}
+  timeout ${GRADE_TIMEOUT:-200} $PY benchmarks/judge_agreement.py --db runs/bench_llm.db \
+      --run llm:grow:1 --world-seed $(cut -d, -f1 runs/seeds.txt) --judge rules \
+      --judge "stored:$LLM_JUDGE" --judge yesno:runs/smol-warm \
+      --out "$OUT/judge_agreement_grow.json" > "$OUT/grade.log" 2>&1
+  grep -v -E "Loading|Writing" "$OUT/grade.log" | cut -c1-300 | tail -5
   ;;
 improve)
   wheels

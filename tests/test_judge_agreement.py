@@ -1,0 +1,34 @@
+"""The judge measurement reads rankings back from the store: `stored:JUDGE` must count what
+JUDGE's rank stage wrote exactly as judging the same sets afresh does."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def test_stored_rankings_grade_like_a_fresh_judge(tmp_path):
+    from agent.worlds.pocket.assets import DEMO_SEED, pocket_assets
+    from agent.worlds.pocket.oracle import labelled_sets
+    from benchmarks.judge_agreement import baselines, measure
+    from reward.ranker import rank_run
+    from store.api import Store
+    from trainer.judge_warmstart import sample_steps
+
+    store = Store(str(tmp_path / "j.db"))
+    sample_steps(store, DEMO_SEED, "scripted:pocket:0.5", "sets", questions=4, samples=3,
+                 concurrency=2)
+    run = store.get_run("sets")
+    counts = rank_run(store, run.id, None, "rules")
+    assert counts["ok"] > 0 and counts["unparseable"] == 0
+    sets = labelled_sets(store, "sets", pocket_assets(DEMO_SEED).world_dir)
+    assert len(sets) == counts["ok"]
+    base = baselines(sets)
+    assert 0 < base["samples_correct"] < 1  # a reader at 50 % mistakes: mixed sets to grade
+    fresh, stored = measure("rules", sets, rank_limit=0), measure("stored:rules", sets, rank_limit=0)
+    for key in ("sets", "parsed", "pick_correct", "mixed_pick_correct", "kept", "kept_correct"):
+        assert stored[key] == fresh[key], key
+    assert measure("stored:yesno:nobody", sets, rank_limit=0)["parsed"] == 0  # never ranked
