@@ -919,6 +919,21 @@ def pocket_distill(out: str = typer.Option(..., "--out", help="Folder for the Lo
 
 
 
+def _check_loads(spec: str, what: str) -> None:
+    """A local model spec whose config does not load fails here, in a second, instead of after
+    minutes of sampling; other specs (scripted:, openai:, ...) fail when first used."""
+    if ":" in spec and not spec.startswith(("hf:", "gguf:")):
+        return
+    from transformers import AutoConfig
+
+    from agent.llm.factory import local_model_path
+
+    try:
+        AutoConfig.from_pretrained(local_model_path(spec))
+    except (OSError, ValueError) as e:
+        raise ValueError(f"cannot load {what} {spec!r}: {e}") from None
+
+
 @pocket_app.command("judge-distill")
 def pocket_judge_distill(policy: str = typer.Option(..., "--policy", help="The model whose sampled steps the judge learns to grade (e.g. runs/smol-warm)."),
                          out: str = typer.Option(..., "--out", help="Folder for the judge's LoRA adapter, its judge_warmstart.json (the graded samples go beside it, OUT.samples.db)."),
@@ -935,6 +950,8 @@ def pocket_judge_distill(policy: str = typer.Option(..., "--policy", help="The m
                          batch: int = typer.Option(32, "--batch", min=1),
                          time_limit: float = typer.Option(0.0, "--time-limit", min=0, help="Stop training after this many seconds and still save the adapter (0 = no limit).")):
     """Warm-start the yes/no judge: the policy's samples on training worlds, graded by their oracle."""
+    from agent.llm.base import LLMError
+    from agent.llm.factory import local_model_path
     from trainer.judge_warmstart import JudgeDistillConfig, distill_judge
     from trainer.sft import TrainError
 
@@ -944,11 +961,12 @@ def pocket_judge_distill(policy: str = typer.Option(..., "--policy", help="The m
                              max_examples=max_examples, lora_r=lora_r, learning_rate=lr,
                              epochs=epochs, batch=batch, time_limit_s=time_limit)
     try:
+        _check_loads(model, "the judge's base model")
+        _check_loads(policy, "the policy")
         record = distill_judge(cfg, Path(out), log=typer.echo)
-    except (ValueError, TrainError) as e:
+    except (ValueError, TrainError, LLMError, OSError) as e:
         raise SystemExit(f"error: {e}")
     if merged:
-        from agent.llm.factory import local_model_path
         from trainer.warmstart import merge
 
         merge(local_model_path(model), out, Path(merged))

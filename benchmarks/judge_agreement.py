@@ -47,15 +47,18 @@ STORED = "stored:"  # `stored:JUDGE`: the rankings JUDGE already wrote into the 
 
 
 def stored_verdict(step, judge_name: str):
-    """The newest ok ranking of the step by `judge_name`, as a verdict; a failed one if none."""
+    """The ranking the trainer would read for this step (trainer/examples.py): the newest one
+    by `judge_name` under its current prompt version. Not ok (or none): a failed verdict."""
     from types import SimpleNamespace
 
-    mine = [r for r in step.rankings if r.judge == judge_name and r.status == "ok"]
-    if not mine:
-        return SimpleNamespace(ok=False, best=None, bad=[])
-    r = max(mine, key=lambda r: r.id or 0)
-    best = r.best_index if r.best_index is not None else (r.order[0] if r.order else None)
-    return SimpleNamespace(ok=best is not None, best=best, bad=list(r.bad or []))
+    from reward.ranker import prompt_version
+
+    version = prompt_version(judge_name)
+    mine = [r for r in step.rankings if r.judge == judge_name and r.prompt_version == version]
+    r = max(mine, key=lambda r: r.id or 0) if mine else None
+    best = None if r is None or r.status != "ok" else (
+        r.best_index if r.best_index is not None else (r.order[0] if r.order else None))
+    return SimpleNamespace(ok=best is not None, best=best, bad=list(r.bad or []) if r else [])
 
 
 def verdict_of(judge: str, llm, s: dict):
@@ -75,7 +78,8 @@ def measure(judge: str, sets: list[dict], rank_limit: int) -> dict:
         sets = sets[:rank_limit]
     t0 = time.perf_counter()
     per_kind = defaultdict(lambda: {"sets": 0, "parsed": 0, "pick_correct": 0, "kept": 0,
-                                    "kept_correct": 0, "mixed": 0, "mixed_pick_correct": 0})
+                                    "kept_correct": 0, "mixed": 0, "mixed_pick_correct": 0,
+                                    "trained": 0, "trained_correct": 0})
     for s in sets:
         v = verdict_of(judge, llm, s)
         row = per_kind[s["kind"]]
@@ -87,6 +91,9 @@ def measure(judge: str, sets: list[dict], rank_limit: int) -> dict:
         row["parsed"] += 1
         good = s["correct"][v.best]
         row["pick_correct"] += good
+        if v.best not in set(v.bad):  # the trainer leaves a step out when its pick is bad
+            row["trained"] += 1
+            row["trained_correct"] += good
         row["mixed_pick_correct"] += good and mixed
         kept = [i for i in range(len(s["correct"])) if i not in set(v.bad)]
         row["kept"] += len(kept)
@@ -118,7 +125,10 @@ def _totals(per_kind) -> dict:
             "pick_correct": round(t["pick_correct"] / max(t["sets"], 1), 4),
             "mixed_pick_correct": round(t["mixed_pick_correct"] / max(t["mixed"], 1), 4),
             "kept_precision": round(t["kept_correct"] / max(t["kept"], 1), 4),
-            "kept": t["kept"], "kept_correct": t["kept_correct"]}
+            "kept": t["kept"], "kept_correct": t["kept_correct"],
+            # the steps the trainer keeps (pick not marked bad), and how often that pick is right
+            "trained": t["trained"],
+            "trained_precision": round(t["trained_correct"] / max(t["trained"], 1), 4)}
 
 
 def main(argv=None) -> dict:
@@ -134,7 +144,10 @@ def main(argv=None) -> dict:
     if args.collect_model:  # the policy's sampled steps on the world's training questions
         sample_steps(store, args.world_seed, args.collect_model, args.run,
                      args.collect_questions, samples=args.samples)
-    sets = labelled_sets(store, args.run, pocket_assets(args.world_seed).world_dir, args.limit)
+    try:
+        sets = labelled_sets(store, args.run, pocket_assets(args.world_seed).world_dir, args.limit)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}")
     from benchmarks.pocket_improve import _card, _versions
 
     result = {"benchmark": "judge_agreement",

@@ -143,6 +143,20 @@ def test_unknown_model_path(world):
           "cannot load model", "/nonexistent")
 
 
+@pytest.mark.parametrize("flag", ["--model", "--policy"])
+def test_judge_distill_with_a_model_that_does_not_load(world, tmp_path, flag):
+    # Either model failing is one line before anything is written: no adapter folder, no samples.
+    models = {"--policy": str(world["tmp"] / "no-policy"), "--model": str(world["tmp"] / "no-judge")}
+    from agent.worlds.pocket.assets import MODEL_DIR
+
+    models = {k: (v if k == flag else str(MODEL_DIR)) for k, v in models.items()}
+    out = tmp_path / "judge"
+    r = run_cli(["pocket", "judge-distill", "--policy", models["--policy"], "--model", models["--model"],
+                 "--out", str(out), "--worlds", "1", "--questions-per-world", "1"], world["env"])
+    _assert_one_error_line(r, "cannot load", "the policy" if flag == "--policy" else "judge's base")
+    assert not out.exists() and not out.with_name("judge.samples.db").exists()
+
+
 def test_collect_with_an_unknown_chooser(world):
     _case(world, _collect(world, "--questions", "good", "--choose", "judge"),
           "--choose must be one of perplexity, rules")

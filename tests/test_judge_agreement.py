@@ -32,3 +32,25 @@ def test_stored_rankings_grade_like_a_fresh_judge(tmp_path):
     for key in ("sets", "parsed", "pick_correct", "mixed_pick_correct", "kept", "kept_correct"):
         assert stored[key] == fresh[key], key
     assert measure("stored:yesno:nobody", sets, rank_limit=0)["parsed"] == 0  # never ranked
+
+
+def test_the_oracle_passes_error_free_samples_and_a_missing_run_is_an_error(tmp_path):
+    import pytest
+
+    from agent.worlds.pocket.assets import DEMO_SEED, pocket_assets
+    from agent.worlds.pocket.oracle import labelled_sets
+    from store.api import Store
+    from trainer.judge_warmstart import sample_steps
+
+    store = Store(str(tmp_path / "o.db"))
+    sample_steps(store, DEMO_SEED, "scripted:pocket:0", "clean", questions=3, samples=2,
+                 concurrency=2)
+    world = pocket_assets(DEMO_SEED).world_dir
+    sets = labelled_sets(store, "clean", world)
+    # The reader's first sample is error-free; later ones take extra mistakes on purpose
+    # (agent/worlds/pocket/policy.py), and the oracle must tell them apart.
+    assert sets and all(s["correct"][0] for s in sets)
+    assert any(not s["correct"][1] for s in sets)
+    with pytest.raises(ValueError, match="no run named 'typo'"):
+        labelled_sets(store, "typo", world)
+    assert store.get_run("typo") is None  # asking created nothing

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from pathlib import Path
 
 import pytest
 
@@ -28,9 +29,15 @@ def test_the_judge_learns_from_training_worlds_only(judged):
     from trainer.judge_warmstart import world_seeds
 
     cfg, out, record = judged
+    from agent.worlds.pocket.assets import PRETRAIN_SEED_BASE
+
     seeds = world_seeds(cfg)
-    assert record["world_seeds"] == seeds and all(s >= 2_000_000 for s in seeds)
-    # the benchmark's grow, dev and test worlds are drawn below 100 000 (benchmarks/device/real_llm.sh)
+    assert record["world_seeds"] == seeds
+    # Apart from the shipped policy warm start's worlds (numbered as trainer/pocket.py does) and
+    # from the benchmark's grow, dev and test worlds, drawn below 100 000 (benchmarks/device/real_llm.sh).
+    shipped = json.loads((Path(__file__).resolve().parents[1] / "data" / "pocket" / "smollm2" / "warmstart.json").read_text())
+    policy_first = PRETRAIN_SEED_BASE + shipped["config"]["seed"] * 1_000_000
+    assert all(s >= 100_000 and not policy_first <= s < policy_first + 1_000_000 for s in seeds)
     con = sqlite3.connect(out.with_name(out.name + ".samples.db"))
     names = [r[0] for r in con.execute("select name from runs")]
     assert names == [f"judge-train-{seeds[0]}"]

@@ -234,10 +234,38 @@ def test_improve_reranks_earlier_grow_runs_after_a_rules_version_change(store, t
 def test_each_yes_no_judge_keeps_its_rankings_under_its_own_version():
     """The strict judge reads the same scores with another rule, so its rankings must not be
     taken for the relative judge's (a re-rank under either is a fresh, resumable pass)."""
-    from agent.setup import make_judge
     from reward.llm_judge import YESNO_PROMPT_VERSION, YESNO_STRICT_VERSION, model_of
 
     assert prompt_version("yesno:m") == YESNO_PROMPT_VERSION != YESNO_STRICT_VERSION
     assert prompt_version("yesno-strict:m") == YESNO_STRICT_VERSION
     assert model_of("yesno-strict:runs/judge") == model_of("yesno:runs/judge") == "runs/judge"
+
+
+class _SaysNo:
+    """A scorer that prefers No to every candidate, less so for the second: a routing test of
+    what each yes/no rule keeps (the thing under test is the rule, not a model)."""
+
+    def score_pairs(self, pairs):  # (prompt, "Yes"), (prompt, "No") for each candidate in turn
+        return [(-1.0 + (0.5 if i // 2 == 1 else 0.0)) if word == "Yes" else 0.0
+                for i, (_, word) in enumerate(pairs)]
+
+
+def test_the_strict_judge_drops_a_step_whose_every_candidate_is_scored_no():
+    import json
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from agent.setup import make_judge, make_model
+    from reward.ranker import judge
+
+    rec = json.loads((Path(__file__).parent / "cassettes" / "pocket_summarize_step_set.json").read_text())
+    step = SimpleNamespace(kind=rec["kind"], prompt=rec["prompt"],
+                           samples=[SimpleNamespace(text=t) for t in rec["samples"]])
+    relative = judge(_SaysNo(), step, "yesno:any")[0]
+    strict = judge(_SaysNo(), step, "yesno-strict:any")[0]
+    assert relative.best == strict.best == 1  # the same scores, the same order
+    assert 1 not in relative.bad and len(relative.bad) == len(step.samples) - 1
+    assert strict.bad == list(range(len(step.samples)))  # its pick too: the step leaves training
+    # The judge's model is the spec after either prefix.
+    assert type(make_judge("yesno-strict:scripted:pocket")) is type(make_model("scripted:pocket"))
     assert make_judge("rules") is None

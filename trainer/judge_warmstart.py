@@ -95,9 +95,9 @@ def graded_samples(cfg: JudgeDistillConfig, db: Path, log=print) -> list[dict]:
 
 
 def judge_examples(rows: list[dict], cfg: JudgeDistillConfig) -> list[dict]:
-    """The judge's prompt for each graded sample, Yes or No as the completion. Samples that
-    repeat one another within a step are kept once: a set of four identical outputs would
-    otherwise count one verdict four times."""
+    """The judge's prompt for each graded sample, Yes or No as the completion. A sample that
+    repeats another for the same step prompt is kept once: a set of four identical outputs
+    would otherwise count one verdict four times."""
     from reward.llm_judge import render_yesno_prompt
 
     seen, out = set(), []

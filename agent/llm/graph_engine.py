@@ -133,7 +133,7 @@ def _bind_static_cache(cache, kv: _LayerKV) -> None:
     sequence's K/V in and out of a row."""
     import torch
 
-    for layer, t in zip(cache.layers, kv.layers):
+    for layer, t in zip(cache.layers, kv.layers, strict=True):
         layer.dtype, layer.device = t.dtype, t.device
         layer.batch_size, layer.num_heads = t.shape[1], t.shape[2]
         layer.k_head_dim = layer.v_head_dim = t.shape[4]

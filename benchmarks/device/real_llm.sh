@@ -87,6 +87,18 @@ judge)
       --merged runs/judge-warm --worlds ${JWORLDS:-3} --questions-per-world ${JQPW:-150} \
       --concurrency 128 --max-examples ${JEXAMPLES:-10000} --batch ${JBATCH:-32} --time-limit ${JTRAIN_S:-150} > runs/judge_distill.log 2>&1
   grep -v -E "Loading|Writing" runs/judge_distill.log | cut -c1-300 | tail -8
+  $PY - <<'PYEOF'  # the record, stamped like every results file
+import json, pathlib, sys
+sys.path.insert(0, ".")
+from benchmarks.provenance import commit
+from benchmarks.pocket_improve import _card, _versions
+f = pathlib.Path("runs/judge-adapter/judge_warmstart.json")
+if f.is_file():
+    d = json.loads(f.read_text())
+    d["provenance"] = {"commit": commit(), "card": _card(), "versions": _versions(),
+                       "command": "benchmarks/device/real_llm.sh judge"}
+    f.write_text(json.dumps(d, indent=1))
+PYEOF
   cp runs/judge-adapter/judge_warmstart.json runs/judge-adapter/adapter_config.json \
      runs/judge-adapter/adapter_model.safetensors "$OUT/" 2>/dev/null
   ls runs/judge-warm
@@ -105,11 +117,12 @@ judges)
       --judge rank:smollm2 --rank-limit ${RANK_LIMIT:-40} \
       --out "$OUT/judge_agreement.json" > "$OUT/judges.log" 2>&1
   grep -v -E "Loading|Writing" "$OUT/judges.log" | cut -c1-300 | tail -8
-  $PY -c "import json; print(json.load(open('$OUT/judge_agreement.json'))['best_llm_judge'] or '')" \
-      > runs/judge_best.txt 2>/dev/null; cat runs/judge_best.txt
+  # No judge is chosen from this: picks a point apart are noise, and the kept columns tell
+  # more (docs/BENCHMARKS.md section 6). `improve` takes LLM_JUDGE.
   ;;
 grade)
-  LLM_JUDGE=${LLM_JUDGE:-$(cat runs/judge_best.txt 2>/dev/null)}
+  LLM_JUDGE=$(cat runs/llm_judge.txt 2>/dev/null)
+  [ -n "$LLM_JUDGE" ] || { echo "error: no LLM arm has run here (runs/llm_judge.txt)"; exit 2; }
   timeout ${GRADE_TIMEOUT:-200} $PY benchmarks/judge_agreement.py --db runs/bench_llm.db \
       --run llm:grow:1 --world-seed $(cut -d, -f1 runs/seeds.txt) --judge rules \
       --judge "stored:$LLM_JUDGE" --judge yesno:runs/smol-warm \
@@ -123,6 +136,8 @@ improve)
   # The LLM arm's judge: the prompting the judge measurement favoured (warmstart stage).
   LLM_JUDGE=${LLM_JUDGE:-$(cat runs/judge_best.txt 2>/dev/null)}
   LLM_JUDGE=${LLM_JUDGE:-yesno:runs/smol-warm}
+  [ -f runs/llm_judge.txt ] || echo "$LLM_JUDGE" > runs/llm_judge.txt  # what `grade` reads
+  LLM_JUDGE=$(cat runs/llm_judge.txt)  # a resumed arm keeps the judge it started with
   A=(--base runs/smol-warm --seeds $SEEDS --db runs/bench.db --workdir runs/work
      --grow-questions ${GROW:-300} --dev ${DEV:-100} --test ${TEST:-200} --eval-runs 2 "${@:2}")
   T=${BENCH_TIMEOUT:-540}

@@ -30,8 +30,10 @@ def labelled_sets(store, run_name: str, world_dir: Path, limit: int = 0) -> list
     from agent.worlds.pocket.policy import ScriptedPolicy
     from store.records import GenRequest
 
+    run = store.get_run(run_name)
+    if run is None:
+        raise ValueError(f"no run named {run_name!r} in this store")
     oracle = ScriptedPolicy(world_dir, error_rate=0.0, seed=0)
-    run = store.get_or_create_run(run_name, "collect", {})
     sets = []
     for step in store.steps_of_run(run.id, status="finished", min_samples=2):
         try:
