@@ -472,8 +472,10 @@ def measure(engine: str, arch_name: str, arch: Arch, trajs_all: dict, warm_all: 
 
             if warm_all:
                 once(warm_all[conc])
-            if backend is not None and backend._graph is not None:
-                backend._graph.prefix_stats = {k: 0 for k in backend._graph.prefix_stats}
+            graph = None if backend is None else backend._graph
+            if graph is not None:
+                graph.prefix_stats = {k: 0 for k in graph.prefix_stats}
+                graph.timings = {k: type(v)() for k, v in graph.timings.items()}
             _peak_reset()
             got = once(trajs)
             stats = backend.prefix_stats if backend is not None else None
@@ -492,7 +494,12 @@ def measure(engine: str, arch_name: str, arch: Arch, trajs_all: dict, warm_all: 
                        recomputed_prompt_tokens=None if prefilled is None else max(0, prefilled - first),
                        peak_gib=_peak_gib(), max_batch_requests=max_batch,
                        **({"anchor_rows_a_call": got["rows_a_call"]} if "rows_a_call" in got else {}),
-                       **({"engine_prefix_stats": stats} if stats else {}))
+                       **({"engine_prefix_stats": stats} if stats else {}),
+                       # where the graph engine's time went: slot set-up and capture, prefill
+                       # (cached prefixes copied in, the rest computed), decode (of which
+                       # remember_s: the batch's KV handed to the prefix cache)
+                       **({"engine_timings": {k: round(v, 4) for k, v in graph.timings.items()}}
+                          if graph is not None else {}))
             if row["recomputed_prompt_tokens"] is not None:
                 row["recomputed_fraction"] = round(row["recomputed_prompt_tokens"] / req_tokens, 4)
             if cuda:

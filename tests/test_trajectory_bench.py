@@ -99,6 +99,11 @@ def test_tiny_run_measures_the_graph_engine_and_an_anchor_on_a_cpu(tmp_path):
     # step); generate prefills every row's whole prompt.
     assert graph["recomputed_prompt_tokens"] == graph["engine_prefix_stats"]["recomputed_tokens"]
     assert graph["engine_prefix_stats"]["reused_tokens"] > 0
+    # The timed pass's own engine time, split by phase (the warm-up pass is not in it).
+    t = graph["engine_timings"]
+    assert t["prefill_s"] > 0 and t["decode_s"] >= t["remember_s"] > 0 and t["decode_steps"] > 0
+    assert t["capture_s"] + t["prefill_s"] + t["decode_s"] <= graph["wall_s"]
+    assert "engine_timings" not in anchor
     assert graph["prefilled_prompt_tokens"] < graph["prompt_tokens"]
     assert anchor["prefilled_prompt_tokens"] == anchor["prompt_tokens_rows"]
     assert anchor["recomputed_prompt_tokens"] > graph["recomputed_prompt_tokens"]
