@@ -47,15 +47,15 @@ STORED = "stored:"  # `stored:JUDGE`: the rankings JUDGE already wrote into the 
 
 
 def stored_verdict(step, judge_name: str):
-    """The ranking the trainer would read for this step (trainer/examples.py): the newest one
-    by `judge_name` under its current prompt version. Not ok (or none): a failed verdict."""
+    """The ranking the trainer would read for this step (trainer/examples.py `ranking_of`):
+    the newest one by `judge_name` under its current prompt version. Not ok (or none): a
+    failed verdict."""
     from types import SimpleNamespace
 
     from reward.ranker import prompt_version
+    from trainer.examples import ranking_of
 
-    version = prompt_version(judge_name)
-    mine = [r for r in step.rankings if r.judge == judge_name and r.prompt_version == version]
-    r = max(mine, key=lambda r: r.id or 0) if mine else None
+    r = ranking_of(step, judge_name, prompt_version(judge_name))
     best = None if r is None or r.status != "ok" else (
         r.best_index if r.best_index is not None else (r.order[0] if r.order else None))
     return SimpleNamespace(ok=best is not None, best=best, bad=list(r.bad or []) if r else [])
@@ -138,6 +138,7 @@ def main(argv=None) -> dict:
     from store.api import Store
 
     from agent.worlds.pocket.oracle import labelled_sets
+    from reward.llm_judge import is_yesno
     from trainer.judge_warmstart import sample_steps
 
     store = Store(args.db)
@@ -157,7 +158,7 @@ def main(argv=None) -> dict:
     for judge in args.judge:  # the file is rewritten after each judge: a time limit keeps the rest
         result["judges"].append(measure(judge, sets, args.rank_limit))
         print(json.dumps({k: v for k, v in result["judges"][-1].items() if k != "by_kind"}), flush=True)
-        yesno = [j for j in result["judges"] if j["judge"].startswith(("yesno:", "yesno-strict:"))]
+        yesno = [j for j in result["judges"] if is_yesno(j["judge"])]
         result["best_llm_judge"] = max(yesno, key=lambda j: j["pick_correct"])["judge"] if yesno else None
         if args.out:
             Path(args.out).write_text(json.dumps(result, indent=1))

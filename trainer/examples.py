@@ -35,7 +35,7 @@ class Example:
 # --- from ranked steps ---------------------------------------------------------------
 
 
-def _ranking_of(step: Any, judge: str, prompt_version: str | None):
+def ranking_of(step: Any, judge: str, prompt_version: str | None):
     """The newest ranking of this step by `judge` (and prompt version, when given)."""
     mine = [r for r in step.rankings
             if r.judge == judge and (prompt_version is None or r.prompt_version == prompt_version)]
@@ -45,7 +45,7 @@ def _ranking_of(step: Any, judge: str, prompt_version: str | None):
 def _pick(step: Any, judge: str | None, prompt_version: str | None, use_unranked: bool,
           drop_bad: bool) -> int | None:
     """Index of the sample this step trains on, or None to leave the step out."""
-    ranking = _ranking_of(step, judge, prompt_version) if judge is not None else None
+    ranking = ranking_of(step, judge, prompt_version) if judge is not None else None
     if ranking is not None and ranking.status == "ok":
         best = ranking.best_index if ranking.best_index is not None else (
             ranking.order[0] if ranking.order else None)
@@ -72,7 +72,7 @@ def clean_trajectories(steps: Sequence[Any], judge: str, prompt_version: str | N
     """
     verdicts: dict[int, bool] = {}
     for step in steps:
-        ranking = _ranking_of(step, judge, prompt_version)
+        ranking = ranking_of(step, judge, prompt_version)
         ok = (ranking is not None and ranking.status == "ok" and step.chosen_index is not None
               and step.chosen_index not in (ranking.bad or []))
         verdicts[step.trajectory_id] = verdicts.get(step.trajectory_id, True) and ok

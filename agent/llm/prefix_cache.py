@@ -184,19 +184,28 @@ class PrefixCache:
         """
         if need_bytes <= 0 or self.bytes == 0:
             return 0
-        order = itertools.count()
-        heap = [(node.used, next(order), node) for node in self._nodes() if self._kv_leaf(node)]
-        heapq.heapify(heap)
         freed = 0
-        while freed < need_bytes and heap:
-            _, _, victim = heapq.heappop(heap)
+        for victim in self._oldest_first(self._kv_leaf):
+            if freed >= need_bytes:
+                break
             freed += victim.nbytes()
             self.stats["evicted_tokens"] += len(victim.tokens)
             self._drop_kv(victim)
-            parent = victim.parent
-            if parent is not self.root and self._kv_leaf(parent):
-                heapq.heappush(heap, (parent.used, next(order), parent))
         return freed
+
+    def _oldest_first(self, is_leaf: Callable[[Node], bool]):
+        """Nodes for which `is_leaf` holds, least recently used first, from one walk of the
+        trie and a heap. The caller removes each node it is given (its KV, or the node) before
+        asking for the next; a parent that has become a leaf then joins the heap."""
+        order = itertools.count()
+        heap = [(x.used, next(order), x) for x in self._nodes() if is_leaf(x)]
+        heapq.heapify(heap)
+        while heap:
+            _, _, node = heapq.heappop(heap)
+            yield node
+            parent = node.parent
+            if parent is not self.root and is_leaf(parent):
+                heapq.heappush(heap, (parent.used, next(order), parent))
 
     @staticmethod
     def _kv_leaf(node: Node) -> bool:
@@ -223,17 +232,11 @@ class PrefixCache:
 
     def _forget(self, n_tokens: int) -> None:
         """Remove whole KV-less leaves (least recent first) until n_tokens are gone; a parent
-        left childless and KV-less becomes a leaf in its turn (one walk, as in `evict`)."""
-        order = itertools.count()
-        bare = lambda x: not x.children and x.kv is None  # noqa: E731
-        heap = [(x.used, next(order), x) for x in self._nodes() if bare(x)]
-        heapq.heapify(heap)
+        left childless and KV-less becomes a leaf in its turn."""
         gone = 0
-        while gone < n_tokens and heap:
-            _, _, leaf = heapq.heappop(heap)
-            parent = leaf.parent
-            del parent.children[leaf.tokens[0]]
+        for leaf in self._oldest_first(lambda x: not x.children and x.kv is None):
+            if gone >= n_tokens:
+                break
+            del leaf.parent.children[leaf.tokens[0]]
             gone += len(leaf.tokens)
             self.seen_tokens -= len(leaf.tokens)
-            if parent is not self.root and bare(parent):
-                heapq.heappush(heap, (parent.used, next(order), parent))
