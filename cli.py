@@ -31,7 +31,13 @@ class Ctx:
 
 
 def fail(message: str, code: int = 1) -> None:
-    """One clear line on stderr and a non-zero exit: how every user error ends."""
+    """One clear line on stderr and a non-zero exit: how every user error ends.
+
+    After a stop was requested, an error is the signal's doing (it broke off a read or an
+    import), so the command ends as interrupted instead."""
+    from agent import interrupt
+
+    interrupt.raise_if_requested()
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
 
@@ -994,14 +1000,26 @@ def main() -> None:
         try:
             app()
         except interrupt.Interrupted as e:
-            # Typer has finished with the command: its trajectories are marked, its store
-            # writes are committed or rolled back. One line, and the code shells expect.
-            typer.echo(f"\ninterrupted ({signal_name(e.signum)}): {Ctx.resume_hint}", err=True)
-            # Leave without the interpreter's shutdown: a model thread may still be inside a
-            # prefill, and finalising under it aborts the process. Nothing is left to write.
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(e.exit_code)
+            _leave_interrupted(e.signum)
+        except Exception:
+            # A signal that lands inside a library's lazy import comes back as that library's
+            # ImportError or RuntimeError. Once a stop was requested, it is still the stop.
+            if not interrupt.requested():
+                raise
+            _leave_interrupted(interrupt.requested_signal())
+
+
+def _leave_interrupted(signum: int) -> None:
+    """One line, and the exit code shells expect (130 for Ctrl-C, 143 for SIGTERM).
+
+    Typer has finished with the command: its trajectories are marked, its store writes are
+    committed or rolled back. The process leaves without the interpreter's shutdown: a model
+    thread may still be inside a prefill, and finalising under it aborts. Nothing is left to
+    write."""
+    typer.echo(f"\ninterrupted ({signal_name(signum)}): {Ctx.resume_hint}", err=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(128 + signum)
 
 
 def signal_name(signum: int) -> str:

@@ -60,6 +60,11 @@ def reset() -> None:
     _requested.clear()
 
 
+def requested_signal() -> int:
+    """The signal behind the requested stop (SIGINT when none was sent)."""
+    return _signum[0]
+
+
 def raise_if_requested() -> None:
     """Raise Interrupted when a stop was requested: the polling point of worker threads."""
     if _requested.is_set():

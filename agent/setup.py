@@ -66,12 +66,12 @@ def make_model(spec: str, **opts):
 
 
 def make_judge(spec: str):
-    """'rules' -> None (the rule judge needs no model); 'yesno:MODEL' or 'yesno-strict:MODEL'
-    -> MODEL (it scores candidates by log-probabilities, reward/llm_judge.py); anything else
-    is a model spec."""
+    """'rules' -> None (the rule judge needs no model); 'yesno:MODEL', 'yesno-strict:MODEL'
+    or 'cite:MODEL' -> MODEL (it scores candidates by log-probabilities, reward/llm_judge.py
+    and reward/evidence_judge.py); anything else is a model spec."""
     if spec == "rules":
         return None
-    for prefix in ("yesno:", "yesno-strict:"):
+    for prefix in ("yesno:", "yesno-strict:", "cite:"):
         if spec.startswith(prefix):
             return make_model(spec[len(prefix):])
     return make_model(spec)

@@ -4,7 +4,8 @@ Reads a store holding sampled trajectories (K >= 2 samples a step) of one pocket
 sample is graded by the world's oracle (agent/worlds/pocket/oracle.py). Each judge
 then ranks the same step sets, and we count how often its pick is correct, beside a random
 pick (the share of correct samples) and the best possible pick (some sample is correct).
-Judges: `rules`, `yesno:MODEL` (log P(Yes) - log P(No), reward/llm_judge.py),
+Judges: `rules`, `yesno:MODEL` (log P(Yes) - log P(No), reward/llm_judge.py), `cite:MODEL`
+(how much the cited evidence explains a summary or an answer, reward/evidence_judge.py),
 `rank:MODEL` (the written ranking prompt of reward/prompts.py, greedy, parsed) and
 `stored:JUDGE` (the rankings JUDGE wrote during an improve run's rank stage, read back: the
 oracle grades, after the fact, what the loop trained on).
@@ -138,6 +139,7 @@ def main(argv=None) -> dict:
     from store.api import Store
 
     from agent.worlds.pocket.oracle import labelled_sets
+    from reward.evidence_judge import is_evidence
     from reward.llm_judge import is_yesno
     from trainer.judge_warmstart import sample_steps
 
@@ -158,7 +160,7 @@ def main(argv=None) -> dict:
     for judge in args.judge:  # the file is rewritten after each judge: a time limit keeps the rest
         result["judges"].append(measure(judge, sets, args.rank_limit))
         print(json.dumps({k: v for k, v in result["judges"][-1].items() if k != "by_kind"}), flush=True)
-        yesno = [j for j in result["judges"] if is_yesno(j["judge"])]
+        yesno = [j for j in result["judges"] if is_yesno(j["judge"]) or is_evidence(j["judge"])]
         result["best_llm_judge"] = max(yesno, key=lambda j: j["pick_correct"])["judge"] if yesno else None
         if args.out:
             Path(args.out).write_text(json.dumps(result, indent=1))

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from agent.llm.base import LLMError
+from reward.evidence_judge import EVIDENCE_PROMPT_VERSION, is_evidence, judge_evidence
 from reward.llm_judge import is_strict, is_yesno, judge_yesno, version_of
 from reward.prompts import RANK_PROMPT_VERSION, render_rank_prompt
 from reward.rules import RULES_VERSION, judge_step
@@ -30,6 +31,8 @@ def prompt_version(judge_name: str) -> str:
     """The version rankings of this judge are stored under (and looked up by)."""
     if judge_name == RULES_JUDGE:
         return RULES_VERSION
+    if is_evidence(judge_name):
+        return EVIDENCE_PROMPT_VERSION
     return version_of(judge_name) if is_yesno(judge_name) else RANK_PROMPT_VERSION
 
 
@@ -50,7 +53,11 @@ def judge(llm, step: Any, judge_name: str) -> tuple[RankingVerdict, Generation |
         if verdict.ok:
             verdict.raw = format_ranking_reply(verdict)
         return verdict, None, None
-    if is_yesno(judge_name):  # scored by log-probabilities: no generation to log
+    if is_evidence(judge_name):  # scored by log-probabilities: no generation to log
+        verdict = judge_evidence(llm, step.kind, step.prompt, step.samples)
+        verdict.raw = verdict.explanation
+        return verdict, None, None
+    if is_yesno(judge_name):
         verdict = judge_yesno(llm, step.kind, step.prompt, step.samples,
                               strict=is_strict(judge_name))
         verdict.raw = verdict.explanation

@@ -148,3 +148,50 @@ def test_ctrl_c_during_improve_resumes_the_loop_where_it_stopped(tmp_path):
     assert again.returncode == 0, again.stderr[-2000:]
     assert not audit(db, complete=True)
     assert query(db, "SELECT COUNT(*) FROM model_versions") == [(2,)]  # baseline and iteration 1
+
+
+@pytest.mark.parametrize("broken_by", [RuntimeError, ModuleNotFoundError, ValueError])
+def test_a_signal_that_a_library_turns_into_its_own_error_still_ends_as_interrupted(
+        monkeypatch, capsys, broken_by):
+    """A signal inside transformers' lazy import comes back as that library's error; after a
+    stop was requested, the CLI still ends with the interrupted line and exit 130, whether the
+    error escapes the command or reaches one of its one-line error handlers."""
+    import os
+
+    import cli
+    from agent import interrupt
+
+    def command():
+        interrupt.request(signal.SIGINT)
+        try:
+            raise broken_by("Could not import module 'Trainer'")
+        except ValueError as e:  # what a command's own handler does with a ValueError
+            cli.fail(str(e))
+
+    class Left(Exception):
+        pass
+
+    def fake_exit(code):
+        raise Left(code)
+
+    monkeypatch.setattr(cli, "app", command)
+    monkeypatch.setattr(os, "_exit", fake_exit)
+    try:
+        with pytest.raises(Left) as left:
+            cli.main()
+    finally:
+        interrupt.reset()
+    assert left.value.args == (130,)
+    err = capsys.readouterr().err
+    assert "interrupted (Ctrl-C)" in err and "error:" not in err, err
+
+
+def test_an_error_without_a_signal_is_not_taken_for_one(monkeypatch):
+    import cli
+
+    def command():
+        raise RuntimeError("a real bug")
+
+    monkeypatch.setattr(cli, "app", command)
+    with pytest.raises(RuntimeError, match="a real bug"):
+        cli.main()

@@ -70,6 +70,18 @@ def test_scores_match_an_unbatched_forward(smol):
         assert got == pytest.approx(want, abs=0.05)
 
 
+class _Remembered:
+    """The real model's scores, each pair computed once."""
+
+    def __init__(self, llm):
+        self.llm, self.seen = llm, {}
+
+    def score_pairs(self, pairs):
+        todo = [p for p in dict.fromkeys(pairs) if p not in self.seen]
+        self.seen.update(zip(todo, self.llm.score_pairs(todo) if todo else []))
+        return [self.seen[p] for p in pairs]
+
+
 def test_the_llm_judge_ranks_a_recorded_step_set(smol):
     """yes/no log-probabilities rank every sample; a malformed sample is bad and ranked last;
     the best well-formed one is kept whatever its sign (a small judge's scores rank)."""
@@ -77,7 +89,8 @@ def test_the_llm_judge_ranks_a_recorded_step_set(smol):
 
     rec = json.loads(STEP_SET.read_text())
     samples = rec["samples"] + ["SelectLink(summary="]  # cut off: not a well-formed call
-    verdict = judge_yesno(smol, rec["kind"], rec["prompt"], samples)
+    remembered = _Remembered(smol)
+    verdict = judge_yesno(remembered, rec["kind"], rec["prompt"], samples)
     assert verdict.ok and sorted(verdict.order) == list(range(len(samples)))
     assert verdict.order[-1] == len(samples) - 1 and len(samples) - 1 in verdict.bad
     assert verdict.order[0] not in verdict.bad
@@ -85,7 +98,8 @@ def test_the_llm_judge_ranks_a_recorded_step_set(smol):
     assert all(math.isfinite(s) for s in verdict.scores)
     assert len(set(round(s, 4) for s in verdict.scores[:-1])) > 1  # it tells samples apart
     # Strict: the same order, but only a candidate scored at zero or above escapes "bad".
-    strict = judge_yesno(smol, rec["kind"], rec["prompt"], samples, strict=True)
+    # It asks for the same pairs: their scores are read back, not recomputed (a CPU half-minute).
+    strict = judge_yesno(remembered, rec["kind"], rec["prompt"], samples, strict=True)
     assert strict.order == verdict.order
     assert strict.bad == [i for i in range(len(samples)) if i == len(samples) - 1 or strict.scores[i] < 0]
 
@@ -107,3 +121,16 @@ def test_the_shipped_warm_start_answers_a_pocket_question_end_to_end(tmp_path):
                                         "and action is not null")}
     assert status == "finished" and answer
     assert {"decide", "answer", "relevance", "grounding"} <= parsed
+
+
+def test_the_evidence_judge_picks_the_summary_copied_from_what_it_cites(smol):
+    """On the recorded step set, the real model's evidence scores put the oracle's summary
+    (the first) ahead of one that swaps the place for a neighbour's and of one that reads a
+    distractor's snippet as if it were the band's (the yes/no prompt prefers the second)."""
+    from reward.evidence_judge import judge_evidence
+
+    rec = json.loads(STEP_SET.read_text())
+    assert rec["samples"][0].split("thoughts=")[0] == rec["oracle"].split("thoughts=")[0]
+    verdict = judge_evidence(smol, rec["kind"], rec["prompt"], rec["samples"])
+    assert verdict.best == 0, verdict.explanation
+    assert all(0 < s < 1 for s in verdict.scores)  # shares of surprisal the evidence explains

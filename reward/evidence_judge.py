@@ -1,0 +1,130 @@
+"""A judge that asks the model how much the cited evidence explains what a candidate says.
+
+The yes/no judge (reward/llm_judge.py) asks a 135 M-parameter model whether every name and
+year was copied correctly, and it answers at chance (docs/BENCHMARKS.md section 6): comparing
+two strings is not something it can be asked to do in words. What a small language model does
+well is copy. Shown a text, it finds the words that restate it far likelier than words it would
+have to invent. So for the two steps that state facts, this judge scores a candidate by the
+pointwise mutual information between its claim and the evidence it rests on, from two forward
+passes and no generated text:
+
+- summarize: the share of the summary's surprisal that the results it cites explain,
+  1 - log P(summary | cited results) / log P(summary | no results): near 1 for a summary
+  copied from what it cites, lower for one that reads a distractor as if it were the entity
+  or swaps a year, below 0 when the evidence makes it less likely. A share rather than the
+  difference, because a difference grows with how many rare tokens a claim copies (an
+  odd-looking place name scores more than a plain one). A link it cites that the step never
+  showed makes it bad.
+- answer: log P(answer | summaries and question) - log P(answer | summaries alone): how much
+  the question picks this value out of what was found, which tells the answer from the bridge
+  entity that led to it. An answer without a [link_id=N] breaks the step's format (the task
+  asks for citations) and ranks below every cited one.
+
+The answer's difference compares values that are both copied from the same notes, so rare
+tokens weigh on both sides alike. The other steps (decide and the two checks) state no facts to
+ground, and are scored by the yes/no prompt. As with the yes/no judge, malformed candidates
+are bad, the order is by score, and a candidate scored below zero is bad unless it is the best
+well-formed one.
+
+Judge spec: `cite:MODEL` (e.g. `cite:smollm2`), stored under EVIDENCE_PROMPT_VERSION.
+"""
+
+from __future__ import annotations
+
+import re
+
+from reward.llm_judge import yesno_scores
+from reward.rules import PromptState, parse_prompt_state
+from reward.verdicts import RankingVerdict, failed
+
+EVIDENCE_PREFIX = "cite:"
+EVIDENCE_PROMPT_VERSION = "cite-v1"
+
+_CITATION = re.compile(r"\s*\[link_id\s*=\s*(\d+)\]")
+_LEAD = re.compile(r"^\s*(according to|as)\s*,\s*", re.IGNORECASE)  # "According to [link_id=2], ..."
+
+SUMMARY_WITH = "Here is some text from an encyclopedia.\n\n{evidence}\n\nRestate what it says."
+SUMMARY_WITHOUT = "Here is some text from an encyclopedia.\n\n(nothing)\n\nRestate what it says."
+ANSWER_WITH = "Notes:\n{notes}\n\nQuestion: {question}\nAnswer from the notes, in a few words."
+ANSWER_WITHOUT = "Notes:\n{notes}\n\nAnswer from the notes, in a few words."
+
+
+def is_evidence(judge_name: str) -> bool:
+    return judge_name.startswith(EVIDENCE_PREFIX)
+
+
+def model_of(judge_name: str) -> str:
+    return judge_name[len(EVIDENCE_PREFIX):]
+
+
+def claim_of(text: str) -> tuple[str, list[int]]:
+    """A summary's or answer's words without its citations, and the links it cites."""
+    links = [int(n) for n in _CITATION.findall(text or "")]
+    words = _LEAD.sub("", _CITATION.sub("", text or "")).strip()
+    return words, links
+
+
+def summary_pairs(st: PromptState, summary: str) -> tuple[list[tuple[str, str]], bool]:
+    """The two (prompt, claim) pairs of a summary, and whether every link it cites was shown."""
+    claim, links = claim_of(summary)
+    shown = all(n in st.results for n in links) and bool(links)
+    evidence = "\n".join(st.results[n] for n in dict.fromkeys(links) if n in st.results)
+    return [(SUMMARY_WITH.format(evidence=evidence), claim), (SUMMARY_WITHOUT, claim)], shown
+
+
+def answer_pairs(st: PromptState, answer: str) -> tuple[list[tuple[str, str]], bool]:
+    """The two (prompt, claim) pairs of an answer, and whether it cites a link."""
+    claim, links = claim_of(answer)
+    notes = "\n".join(f"- {claim_of(s.summary)[0]}" for s in st.summaries()) or "- (none)"
+    return [(ANSWER_WITH.format(notes=notes, question=st.question), claim),
+            (ANSWER_WITHOUT.format(notes=notes), claim)], bool(links)
+
+
+def evidence_scores(llm, kind: str, step_prompt: str, actions: list) -> list[float]:
+    """One score per parsed action (None: malformed, scored -inf). Summaries and answers by
+    pointwise mutual information with their evidence; a summary citing an unseen link, or an
+    answer citing none, gets -inf."""
+    st = parse_prompt_state(step_prompt)
+    pairs, where, scores = [], [], [float("-inf")] * len(actions)
+    for i, a in enumerate(actions):
+        if a is None:
+            continue
+        text = a.summary if kind == "summarize" else a.answer
+        claim, _ = claim_of(text)
+        if not claim:  # claims nothing: the evidence neither supports nor contradicts it
+            scores[i] = 0.0
+            continue
+        two, ok = (summary_pairs if kind == "summarize" else answer_pairs)(st, text)
+        if ok:
+            pairs += two
+            where.append(i)
+    lp = llm.score_pairs(pairs) if pairs else []
+    for j, i in enumerate(where):
+        with_it, without = lp[2 * j], lp[2 * j + 1]
+        scores[i] = (1.0 - with_it / without) if kind == "summarize" else with_it - without
+    return scores
+
+
+def judge_evidence(llm, kind: str, step_prompt: str, samples) -> RankingVerdict:
+    """Rank a step's samples (0-based indices): by evidence for summaries and answers, by the
+    yes/no prompt for the other steps."""
+    from agent.parsing import parse_action
+
+    texts = [getattr(s, "text", s) for s in samples]
+    if not texts:
+        return failed("no samples to rank")
+    actions = [parse_action(kind, t)[0] for t in texts]
+    if kind in ("summarize", "answer"):
+        scores = evidence_scores(llm, kind, step_prompt, actions)
+    else:
+        scores = yesno_scores(llm, step_prompt, texts)
+    malformed = [a is None for a in actions]
+    keys = sorted(range(len(texts)), key=lambda i: (malformed[i], -scores[i], i))
+    top = keys[0] if not malformed[keys[0]] else None
+    bad = [i for i in range(len(texts)) if malformed[i] or (scores[i] < 0 and i != top)]
+    explanation = "; ".join(f"#{i + 1}: {scores[i]:+.2f}" + (" malformed" if malformed[i] else "")
+                            for i in range(len(texts)))
+    verdict = RankingVerdict(ok=True, best=keys[0], order=keys, bad=bad,
+                             explanation=f"evidence scores {explanation}")
+    verdict.scores = scores  # for measurement; not stored
+    return verdict

@@ -1,0 +1,86 @@
+"""The evidence judge's rules around the model: which pairs it scores, and what it marks bad.
+
+The scorer here is scripted (it counts how many words of the claim its prompt holds), because
+the thing under test is the routing: which evidence goes with which claim, what a citation of
+an unseen link or a missing citation does, and that steps without facts go to the yes/no
+prompt. The real model's scores on a recorded step set are tested in tests/test_smollm2.py.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+from reward.evidence_judge import EVIDENCE_PROMPT_VERSION, claim_of, judge_evidence
+from reward.llm_judge import YESNO_QUESTION
+from reward.ranker import judge, prompt_version
+
+STEP_SET = Path(__file__).parent / "cassettes" / "pocket_summarize_step_set.json"
+
+
+class _CopyCounter:
+    """log P(claim | prompt) = -(claim words the prompt does not hold) - 1: a copier."""
+
+    def __init__(self):
+        self.pairs = []
+
+    def score_pairs(self, pairs):
+        self.pairs += pairs
+        return [-1.0 - sum(w not in prompt.split() for w in claim.split()) for prompt, claim in pairs]
+
+
+def test_claims_lose_their_citations_and_keep_the_links_they_cite():
+    assert claim_of("According to [link_id=2], Mira was born in 1901.") == ("Mira was born in 1901.", [2])
+    assert claim_of("Tarsk [link_id=3] [link_id=1]") == ("Tarsk", [3, 1])
+    assert claim_of("") == ("", [])
+
+
+def test_a_summary_that_copies_what_it_cites_ranks_first_and_an_unseen_link_is_bad():
+    rec = json.loads(STEP_SET.read_text())
+    unseen = 'SelectLink(summary="According to [link_id=9], The Crimson Kings formed in Skofiholm in 2002.", thoughts="x", selected_link_ids=[9])'
+    scorer = _CopyCounter()
+    v = judge_evidence(scorer, "summarize", rec["prompt"], rec["samples"] + [unseen])
+    assert v.best == 0  # the oracle's summary: every word is in the result it cites
+    assert v.order[-1] == 3 and 3 in v.bad and v.scores[3] == float("-inf")
+    # Each scored summary is paired with its own cited result, then with no results.
+    cited = [p for p, _ in scorer.pairs[::2]]
+    assert "Skofiholm" in cited[0] and "Brudrurov" not in cited[0]  # link 2 only
+    assert "Brudrurov" in cited[2] and "Skofiholm" not in cited[2]  # link 1 only
+    assert all("(nothing)" in p for p, _ in scorer.pairs[1::2])
+
+
+def _answer_prompt():
+    from agent.prompts import render_answer
+    from store.records import Search, SelectLink
+
+    past = [Search(query="Blue Harbour painter", thoughts="t"),
+            SelectLink(summary="According to [link_id=1], Mira Olsen painted Blue Harbour.",
+                       thoughts="t", selected_link_ids=(1,)),
+            Search(query="Mira Olsen born", thoughts="t"),
+            SelectLink(summary="According to [link_id=2], Mira Olsen was born in Tarsk.",
+                       thoughts="t", selected_link_ids=(2,))]
+    return render_answer("In which city was the painter of Blue Harbour born?", past)
+
+
+def test_an_answer_is_scored_by_what_the_question_adds_and_one_without_citation_ranks_last():
+    scorer = _CopyCounter()
+    samples = ['Answer(thoughts="t", answer="Tarsk")',
+               'Answer(thoughts="t", answer="Tarsk [link_id=2]")',
+               'Answer(thoughts="t", answer="Mira Olsen [link_id=1]")']
+    v = judge_evidence(scorer, "answer", _answer_prompt(), samples)
+    assert v.order[-1] == 0 and 0 in v.bad  # no citation: below every cited answer
+    assert scorer.pairs[0][1] == "Tarsk" and "Question:" in scorer.pairs[0][0]
+    assert "Question:" not in scorer.pairs[1][0] and "Mira Olsen was born in Tarsk." in scorer.pairs[1][0]
+
+
+def test_steps_without_facts_go_to_the_yes_no_prompt_and_rankings_keep_their_own_version():
+    scorer = _CopyCounter()
+    step = SimpleNamespace(kind="decide", prompt="ORIGINAL_QUESTION = \"q\"\nNEXT_ACTION =",
+                           samples=[SimpleNamespace(text='Search(query="a", thoughts="t")'),
+                                    SimpleNamespace(text='Terminate(thoughts="t")')])
+    v = judge(scorer, step, "cite:any")[0]
+    assert v.ok and sorted(v.order) == [0, 1]
+    assert [c for _, c in scorer.pairs] == ["Yes", "No", "Yes", "No"]
+    assert all(YESNO_QUESTION in p for p, _ in scorer.pairs)
+    assert prompt_version("cite:any") == EVIDENCE_PROMPT_VERSION != prompt_version("yesno:any")
