@@ -40,6 +40,8 @@ def parse_args(argv=None):
                    "questions of the world with this policy (K = --samples), as run --run")
     p.add_argument("--collect-questions", type=int, default=150)
     p.add_argument("--samples", type=int, default=4)
+    p.add_argument("--unfinished", action="store_true", help="also judge the steps of "
+                   "trajectories stopped part-way (a collection cut short)")
     p.add_argument("--out", default="")
     return p.parse_args(argv)
 
@@ -148,7 +150,8 @@ def main(argv=None) -> dict:
         sample_steps(store, args.world_seed, args.collect_model, args.run,
                      args.collect_questions, samples=args.samples)
     try:
-        sets = labelled_sets(store, args.run, pocket_assets(args.world_seed).world_dir, args.limit)
+        sets = labelled_sets(store, args.run, pocket_assets(args.world_seed).world_dir, args.limit,
+                             finished_only=not args.unfinished)
     except ValueError as e:
         raise SystemExit(f"error: {e}")
     from benchmarks.pocket_improve import _card, _versions

@@ -4,9 +4,8 @@ The yes/no judge (reward/llm_judge.py) asks a 135 M-parameter model whether ever
 year was copied correctly, and it answers at chance (docs/BENCHMARKS.md section 6): comparing
 two strings is not something it can be asked to do in words. What a small language model does
 well is copy. Shown a text, it finds the words that restate it far likelier than words it would
-have to invent. So for the two steps that state facts, this judge scores a candidate by the
-pointwise mutual information between its claim and the evidence it rests on, from two forward
-passes and no generated text:
+have to invent. So this judge scores what a candidate claims by how much the evidence it
+rests on explains it, from two forward passes and no generated text:
 
 - summarize: the share of the summary's surprisal that the results it cites explain,
   1 - log P(summary | cited results) / log P(summary | no results): near 1 for a summary
@@ -19,12 +18,19 @@ passes and no generated text:
   the question picks this value out of what was found, which tells the answer from the bridge
   entity that led to it. An answer without a [link_id=N] breaks the step's format (the task
   asks for citations) and ranks below every cited one.
+- decide: a query is a claim too, copied from the question and the notes: the share of its
+  surprisal they explain, as for a summary. A half-copied name ("Harb Folmon" for "Hibar
+  Folmon") scores lower; a query already searched is bad (the ranking rubric's rule,
+  reward/prompts.py); Terminate states nothing and scores 0, so a search that copies what the
+  question needs ranks above stopping early.
+- relevance and grounding: scored by the answer the check leaves (the one under check when
+  it passes, the revised one otherwise), as an answer.
 
 The answer's difference compares values that are both copied from the same notes, so rare
-tokens weigh on both sides alike. The other steps (decide and the two checks) state no facts to
-ground, and are scored by the yes/no prompt. As with the yes/no judge, malformed candidates
-are bad, the order is by score, and a candidate scored below zero is bad unless it is the best
-well-formed one.
+tokens weigh on both sides alike. As with the yes/no judge, malformed candidates are bad, the
+order is by score, and a candidate scored below zero is bad unless it is the best well-formed
+one. Every prompt is a few lines (the evidence, not the whole step), so a step costs two short
+forward passes per candidate.
 
 Judge spec: `cite:MODEL` (e.g. `cite:smollm2`), stored under EVIDENCE_PROMPT_VERSION.
 """
@@ -33,9 +39,9 @@ from __future__ import annotations
 
 import re
 
-from reward.llm_judge import yesno_scores
 from reward.rules import PromptState, parse_prompt_state
 from reward.verdicts import RankingVerdict, failed
+from store.records import Answer, CheckAnswer, ReviseAnswer, Search, SelectLink
 
 EVIDENCE_PREFIX = "cite:"
 EVIDENCE_PROMPT_VERSION = "cite-v1"
@@ -45,6 +51,8 @@ _LEAD = re.compile(r"^\s*(according to|as)\s*,\s*", re.IGNORECASE)  # "According
 
 SUMMARY_WITH = "Here is some text from an encyclopedia.\n\n{evidence}\n\nRestate what it says."
 SUMMARY_WITHOUT = "Here is some text from an encyclopedia.\n\n(nothing)\n\nRestate what it says."
+QUERY_WITH = "Question: {question}\nNotes:\n{notes}\n\nWrite the next search query."
+QUERY_WITHOUT = "Write the next search query."
 ANSWER_WITH = "Notes:\n{notes}\n\nQuestion: {question}\nAnswer from the notes, in a few words."
 ANSWER_WITHOUT = "Notes:\n{notes}\n\nAnswer from the notes, in a few words."
 
@@ -75,49 +83,79 @@ def summary_pairs(st: PromptState, summary: str) -> tuple[list[tuple[str, str]],
 def answer_pairs(st: PromptState, answer: str) -> tuple[list[tuple[str, str]], bool]:
     """The two (prompt, claim) pairs of an answer, and whether it cites a link."""
     claim, links = claim_of(answer)
-    notes = "\n".join(f"- {claim_of(s.summary)[0]}" for s in st.summaries()) or "- (none)"
+    notes = _notes(st)
     return [(ANSWER_WITH.format(notes=notes, question=st.question), claim),
             (ANSWER_WITHOUT.format(notes=notes), claim)], bool(links)
 
 
+def _notes(st: PromptState) -> str:
+    return "\n".join(f"- {claim_of(s.summary)[0]}" for s in st.summaries()) or "- (none)"
+
+
+def query_pairs(st: PromptState, query: str) -> tuple[list[tuple[str, str]], bool]:
+    """The two (prompt, query) pairs of a search, and whether it is new to the trajectory."""
+    searched = {a.query.strip().lower() for a in st.past if isinstance(a, Search)}
+    return [(QUERY_WITH.format(question=st.question, notes=_notes(st)), query),
+            (QUERY_WITHOUT, query)], query.strip().lower() not in searched
+
+
+def claim_text(kind: str, action, st: PromptState) -> str:
+    """What a step states: a summary, an answer, a query, or the answer a check leaves."""
+    if isinstance(action, SelectLink):
+        return action.summary
+    if isinstance(action, Answer):
+        return action.answer
+    if isinstance(action, Search):
+        return action.query
+    if isinstance(action, ReviseAnswer):
+        return action.revised_answer
+    if isinstance(action, CheckAnswer):
+        return st.answer or ""
+    return ""  # Terminate states nothing
+
+
+# Which pairs a step's claim is scored with, and whether the score is a share of surprisal
+# (claims copied from evidence) or a difference (what the question adds to the notes).
+_PAIRS = {"summarize": (summary_pairs, True), "decide": (query_pairs, True),
+          "answer": (answer_pairs, False), "relevance": (answer_pairs, False),
+          "grounding": (answer_pairs, False)}
+
+
 def evidence_scores(llm, kind: str, step_prompt: str, actions: list) -> list[float]:
-    """One score per parsed action (None: malformed, scored -inf). Summaries and answers by
-    pointwise mutual information with their evidence; a summary citing an unseen link, or an
-    answer citing none, gets -inf."""
+    """One score per parsed action (None: malformed, scored -inf). A claim that breaks the
+    step's rules before any model reads it (a summary citing an unseen link, an answer citing
+    none, a query already searched) gets -inf; one that states nothing (Terminate, an empty
+    summary) gets 0."""
     st = parse_prompt_state(step_prompt)
+    make_pairs, share = _PAIRS[kind]
     pairs, where, scores = [], [], [float("-inf")] * len(actions)
     for i, a in enumerate(actions):
         if a is None:
             continue
-        text = a.summary if kind == "summarize" else a.answer
-        claim, _ = claim_of(text)
-        if not claim:  # claims nothing: the evidence neither supports nor contradicts it
+        text = claim_text(kind, a, st)
+        if not claim_of(text)[0]:  # claims nothing: the evidence neither supports nor contradicts it
             scores[i] = 0.0
             continue
-        two, ok = (summary_pairs if kind == "summarize" else answer_pairs)(st, text)
+        two, ok = make_pairs(st, text)
         if ok:
-            pairs += two
+            pairs += [(p, claim_of(c)[0]) for p, c in two]
             where.append(i)
     lp = llm.score_pairs(pairs) if pairs else []
     for j, i in enumerate(where):
         with_it, without = lp[2 * j], lp[2 * j + 1]
-        scores[i] = (1.0 - with_it / without) if kind == "summarize" else with_it - without
+        scores[i] = (1.0 - with_it / without) if share else with_it - without
     return scores
 
 
 def judge_evidence(llm, kind: str, step_prompt: str, samples) -> RankingVerdict:
-    """Rank a step's samples (0-based indices): by evidence for summaries and answers, by the
-    yes/no prompt for the other steps."""
+    """Rank a step's samples (0-based indices) by how much their evidence explains them."""
     from agent.parsing import parse_action
 
     texts = [getattr(s, "text", s) for s in samples]
     if not texts:
         return failed("no samples to rank")
     actions = [parse_action(kind, t)[0] for t in texts]
-    if kind in ("summarize", "answer"):
-        scores = evidence_scores(llm, kind, step_prompt, actions)
-    else:
-        scores = yesno_scores(llm, step_prompt, texts)
+    scores = evidence_scores(llm, kind, step_prompt, actions)
     malformed = [a is None for a in actions]
     keys = sorted(range(len(texts)), key=lambda i: (malformed[i], -scores[i], i))
     top = keys[0] if not malformed[keys[0]] else None

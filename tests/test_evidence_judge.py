@@ -2,8 +2,8 @@
 
 The scorer here is scripted (it counts how many words of the claim its prompt holds), because
 the thing under test is the routing: which evidence goes with which claim, what a citation of
-an unseen link or a missing citation does, and that steps without facts go to the yes/no
-prompt. The real model's scores on a recorded step set are tested in tests/test_smollm2.py.
+an unseen link, a missing citation or a repeated query does, and what a check or a stop
+is scored by. The real model's scores on a recorded step set are tested in tests/test_smollm2.py.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from reward.evidence_judge import EVIDENCE_PROMPT_VERSION, claim_of, judge_evidence
-from reward.llm_judge import YESNO_QUESTION
 from reward.ranker import judge, prompt_version
 
 STEP_SET = Path(__file__).parent / "cassettes" / "pocket_summarize_step_set.json"
@@ -74,13 +73,37 @@ def test_an_answer_is_scored_by_what_the_question_adds_and_one_without_citation_
     assert "Question:" not in scorer.pairs[1][0] and "Mira Olsen was born in Tarsk." in scorer.pairs[1][0]
 
 
-def test_steps_without_facts_go_to_the_yes_no_prompt_and_rankings_keep_their_own_version():
+def test_a_query_is_scored_by_what_it_copies_and_one_already_searched_is_bad():
+    from agent.prompts import render_decide
+    from store.records import Search, SelectLink
+
+    past = [Search(query="Blue Harbour painter", thoughts="t"),
+            SelectLink(summary="According to [link_id=1], Hibar Folmon painted Blue Harbour.",
+                       thoughts="t", selected_link_ids=(1,))]
+    prompt = render_decide("Where was the painter of Blue Harbour born?", past, 2)
+    samples = ['Search(query="Harb Folmon", thoughts="t")',
+               'Search(query="Hibar Folmon", thoughts="t")',
+               'Search(query="Blue Harbour painter", thoughts="t")',
+               'Terminate(thoughts="t")']
     scorer = _CopyCounter()
-    step = SimpleNamespace(kind="decide", prompt="ORIGINAL_QUESTION = \"q\"\nNEXT_ACTION =",
-                           samples=[SimpleNamespace(text='Search(query="a", thoughts="t")'),
-                                    SimpleNamespace(text='Terminate(thoughts="t")')])
-    v = judge(scorer, step, "cite:any")[0]
-    assert v.ok and sorted(v.order) == [0, 1]
-    assert [c for _, c in scorer.pairs] == ["Yes", "No", "Yes", "No"]
-    assert all(YESNO_QUESTION in p for p, _ in scorer.pairs)
+    v = judge(scorer, SimpleNamespace(kind="decide", prompt=prompt,
+                                      samples=[SimpleNamespace(text=t) for t in samples]), "cite:any")[0]
+    # The copied name, the half-copied one, stopping (states nothing: 0), the repeat (bad).
+    assert v.order == [1, 0, 3, 2] and v.bad == [2]
+    assert v.scores[3] == 0.0 and v.scores[2] == float("-inf") and v.scores[1] > v.scores[0] > 0
+    assert "Hibar Folmon painted Blue Harbour." in scorer.pairs[0][0]  # the notes, uncited
+    assert [c for _, c in scorer.pairs] == ["Harb Folmon"] * 2 + ["Hibar Folmon"] * 2
+
+
+def test_a_check_is_scored_by_the_answer_it_leaves_and_keeps_its_own_version():
+    from agent.prompts import render_check
+
+    prompt = render_check("relevance", "In which city was the painter of Blue Harbour born?", [],
+                          "Tarsk [link_id=2]")
+    samples = ['Revise_Answer(thoughts="t", revised_answer="Unknown")', "Check_Answer(passed=True)"]
+    scorer = _CopyCounter()
+    v = judge(scorer, SimpleNamespace(kind="relevance", prompt=prompt,
+                                      samples=[SimpleNamespace(text=t) for t in samples]), "cite:any")[0]
+    assert v.best == 1 and v.bad == [0]  # the revision cites nothing
+    assert [c for _, c in scorer.pairs] == ["Tarsk", "Tarsk"]  # the answer a pass leaves
     assert prompt_version("cite:any") == EVIDENCE_PROMPT_VERSION != prompt_version("yesno:any")

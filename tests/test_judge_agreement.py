@@ -51,6 +51,13 @@ def test_the_oracle_passes_error_free_samples_and_a_missing_run_is_an_error(tmp_
     # (agent/worlds/pocket/policy.py), and the oracle must tell them apart.
     assert sets and all(s["correct"][0] for s in sets)
     assert any(not s["correct"][1] for s in sets)
+    # Either of two equally good first queries is correct: the reader's draws differ on some.
+    from agent.worlds.pocket.oracle import ORACLE_DRAWS, right_actions
+    from agent.worlds.pocket.policy import ScriptedPolicy
+
+    oracles = [ScriptedPolicy(world, error_rate=0.0, seed=s) for s in range(ORACLE_DRAWS)]
+    choices = [right_actions(oracles, s["kind"], s["step"].prompt) for s in sets if s["kind"] == "decide"]
+    assert any(len(c) == 2 for c in choices) and all(len(c) <= 2 for c in choices)
     with pytest.raises(ValueError, match="no run named 'typo'"):
         labelled_sets(store, "typo", world)
     assert store.get_run("typo") is None  # asking created nothing

@@ -1,9 +1,9 @@
 """The pocket world's oracle as a grader of sampled steps.
 
-A pocket world knows the right action for every prompt the agent can see: the error-free
+A pocket world knows the right actions for every prompt the agent can see: the error-free
 scripted reader reads the prompt back and acts. That makes any stored step set (the K sampled
-outputs of one step) gradable: a sample is correct when its parsed action equals the oracle's,
-thoughts aside. Two things use these labels, both on worlds the loop is not measured on: the
+outputs of one step) gradable: a sample is correct when its parsed action is one the oracle
+takes, thoughts aside. Two things use these labels, both on worlds the loop is not measured on: the
 judge measurement (benchmarks/judge_agreement.py) and the judge's warm start
 (trainer/judge_warmstart.py). The improve loop itself never sees them.
 """
@@ -25,25 +25,42 @@ def action_key(kind: str, text: str):
     return type(action).__name__, json.dumps(fields, sort_keys=True, default=str)
 
 
-def labelled_sets(store, run_name: str, world_dir: Path, limit: int = 0) -> list[dict]:
-    """The run's step sets ({step, kind, correct: [bool per sample]}), graded by the oracle."""
-    from agent.worlds.pocket.policy import ScriptedPolicy
+# The error-free reader still makes free choices: which of two equally good queries it tries
+# first ("Pokuia" or "Pokuia capital"), and the wording of its thoughts. Any of its draws is a
+# correct step, so a sample is graded against the actions of this many draws, not one: with a
+# single draw, half the correct queries would be counted wrong.
+ORACLE_DRAWS = 8
+
+
+def right_actions(oracles, kind: str, prompt: str) -> set:
+    """The action keys the error-free reader takes for this prompt over its draws."""
     from store.records import GenRequest
+
+    return {action_key(kind, o.generate(GenRequest(prompt=prompt)).completions[0].text)
+            for o in oracles}
+
+
+def labelled_sets(store, run_name: str, world_dir: Path, limit: int = 0,
+                  finished_only: bool = True) -> list[dict]:
+    """The run's step sets ({step, kind, correct: [bool per sample]}), graded by the oracle.
+    `finished_only=False` also reads the steps of trajectories stopped part-way: each stored
+    step is whole, whatever came after it."""
+    from agent.worlds.pocket.policy import ScriptedPolicy
 
     run = store.get_run(run_name)
     if run is None:
         raise ValueError(f"no run named {run_name!r} in this store")
-    oracle = ScriptedPolicy(world_dir, error_rate=0.0, seed=0)
+    oracles = [ScriptedPolicy(world_dir, error_rate=0.0, seed=s) for s in range(ORACLE_DRAWS)]
     sets = []
-    for step in store.steps_of_run(run.id, status="finished", min_samples=2):
+    status = "finished" if finished_only else None
+    for step in store.steps_of_run(run.id, status=status, min_samples=2):
         try:
-            right = oracle.generate(GenRequest(prompt=step.prompt)).completions[0].text
+            want = right_actions(oracles, step.kind, step.prompt)
         except ValueError:  # a prompt the reader cannot read back
             continue
-        want = action_key(step.kind, right)
         texts = [s.text for s in step.samples]
         sets.append({"step": step, "kind": step.kind,
-                     "correct": [action_key(step.kind, t) == want for t in texts]})
+                     "correct": [action_key(step.kind, t) in want for t in texts]})
         if limit and len(sets) >= limit:
             break
     return sets
