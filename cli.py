@@ -425,7 +425,7 @@ def make_judge(spec: str):
 
 @app.command()
 def rank(run: str = typer.Option(..., "--run", help="Run name or id whose steps to rank."),
-         judge: str = typer.Option("rules", "--judge", help="'rules' or a judge model (local dir, openai:NAME, replay:PATH).")):
+         judge: str = typer.Option("rules", "--judge", help="'rules', cite:MODEL or yesno:MODEL (a small model scoring by log-probabilities), or a judge model that writes rankings (local dir, openai:NAME, replay:PATH).")):
     """Rank the sampled alternatives of every step of a run (resumable)."""
     from agent.live import console
     from reward.ranker import rank_run
@@ -576,7 +576,7 @@ def improve(iterations: int = typer.Option(3, "--iterations", "-n"),
             model: Optional[str] = MODEL, world: Optional[str] = WORLD,
             base_dir: Optional[str] = typer.Option(None, "--base", help="With --model openai:NAME: the local model directory the server serves (default: the --world's model). Each adapter trains on it here and is loaded into the server (vLLM runtime LoRA, docs/SCALING.md)."),
             search: Optional[str] = SEARCH, corpus: Optional[str] = CORPUS,
-            judge: str = typer.Option("rules", "--judge", help="'rules' or a judge model spec."),
+            judge: str = typer.Option("rules", "--judge", help="'rules', cite:MODEL, yesno:MODEL or a judge model spec (see `rank --help`)."),
             teacher: Optional[str] = typer.Option(None, "--teacher", help="Grow with this stronger model; its steps train --model."),
             samples: int = typer.Option(4, "--samples", "-k", help="Alternatives per step in Grow."),
             per_question: int = typer.Option(1, "--per-question"),

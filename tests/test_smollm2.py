@@ -54,12 +54,13 @@ def test_a_missing_gguf_file_is_one_clear_error(tmp_path):
 
 
 def test_scores_match_an_unbatched_forward(smol):
-    """Padding several rows into one forward must not change any row's log-probability."""
+    """Padding several rows into one forward must not change any row's log-probability, and
+    rows grouped by length come back in the order they were asked in."""
     import torch
 
     prompt = "Name a colour."
-    conts = ["Blue", "Red is one", "No"]
-    batched = smol.score_pairs([(prompt, c) for c in conts])
+    conts = ["Red is one", "Blue", "Green, or a blue one", "No"]
+    batched = smol.score_pairs([(prompt, c) for c in conts], max_rows=2)
     head = smol.tokenizer(smol.render(prompt), add_special_tokens=False)["input_ids"]
     for cont, got in zip(conts, batched):
         tail = smol.tokenizer(cont, add_special_tokens=False)["input_ids"]

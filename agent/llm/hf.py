@@ -224,9 +224,13 @@ class HFBackend:
             if not tail:
                 raise LLMError("score: every continuation needs at least one token")
             rows.append((head, tail))
-        out: list[float] = []
+        # Rows of like length share a forward: a long prompt no longer pads fifteen short ones.
+        by_length = sorted(range(len(rows)), key=lambda i: len(rows[i][0]) + len(rows[i][1]))
+        out: list[float] = [0.0] * len(rows)
         for at in range(0, len(rows), max_rows):
-            out += self._score_rows(rows[at:at + max_rows], torch)
+            chunk = by_length[at:at + max_rows]
+            for i, score in zip(chunk, self._score_rows([rows[i] for i in chunk], torch)):
+                out[i] = score
         return out
 
     def _score_rows(self, rows, torch) -> list[float]:

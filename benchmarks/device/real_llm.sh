@@ -107,10 +107,10 @@ judges)
   [ -f runs/judge_seed.txt ] || $PY -c "import secrets; print(1000 + secrets.randbelow(98000))" \
       > runs/judge_seed.txt  # drawn once: a re-run resumes the same world's sets
   JSEED=$(cat runs/judge_seed.txt)
-  J=(--judge rules --judge yesno:runs/smol-warm)
+  J=(--judge rules --judge cite:smollm2 --judge yesno:runs/smol-warm)
   # yesno:runs/judge-warm would pick as the strict judge does (the same scores): not measured twice
-  [ -f runs/judge-warm/model.safetensors ] && J=(--judge rules --judge yesno-strict:runs/judge-warm
-      --judge yesno:runs/smol-warm)
+  [ -f runs/judge-warm/model.safetensors ] && J=(--judge rules --judge cite:smollm2
+      --judge yesno-strict:runs/judge-warm --judge yesno:runs/smol-warm)
   timeout ${JUDGE_TIMEOUT:-300} $PY benchmarks/judge_agreement.py --db runs/judges.db \
       --run judge-sets --world-seed $JSEED --collect-model runs/smol-warm \
       --collect-questions ${JUDGE_QUESTIONS:-120} "${J[@]}" --judge yesno:smollm2 \
@@ -125,7 +125,7 @@ grade)
   [ -n "$LLM_JUDGE" ] || { echo "error: no LLM arm has run here (runs/llm_judge.txt)"; exit 2; }
   timeout ${GRADE_TIMEOUT:-200} $PY benchmarks/judge_agreement.py --db runs/bench_llm.db \
       --run llm:grow:1 --world-seed $(cut -d, -f1 runs/seeds.txt) --judge rules \
-      --judge "stored:$LLM_JUDGE" --judge yesno:runs/smol-warm \
+      --judge "stored:$LLM_JUDGE" --judge cite:smollm2 \
       --out "$OUT/judge_agreement_grow.json" > "$OUT/grade.log" 2>&1
   grep -v -E "Loading|Writing" "$OUT/grade.log" | cut -c1-300 | tail -5
   ;;
@@ -133,9 +133,9 @@ improve)
   wheels
   SEEDS=${SEEDS:-$($PY -c "import secrets; print(1000 + secrets.randbelow(98000), 1000 + secrets.randbelow(98000), sep=',')")}
   [ -f runs/seeds.txt ] || echo $SEEDS > runs/seeds.txt; SEEDS=$(cat runs/seeds.txt)
-  # The LLM arm's judge: the prompting the judge measurement favoured (warmstart stage).
-  LLM_JUDGE=${LLM_JUDGE:-$(cat runs/judge_best.txt 2>/dev/null)}
-  LLM_JUDGE=${LLM_JUDGE:-yesno:runs/smol-warm}
+  # The LLM arm's judge: the evidence judge on the untuned model, the prompting the judge
+  # measurement favoured (docs/BENCHMARKS.md section 6); LLM_JUDGE picks another.
+  LLM_JUDGE=${LLM_JUDGE:-cite:smollm2}
   [ -f runs/llm_judge.txt ] || echo "$LLM_JUDGE" > runs/llm_judge.txt  # what `grade` reads
   LLM_JUDGE=$(cat runs/llm_judge.txt)  # a resumed arm keeps the judge it started with
   A=(--base runs/smol-warm --seeds $SEEDS --db runs/bench.db --workdir runs/work
