@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import re
 
+from reward.llm_judge import verdict_of_scores
 from reward.rules import PromptState, parse_prompt_state
 from reward.verdicts import RankingVerdict, failed
 from store.records import Answer, CheckAnswer, ReviseAnswer, Search, SelectLink
@@ -156,13 +157,4 @@ def judge_evidence(llm, kind: str, step_prompt: str, samples) -> RankingVerdict:
         return failed("no samples to rank")
     actions = [parse_action(kind, t)[0] for t in texts]
     scores = evidence_scores(llm, kind, step_prompt, actions)
-    malformed = [a is None for a in actions]
-    keys = sorted(range(len(texts)), key=lambda i: (malformed[i], -scores[i], i))
-    top = keys[0] if not malformed[keys[0]] else None
-    bad = [i for i in range(len(texts)) if malformed[i] or (scores[i] < 0 and i != top)]
-    explanation = "; ".join(f"#{i + 1}: {scores[i]:+.2f}" + (" malformed" if malformed[i] else "")
-                            for i in range(len(texts)))
-    verdict = RankingVerdict(ok=True, best=keys[0], order=keys, bad=bad,
-                             explanation=f"evidence scores {explanation}")
-    verdict.scores = scores  # for measurement; not stored
-    return verdict
+    return verdict_of_scores(scores, [a is None for a in actions], False, "evidence")

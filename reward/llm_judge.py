@@ -79,13 +79,20 @@ def judge_yesno(llm, kind: str, step_prompt: str, samples, strict: bool = False)
         return failed("no samples to rank")
     scores = yesno_scores(llm, step_prompt, texts)
     malformed = [parse_action(kind, t)[0] is None for t in texts]
-    keys = sorted(range(len(texts)), key=lambda i: (malformed[i], -scores[i], i))
+    return verdict_of_scores(scores, malformed, strict, "yes-no")
+
+
+def verdict_of_scores(scores: list[float], malformed: list[bool], strict: bool,
+                      label: str) -> RankingVerdict:
+    """Order by score, malformed last; malformed is bad, and so is a candidate scored below
+    zero unless it is the best well-formed one (`strict`: even then)."""
+    keys = sorted(range(len(scores)), key=lambda i: (malformed[i], -scores[i], i))
     top = keys[0] if not malformed[keys[0]] else None
-    bad = [i for i in range(len(texts))
+    bad = [i for i in range(len(scores))
            if malformed[i] or (scores[i] < 0 and (strict or i != top))]
     explanation = "; ".join(f"#{i + 1}: {scores[i]:+.2f}" + (" malformed" if malformed[i] else "")
-                            for i in range(len(texts)))
+                            for i in range(len(scores)))
     verdict = RankingVerdict(ok=True, best=keys[0], order=keys, bad=bad,
-                             explanation=f"yes-no scores {explanation}")
+                             explanation=f"{label} scores {explanation}")
     verdict.scores = scores  # for measurement; not stored
     return verdict
