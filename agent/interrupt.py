@@ -58,6 +58,7 @@ def request(signum: int = signal.SIGINT) -> None:
 def reset() -> None:
     """Forget a requested stop (tests; an interactive loop that goes on)."""
     _requested.clear()
+    _signum[0] = signal.SIGINT
 
 
 def requested_signal() -> int:

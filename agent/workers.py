@@ -335,7 +335,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         sys.stderr.flush()
         os._exit(e.exit_code)  # see cli.main: no shutdown under a model thread
-    except (SetupError, LLMError, StoreError, ValueError, OSError) as e:
+    except Exception as e:
+        if interrupt.requested():  # a signal a library turned into its own error (cli.main)
+            print(f"error: interrupted ({e.__class__.__name__} on the way out)", file=sys.stderr)
+            sys.stderr.flush()
+            os._exit(128 + interrupt.requested_signal())
+        if not isinstance(e, (SetupError, LLMError, StoreError, ValueError, OSError)):
+            raise
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         print(f"error: {first}", file=sys.stderr)
         return 1

@@ -35,7 +35,7 @@ def parse_args(argv=None):
                    "unless --teacher-only)")
     p.add_argument("--teacher-only", action="store_true",
                    help="score only the warm start's teacher on the test world (no model, no GPU)")
-    p.add_argument("--judge", default="rules", help="rules, or yesno:MODEL (reward/llm_judge.py)")
+    p.add_argument("--judge", default="rules", help="rules, cite:MODEL (reward/evidence_judge.py) or yesno:MODEL (reward/llm_judge.py)")
     p.add_argument("--name", default="smol")
     p.add_argument("--db", default="real_llm_improve.db")
     p.add_argument("--seeds", default="", help="GROW_SEED,TEST_SEED; default: drawn now")

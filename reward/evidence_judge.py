@@ -134,8 +134,12 @@ def evidence_scores(llm, kind: str, step_prompt: str, actions: list) -> list[flo
         if a is None:
             continue
         text = claim_text(kind, a, st)
-        if not claim_of(text)[0]:  # claims nothing: the evidence neither supports nor contradicts it
-            scores[i] = 0.0
+        claim, links = claim_of(text)
+        if not claim:
+            # A stop, or a summary that keeps nothing, states nothing: the evidence neither
+            # supports nor contradicts it. An empty answer (cited or not) is bad.
+            if kind in STATING_NOTHING_ALLOWED and not links:
+                scores[i] = 0.0
             continue
         two, ok = make_pairs(st, text)
         if ok:
@@ -144,8 +148,17 @@ def evidence_scores(llm, kind: str, step_prompt: str, actions: list) -> list[flo
     lp = llm.score_pairs(pairs) if pairs else []
     for j, i in enumerate(where):
         with_it, without = lp[2 * j], lp[2 * j + 1]
-        scores[i] = (1.0 - with_it / without) if share else with_it - without
+        scores[i] = _share(with_it, without) if share else with_it - without
     return scores
+
+
+STATING_NOTHING_ALLOWED = ("decide", "summarize")  # Terminate; a summary of no result
+
+
+def _share(with_it: float, without: float) -> float:
+    """1 - log P(claim | evidence) / log P(claim | nothing); 0 for a claim so predictable
+    without evidence (log P near 0) that there is nothing for the evidence to explain."""
+    return 0.0 if without > -1e-6 else 1.0 - with_it / without
 
 
 def judge_evidence(llm, kind: str, step_prompt: str, samples) -> RankingVerdict:

@@ -67,10 +67,27 @@ def test_an_answer_is_scored_by_what_the_question_adds_and_one_without_citation_
     samples = ['Answer(thoughts="t", answer="Tarsk")',
                'Answer(thoughts="t", answer="Tarsk [link_id=2]")',
                'Answer(thoughts="t", answer="Mira Olsen [link_id=1]")']
+    samples += ['Answer(thoughts="t", answer="city of Tarsk [link_id=2]")',
+                'Answer(thoughts="t", answer="[link_id=2]")']
     v = judge_evidence(scorer, "answer", _answer_prompt(), samples)
-    assert v.order[-1] == 0 and 0 in v.bad  # no citation: below every cited answer
+    # "city" and "of" are in the question, not in the notes: the question explains 2 words.
+    assert v.scores[3] == 2.0 and v.scores[1] == v.scores[2] == 0.0 and v.best == 3
+    assert v.order[-2:] == [0, 4] and {0, 4} <= set(v.bad)  # no citation; cites, says nothing
     assert scorer.pairs[0][1] == "Tarsk" and "Question:" in scorer.pairs[0][0]
     assert "Question:" not in scorer.pairs[1][0] and "Mira Olsen was born in Tarsk." in scorer.pairs[1][0]
+
+
+class _Certain:
+    """A scorer for which every claim is certain, with evidence or without: log P = 0."""
+
+    def score_pairs(self, pairs):
+        return [0.0] * len(pairs)
+
+
+def test_a_claim_certain_without_evidence_scores_zero_instead_of_dividing_by_zero():
+    rec = json.loads(STEP_SET.read_text())
+    v = judge_evidence(_Certain(), "summarize", rec["prompt"], rec["samples"])
+    assert v.scores == [0.0, 0.0, 0.0] and v.bad == []
 
 
 def test_a_query_is_scored_by_what_it_copies_and_one_already_searched_is_bad():

@@ -150,9 +150,11 @@ def test_ctrl_c_during_improve_resumes_the_loop_where_it_stopped(tmp_path):
     assert query(db, "SELECT COUNT(*) FROM model_versions") == [(2,)]  # baseline and iteration 1
 
 
-@pytest.mark.parametrize("broken_by", [RuntimeError, ModuleNotFoundError, ValueError])
+@pytest.mark.parametrize("broken_by, sig, code, name", [
+    (RuntimeError, signal.SIGINT, 130, "Ctrl-C"), (ModuleNotFoundError, signal.SIGINT, 130, "Ctrl-C"),
+    (ValueError, signal.SIGINT, 130, "Ctrl-C"), (RuntimeError, signal.SIGTERM, 143, "SIGTERM")])
 def test_a_signal_that_a_library_turns_into_its_own_error_still_ends_as_interrupted(
-        monkeypatch, capsys, broken_by):
+        monkeypatch, capsys, broken_by, sig, code, name):
     """A signal inside transformers' lazy import comes back as that library's error; after a
     stop was requested, the CLI still ends with the interrupted line and exit 130, whether the
     error escapes the command or reaches one of its one-line error handlers."""
@@ -162,7 +164,7 @@ def test_a_signal_that_a_library_turns_into_its_own_error_still_ends_as_interrup
     from agent import interrupt
 
     def command():
-        interrupt.request(signal.SIGINT)
+        interrupt.request(sig)
         try:
             raise broken_by("Could not import module 'Trainer'")
         except ValueError as e:  # what a command's own handler does with a ValueError
@@ -181,9 +183,10 @@ def test_a_signal_that_a_library_turns_into_its_own_error_still_ends_as_interrup
             cli.main()
     finally:
         interrupt.reset()
-    assert left.value.args == (130,)
+    assert left.value.args == (code,)
     err = capsys.readouterr().err
-    assert "interrupted (Ctrl-C)" in err and "error:" not in err, err
+    assert f"interrupted ({name})" in err and "error:" not in err, err
+    assert interrupt.requested_signal() == signal.SIGINT  # reset forgets which signal it was
 
 
 def test_an_error_without_a_signal_is_not_taken_for_one(monkeypatch):

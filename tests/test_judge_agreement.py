@@ -35,7 +35,11 @@ def test_stored_rankings_grade_like_a_fresh_judge(tmp_path):
 
 
 def test_the_oracle_passes_error_free_samples_and_a_missing_run_is_an_error(tmp_path):
+    from types import SimpleNamespace
+
     import pytest
+
+    from store.records import GenRequest
 
     from agent.worlds.pocket.assets import DEMO_SEED, pocket_assets
     from agent.worlds.pocket.oracle import labelled_sets
@@ -58,6 +62,18 @@ def test_the_oracle_passes_error_free_samples_and_a_missing_run_is_an_error(tmp_
     oracles = [ScriptedPolicy(world, error_rate=0.0, seed=s) for s in range(ORACLE_DRAWS)]
     choices = [right_actions(oracles, s["kind"], s["step"].prompt) for s in sets if s["kind"] == "decide"]
     assert any(len(c) == 2 for c in choices) and all(len(c) <= 2 for c in choices)
+    # And labelled_sets grades both as correct, beside a vague query it grades wrong.
+    step = next(s["step"] for s in sets if s["kind"] == "decide"
+                and len(right_actions(oracles, "decide", s["step"].prompt)) == 2)
+    both = sorted({o.generate(GenRequest(prompt=step.prompt)).completions[0].text for o in oracles})
+    assert len({t.split("thoughts=")[0] for t in both}) == 2
+    texts = [t.split("thoughts=")[0] for t in both][:2]
+    samples = [SimpleNamespace(text=t + 'thoughts="x")') for t in texts] + [
+        SimpleNamespace(text='Search(query="zz", thoughts="x")')]
+    fake = SimpleNamespace(get_run=lambda name: SimpleNamespace(id=1),
+                           steps_of_run=lambda *a, **k: [SimpleNamespace(
+                               prompt=step.prompt, kind="decide", samples=samples)])
+    assert labelled_sets(fake, "any", world)[0]["correct"] == [True, True, False]
     with pytest.raises(ValueError, match="no run named 'typo'"):
         labelled_sets(store, "typo", world)
     assert store.get_run("typo") is None  # asking created nothing

@@ -28,8 +28,10 @@ def action_key(kind: str, text: str):
 # The error-free reader still makes free choices: which of two equally good queries it tries
 # first ("Pokuia" or "Pokuia capital"), and the wording of its thoughts. Any of its draws is a
 # correct step, so a sample is graded against the actions of this many draws, not one: with a
-# single draw, half the correct queries would be counted wrong.
-ORACLE_DRAWS = 8
+# single draw, half the correct queries would be counted wrong. With 32, the chance that a
+# prompt's two first queries are not both drawn is 2 in 2^32; the reader is a script, so
+# the draws cost next to nothing.
+ORACLE_DRAWS = 32
 
 
 def right_actions(oracles, kind: str, prompt: str) -> set:
