@@ -110,7 +110,8 @@ def main(argv=None) -> dict:
                              "command": " ".join(sys.argv)},
               "start_model": {"path": args.base, "sha256": weights_sha256(args.base)},
               "worlds": {"grow_and_dev_seed": grow_seed, "test_seed": test_seed,
-                         "drawn": "at benchmark start (secrets.randbelow), not chosen"},
+                         "drawn": (f"given with --seeds {args.seeds}" if args.seeds else
+                                   "at benchmark start (secrets.randbelow), not chosen")},
               "dev_questions": args.dev, "test_questions": len(test_qs),
               "eval_runs": args.eval_runs, "grow_questions": args.grow_questions,
               "samples": args.samples, "samples_for": args.samples_for,
