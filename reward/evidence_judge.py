@@ -45,7 +45,7 @@ from reward.verdicts import RankingVerdict, failed
 from store.records import Answer, CheckAnswer, ReviseAnswer, Search, SelectLink
 
 EVIDENCE_PREFIX = "cite:"
-EVIDENCE_PROMPT_VERSION = "cite-v1"
+EVIDENCE_PROMPT_VERSION = "cite-v2"  # v2: an empty answer is bad; a claim certain without evidence scores 0
 
 _CITATION = re.compile(r"\s*\[link_id\s*=\s*(\d+)\]")
 _LEAD = re.compile(r"^\s*(according to|as)\s*,\s*", re.IGNORECASE)  # "According to [link_id=2], ..."
