@@ -73,17 +73,19 @@ def claim_of(text: str) -> tuple[str, list[int]]:
     return words, links
 
 
-def summary_pairs(st: PromptState, summary: str) -> tuple[list[tuple[str, str]], bool]:
-    """The two (prompt, claim) pairs of a summary, and whether every link it cites was shown."""
-    claim, links = claim_of(summary)
+# Each pair builder takes a claim and the links it cites (claim_of) and returns the two
+# (prompt, claim) pairs to score, with whether the claim keeps the step's rules.
+
+
+def summary_pairs(st: PromptState, claim: str, links: list[int]) -> tuple[list[tuple[str, str]], bool]:
+    """A summary's pairs; its rule: every link it cites was shown."""
     shown = all(n in st.results for n in links) and bool(links)
     evidence = "\n".join(st.results[n] for n in dict.fromkeys(links) if n in st.results)
     return [(SUMMARY_WITH.format(evidence=evidence), claim), (SUMMARY_WITHOUT, claim)], shown
 
 
-def answer_pairs(st: PromptState, answer: str) -> tuple[list[tuple[str, str]], bool]:
-    """The two (prompt, claim) pairs of an answer, and whether it cites a link."""
-    claim, links = claim_of(answer)
+def answer_pairs(st: PromptState, claim: str, links: list[int]) -> tuple[list[tuple[str, str]], bool]:
+    """An answer's pairs; its rule: it cites a link."""
     notes = _notes(st)
     return [(ANSWER_WITH.format(notes=notes, question=st.question), claim),
             (ANSWER_WITHOUT.format(notes=notes), claim)], bool(links)
@@ -93,14 +95,14 @@ def _notes(st: PromptState) -> str:
     return "\n".join(f"- {claim_of(s.summary)[0]}" for s in st.summaries()) or "- (none)"
 
 
-def query_pairs(st: PromptState, query: str) -> tuple[list[tuple[str, str]], bool]:
-    """The two (prompt, query) pairs of a search, and whether it is new to the trajectory."""
+def query_pairs(st: PromptState, claim: str, links: list[int]) -> tuple[list[tuple[str, str]], bool]:
+    """A search's pairs; its rule: the query is new to the trajectory."""
     searched = {a.query.strip().lower() for a in st.past if isinstance(a, Search)}
-    return [(QUERY_WITH.format(question=st.question, notes=_notes(st)), query),
-            (QUERY_WITHOUT, query)], query.strip().lower() not in searched
+    return [(QUERY_WITH.format(question=st.question, notes=_notes(st)), claim),
+            (QUERY_WITHOUT, claim)], claim.lower() not in searched
 
 
-def claim_text(kind: str, action, st: PromptState) -> str:
+def claim_text(action, st: PromptState) -> str:
     """What a step states: a summary, an answer, a query, or the answer a check leaves."""
     if isinstance(action, SelectLink):
         return action.summary
@@ -133,17 +135,16 @@ def evidence_scores(llm, kind: str, step_prompt: str, actions: list) -> list[flo
     for i, a in enumerate(actions):
         if a is None:
             continue
-        text = claim_text(kind, a, st)
-        claim, links = claim_of(text)
+        claim, links = claim_of(claim_text(a, st))
         if not claim:
             # A stop, or a summary that keeps nothing, states nothing: the evidence neither
             # supports nor contradicts it. An empty answer (cited or not) is bad.
             if kind in STATING_NOTHING_ALLOWED and not links:
                 scores[i] = 0.0
             continue
-        two, ok = make_pairs(st, text)
+        two, ok = make_pairs(st, claim, links)
         if ok:
-            pairs += [(p, claim_of(c)[0]) for p, c in two]
+            pairs += two
             where.append(i)
     lp = llm.score_pairs(pairs) if pairs else []
     for j, i in enumerate(where):
