@@ -78,8 +78,6 @@ warmstart)
       --judge yesno:smollm2 --judge rank:smollm2 --rank-limit 40 \
       --out "$OUT/judge_agreement.json" > "$OUT/judges.log" 2>&1
   tail -6 "$OUT/judges.log"
-  $PY -c "import json; print(json.load(open('$OUT/judge_agreement.json'))['best_llm_judge'] or '')" \
-      > runs/judge_best.txt 2>/dev/null; cat runs/judge_best.txt
   ;;
 judge)
   [ -f runs/judge-warm/model.safetensors ] || timeout ${JUDGE_DISTILL_TIMEOUT:-420} $PY cli.py \
