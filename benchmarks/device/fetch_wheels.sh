@@ -30,7 +30,7 @@ fetch .whl_gpu unsloth==2026.10.9 unsloth_zoo==2026.10.9 torchao==0.18.0 cut_cro
 fetch .whl_app langgraph==1.2.22 langgraph-checkpoint langgraph-prebuilt langgraph-sdk \
     langchain-core==1.8.1 langchain-protocol langsmith==0.14.17 uuid-utils==0.19.0 httpx2==2.16.2 httpcore2==2.16.2 truststore jsonpatch jsonpointer tenacity \
     orjson ormsgpack requests-toolbelt zstandard sqlalchemy==2.1.9 greenlet alembic mako \
-    bm25s==0.3.16 distro sniffio websockets
+    bm25s==0.3.16 distro sniffio websockets gguf==0.19.0  # gguf: transformers reads SmolLM2's GGUF with it
 
 # bitsandbytes ships a library for every CUDA and ROCm version (~40 MB); keep CUDA 13 only.
 bnb=$(ls .whl_gpu/bitsandbytes-*.whl)
