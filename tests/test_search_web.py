@@ -171,6 +171,11 @@ def proxies():
     yield make
     for p in made:
         p.close()
+    # A search abandoned at its deadline lives on in its daemon thread until the closed proxy
+    # fails it; let it end here, or it touches logging while pytest's teardown walks it.
+    for t in threading.enumerate():
+        if t.name == "restreact-web-search":
+            t.join(timeout=30)
 
 
 @pytest.fixture(scope="module", autouse=True)
