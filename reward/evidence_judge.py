@@ -18,11 +18,21 @@ rests on explains it, from two forward passes and no generated text:
   the question picks this value out of what was found, which tells the answer from the bridge
   entity that led to it. An answer without a [link_id=N] breaks the step's format (the task
   asks for citations) and ranks below every cited one.
-- decide: a query is a claim too, copied from the question and the notes: the share of its
-  surprisal they explain, as for a summary. A half-copied name ("Harb Folmon" for "Hibar
-  Folmon") scores lower; a query already searched is bad (the ranking rubric's rule,
-  reward/prompts.py); Terminate states nothing and scores 0, so a search that copies what the
-  question needs ranks above stopping early.
+- decide: a query is a claim too, copied from the question and the notes: scored by how many
+  nats of it they explain, log P(query | question, notes) - log P(query | nothing). Not a
+  share here: a half-copied name ("Harb Folmon" for "Hibar Folmon") is rarer on its own, so
+  its share can beat the true name's, while the nats the evidence explains drop with every
+  letter it gets wrong. A query already searched is bad (the ranking rubric's rule,
+  reward/prompts.py).
+- stopping: copying cannot say whether the notes are enough, so a stop is scored by how
+  ready the notes are: the share of the *question's* surprisal they explain. Notes that
+  explain most of it (READY) hold every hop the question names, and a stop ranks first;
+  notes that explain little of it (NOT_READY) are a hop short, and a stop is bad. Between the
+  two, a step whose samples both stop and search is left out of training: the judge cannot
+  tell which is right, and ranking a search first there taught the policy to search on
+  after the answer was found.
+- summarize: a summary the evidence explains less than SUMMARY_FLOOR of is bad, even when it
+  is the step's best: such a step is left out of training rather than teaching a miscopy.
 - relevance and grounding: scored by the answer the check leaves (the one under check when
   it passes, the revised one otherwise), as an answer.
 
@@ -42,10 +52,18 @@ import re
 from reward.llm_judge import verdict_of_scores
 from reward.rules import PromptState, parse_prompt_state
 from reward.verdicts import RankingVerdict, failed
-from store.records import Answer, CheckAnswer, ReviseAnswer, Search, SelectLink
+from store.records import Answer, CheckAnswer, ReviseAnswer, Search, SelectLink, Terminate
 
 EVIDENCE_PREFIX = "cite:"
-EVIDENCE_PROMPT_VERSION = "cite-v2"  # v2: an empty answer is bad; a claim certain without evidence scores 0
+EVIDENCE_PROMPT_VERSION = "cite-v3"
+# v2: an empty answer is bad; a claim certain without evidence scores 0.
+# v3: queries by nats explained; a stop by how much of the question the notes explain;
+#     summaries under SUMMARY_FLOOR are bad; an undecidable stop-or-search step abstains.
+
+# Thresholds set on the design world (seed 2,100,000, the policy's own samples) only; see
+# docs/BENCHMARKS.md section 6 for how they fared on worlds drawn later.
+READY, NOT_READY = 0.8, 0.6  # share of the question's surprisal the notes explain
+SUMMARY_FLOOR = 0.75  # share of a summary's surprisal its cited results explain
 
 _CITATION = re.compile(r"\s*\[link_id\s*=\s*(\d+)\]")
 _LEAD = re.compile(r"^\s*(according to|as)\s*,\s*", re.IGNORECASE)  # "According to [link_id=2], ..."
@@ -56,6 +74,8 @@ QUERY_WITH = "Question: {question}\nNotes:\n{notes}\n\nWrite the next search que
 QUERY_WITHOUT = "Write the next search query."
 ANSWER_WITH = "Notes:\n{notes}\n\nQuestion: {question}\nAnswer from the notes, in a few words."
 ANSWER_WITHOUT = "Notes:\n{notes}\n\nAnswer from the notes, in a few words."
+QUESTION_WITH = "Notes:\n{notes}\n\nWrite a question these notes answer."
+QUESTION_WITHOUT = "Write a question."
 
 
 def is_evidence(judge_name: str) -> bool:
@@ -119,7 +139,7 @@ def claim_text(action, st: PromptState) -> str:
 
 # Which pairs a step's claim is scored with, and whether the score is a share of surprisal
 # (claims copied from evidence) or a difference (what the question adds to the notes).
-_PAIRS = {"summarize": (summary_pairs, True), "decide": (query_pairs, True),
+_PAIRS = {"summarize": (summary_pairs, True), "decide": (query_pairs, False),
           "answer": (answer_pairs, False), "relevance": (answer_pairs, False),
           "grounding": (answer_pairs, False)}
 
@@ -162,6 +182,30 @@ def _share(with_it: float, without: float) -> float:
     return 0.0 if without > -1e-6 else 1.0 - with_it / without
 
 
+def readiness(llm, st: PromptState) -> float:
+    """The share of the question's surprisal the notes explain (0 with no notes)."""
+    if not st.summaries():
+        return 0.0
+    with_it, without = llm.score_pairs([(QUESTION_WITH.format(notes=_notes(st)), st.question),
+                                        (QUESTION_WITHOUT, st.question)])
+    return _share(with_it, without)
+
+
+def _stop_verdict(llm, st: PromptState, actions: list, scores: list[float]) -> tuple[list[float], set[int], bool]:
+    """Scores with every stop's score set by readiness, the stops marked bad, and whether the
+    step abstains (a stop and a search both sampled, readiness in between)."""
+    stops = [i for i, a in enumerate(actions) if isinstance(a, Terminate)]
+    if not stops:
+        return scores, set(), False
+    ready = readiness(llm, st)
+    searches = any(isinstance(a, Search) and scores[i] > float("-inf") for i, a in enumerate(actions))
+    scores = list(scores)
+    for i in stops:
+        scores[i] = float("inf") if ready >= READY else float("-inf") if ready < NOT_READY else 0.0
+    bad = set(stops) if ready < NOT_READY else set()
+    return scores, bad, searches and NOT_READY <= ready < READY
+
+
 def judge_evidence(llm, kind: str, step_prompt: str, samples) -> RankingVerdict:
     """Rank a step's samples (0-based indices) by how much their evidence explains them."""
     from agent.parsing import parse_action
@@ -171,4 +215,15 @@ def judge_evidence(llm, kind: str, step_prompt: str, samples) -> RankingVerdict:
         return failed("no samples to rank")
     actions = [parse_action(kind, t)[0] for t in texts]
     scores = evidence_scores(llm, kind, step_prompt, actions)
-    return verdict_of_scores(scores, [a is None for a in actions], False, "evidence")
+    bad, abstain = set(), False
+    if kind == "decide":
+        scores, bad, abstain = _stop_verdict(llm, parse_prompt_state(step_prompt), actions, scores)
+    elif kind == "summarize":
+        bad = {i for i, (a, sc) in enumerate(zip(actions, scores))
+               if a is not None and claim_of(a.summary)[0] and sc < SUMMARY_FLOOR}
+    verdict = verdict_of_scores(scores, [a is None for a in actions], False, "evidence")
+    if abstain:
+        bad.add(verdict.best)  # the trainer leaves a step out when its pick is bad
+        verdict.explanation += "; stop or search undecided: left out"
+    verdict.bad = sorted(set(verdict.bad) | bad)
+    return verdict

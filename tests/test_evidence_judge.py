@@ -84,32 +84,62 @@ class _Certain:
         return [0.0] * len(pairs)
 
 
-def test_a_claim_certain_without_evidence_scores_zero_instead_of_dividing_by_zero():
+def test_a_claim_certain_without_evidence_scores_zero_and_is_below_the_floor():
     rec = json.loads(STEP_SET.read_text())
     v = judge_evidence(_Certain(), "summarize", rec["prompt"], rec["samples"])
-    assert v.scores == [0.0, 0.0, 0.0] and v.bad == []
+    # No division by zero; and the evidence explains none of it, so no summary is kept.
+    assert v.scores == [0.0, 0.0, 0.0] and v.bad == [0, 1, 2]
 
 
-def test_a_query_is_scored_by_what_it_copies_and_one_already_searched_is_bad():
+def _decide_prompt():
     from agent.prompts import render_decide
     from store.records import Search, SelectLink
 
     past = [Search(query="Blue Harbour painter", thoughts="t"),
             SelectLink(summary="According to [link_id=1], Hibar Folmon painted Blue Harbour.",
                        thoughts="t", selected_link_ids=(1,))]
-    prompt = render_decide("Where was the painter of Blue Harbour born?", past, 2)
+    return render_decide("Where was the painter of Blue Harbour born?", past, 2)
+
+
+def _decide(scorer, samples):
+    return judge(scorer, SimpleNamespace(kind="decide", prompt=_decide_prompt(),
+                                         samples=[SimpleNamespace(text=t) for t in samples]), "cite:any")[0]
+
+
+def test_a_query_is_scored_by_the_nats_it_copies_and_one_already_searched_is_bad():
     samples = ['Search(query="Harb Folmon", thoughts="t")',
                'Search(query="Hibar Folmon", thoughts="t")',
-               'Search(query="Blue Harbour painter", thoughts="t")',
-               'Terminate(thoughts="t")']
+               'Search(query="Blue Harbour painter", thoughts="t")']
     scorer = _CopyCounter()
-    v = judge(scorer, SimpleNamespace(kind="decide", prompt=prompt,
-                                      samples=[SimpleNamespace(text=t) for t in samples]), "cite:any")[0]
-    # The copied name, the half-copied one, stopping (states nothing: 0), the repeat (bad).
-    assert v.order == [1, 0, 3, 2] and v.bad == [2]
-    assert v.scores[3] == 0.0 and v.scores[2] == float("-inf") and v.scores[1] > v.scores[0] > 0
+    v = _decide(scorer, samples)
+    # The copied name explains 2 words, the half-copied one 1; the repeat is bad.
+    assert v.order == [1, 0, 2] and v.bad == [2]
+    assert v.scores[:2] == [1.0, 2.0] and v.scores[2] == float("-inf")
     assert "Hibar Folmon painted Blue Harbour." in scorer.pairs[0][0]  # the notes, uncited
     assert [c for _, c in scorer.pairs] == ["Harb Folmon"] * 2 + ["Hibar Folmon"] * 2
+
+
+class _Ready(_CopyCounter):
+    """A copier that says how much of the question the notes explain: `share` of it."""
+
+    def __init__(self, share):
+        super().__init__()
+        self.share = share
+
+    def score_pairs(self, pairs):
+        q = "Where was the painter of Blue Harbour born?"
+        return [(-10.0 * (1 - self.share) if "notes answer" in p else -10.0) if c == q
+                else super(_Ready, self).score_pairs([(p, c)])[0] for p, c in pairs]
+
+
+def test_a_stop_ranks_by_how_much_of_the_question_the_notes_explain():
+    samples = ['Search(query="Hibar Folmon", thoughts="t")', 'Terminate(thoughts="t")']
+    ready, short, unsure = (_decide(_Ready(x), samples) for x in (0.9, 0.3, 0.7))
+    assert ready.best == 1 and ready.bad == []  # the notes explain the question: stop
+    assert short.best == 0 and short.bad == [1]  # a hop short: stopping is bad
+    assert unsure.best in unsure.bad  # undecidable: the trainer leaves the step out
+    only_stops = _decide(_Ready(0.7), ['Terminate(thoughts="t")'] * 2)
+    assert only_stops.best not in only_stops.bad  # nothing to weigh a stop against
 
 
 def test_a_check_is_scored_by_the_answer_it_leaves_and_keeps_its_own_version():

@@ -109,10 +109,11 @@ judges)
   # yesno:runs/judge-warm would pick as the strict judge does (the same scores): not measured twice
   [ -f runs/judge-warm/model.safetensors ] && J=(--judge rules --judge cite:smollm2
       --judge yesno-strict:runs/judge-warm --judge yesno:runs/smol-warm)
+  J+=(--judge yesno:smollm2 --judge rank:smollm2)
+  [ -n "${JUDGES:-}" ] && { J=(); for j in $JUDGES; do J+=(--judge "$j"); done; }  # e.g. "rules cite:smollm2"
   timeout ${JUDGE_TIMEOUT:-300} $PY benchmarks/judge_agreement.py --db runs/judges.db \
       --run judge-sets --world-seed $JSEED --collect-model runs/smol-warm \
-      --collect-questions ${JUDGE_QUESTIONS:-120} "${J[@]}" --judge yesno:smollm2 \
-      --judge rank:smollm2 --rank-limit ${RANK_LIMIT:-40} \
+      --collect-questions ${JUDGE_QUESTIONS:-120} "${J[@]}" --rank-limit ${RANK_LIMIT:-40} \
       --out "$OUT/judge_agreement.json" > "$OUT/judges.log" 2>&1
   grep -v -E "Loading|Writing" "$OUT/judges.log" | cut -c1-300 | tail -8
   # No judge is chosen from this: picks a point apart are noise, and the kept columns tell
