@@ -20,7 +20,7 @@ from html import escape
 import pytest
 
 from agent.search.base import SearchBackend, SearchError
-from agent.search.web import WebSearch, clean_text, is_garbage, truncate
+from agent.search.web import SEARCH_THREAD, WebSearch, clean_text, is_garbage, truncate
 
 HOST = "html.duckduckgo.com"
 SLACK_S = 0.75  # scheduling slack on a busy 2-core machine
@@ -174,7 +174,7 @@ def proxies():
     # A search abandoned at its deadline lives on in its daemon thread until the closed proxy
     # fails it; let it end here, or it touches logging while pytest's teardown walks it.
     for t in threading.enumerate():
-        if t.name == "restreact-web-search":
+        if t.name == SEARCH_THREAD:
             t.join(timeout=30)
 
 

@@ -40,6 +40,8 @@ _UNREACHABLE_MARKERS = (
 )
 _TIMEOUT_MARKERS = ("timed out", "timeout")
 
+SEARCH_THREAD = "restreact-web-search"  # each search runs in a daemon thread of this name
+
 
 # --- snippet cleaning ------------------------------------------------------------
 
@@ -221,7 +223,7 @@ class WebSearch:
             finally:
                 outcome.done.set()
 
-        threading.Thread(target=run, name="restreact-web-search", daemon=True).start()
+        threading.Thread(target=run, name=SEARCH_THREAD, daemon=True).start()
         if not outcome.done.wait(remaining):
             outcome.error = TimeoutError(f"no answer within the {self.deadline_s:g}s deadline")
         return outcome
