@@ -51,6 +51,8 @@ def parse_args(argv=None):
     p.add_argument("--epochs", type=float, default=2.0)
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--lora-r", type=int, default=16)
+    p.add_argument("--batch", type=int, default=32, help="training batch (32 fills a card; "
+                   "a 24 GiB CPU machine needs 4)")
     p.add_argument("--warmstart-record", default=str(ROOT / "data" / "pocket" / "smollm2" / "warmstart.json"),
                    help="the distillation record naming the teacher to score beside the loop")
     p.add_argument("--workdir", default="runs")
@@ -99,7 +101,7 @@ def main(argv=None) -> dict:
         samples_by_kind={k: int(v) for k, v in (x.split("=") for x in args.samples_for)},
         eval_runs=args.eval_runs, concurrency=args.concurrency, workdir=args.workdir,
         epochs=args.epochs, learning_rate=args.lr,
-        train={"lora_r": args.lora_r, "lora_alpha": args.lora_r, "per_device_batch": 32,
+        train={"lora_r": args.lora_r, "lora_alpha": args.lora_r, "per_device_batch": args.batch,
                "grad_accum": 1, "gradient_checkpointing": False, "max_length": 1024,
                "warmup_steps": 10})
     improver = Improver(store, opts, log=print).prepare()
