@@ -144,12 +144,13 @@ _PAIRS = {"summarize": (summary_pairs, True), "decide": (query_pairs, False),
           "grounding": (answer_pairs, False)}
 
 
-def evidence_scores(llm, kind: str, step_prompt: str, actions: list) -> list[float]:
+def evidence_scores(llm, kind: str, step_prompt: str, actions: list,
+                    st: PromptState | None = None) -> list[float]:
     """One score per parsed action (None: malformed, scored -inf). A claim that breaks the
     step's rules before any model reads it (a summary citing an unseen link, an answer citing
     none, a query already searched) gets -inf; one that states nothing (Terminate, an empty
     summary) gets 0."""
-    st = parse_prompt_state(step_prompt)
+    st = st or parse_prompt_state(step_prompt)  # a caller that parsed it already passes it
     make_pairs, share = _PAIRS[kind]
     pairs, where, scores = [], [], [float("-inf")] * len(actions)
     for i, a in enumerate(actions):
@@ -214,10 +215,11 @@ def judge_evidence(llm, kind: str, step_prompt: str, samples) -> RankingVerdict:
     if not texts:
         return failed("no samples to rank")
     actions = [parse_action(kind, t)[0] for t in texts]
-    scores = evidence_scores(llm, kind, step_prompt, actions)
+    st = parse_prompt_state(step_prompt)
+    scores = evidence_scores(llm, kind, step_prompt, actions, st)
     bad, abstain = set(), False
     if kind == "decide":
-        scores, bad, abstain = _stop_verdict(llm, parse_prompt_state(step_prompt), actions, scores)
+        scores, bad, abstain = _stop_verdict(llm, st, actions, scores)
     elif kind == "summarize":
         bad = {i for i, (a, sc) in enumerate(zip(actions, scores))
                if a is not None and claim_of(a.summary)[0] and sc < SUMMARY_FLOOR}
